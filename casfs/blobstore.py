@@ -1,0 +1,165 @@
+"""The content-addressed blob store: bytes stored once, named by their SHA-256.
+
+Law 1 lives here: a file under `cas/` always holds exactly the bytes whose SHA-256
+is its name. Bytes are written to `tmp/` (same filesystem), hashed while they
+stream in, fsynced, made read-only and only then linked into place; a blob is
+never opened for writing again. `BlobStore` is the interface the rest of casfs
+uses, so that an object-store backend can stand in for `LocalBlobStore` later.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Protocol
+
+CHUNK = 1 << 20
+BLOB_MODE = 0o444
+SHA256_HEX_LEN = 64
+
+
+def is_sha256_hex(value: str) -> bool:
+    return len(value) == SHA256_HEX_LEN and all(c in "0123456789abcdef" for c in value)
+
+
+class StagingFile:
+    """A file being written in `tmp/`, hashed as it arrives.
+
+    The hash covers the prefix [0, hashed) of the file. A write that starts exactly
+    at `hashed` extends it (the common case: sequential copies hash in one pass);
+    a write or truncate that changes bytes inside the prefix throws it away and the
+    file is re-hashed when it is finished. Not thread-safe: one writer at a time.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.size = 0
+        self._hasher = hashlib.sha256()
+        self._hashed = 0
+
+    def write(self, data: bytes, offset: int) -> int:
+        written = os.pwrite(self.fd, data, offset)
+        if offset == self._hashed:
+            self._hasher.update(data[:written])
+            self._hashed += written
+        elif offset < self._hashed:
+            self._restart_hash()
+        self.size = max(self.size, offset + written)
+        return written
+
+    def read(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        if size < self._hashed:
+            self._restart_hash()
+        self.size = size
+
+    def copy_from(self, fd: int) -> None:
+        """Fill an empty staging file from `fd` (copy-on-write of an existing blob)."""
+        offset = 0
+        while chunk := os.pread(fd, CHUNK, offset):
+            self.write(chunk, offset)
+            offset += len(chunk)
+
+    def finish(self) -> str:
+        """Hash what is left, fsync and make the file read-only; return the SHA-256."""
+        while self._hashed < self.size:
+            chunk = os.pread(self.fd, min(CHUNK, self.size - self._hashed), self._hashed)
+            if not chunk:
+                raise OSError(errno.EIO, f"staging file {self.path} is shorter than written")
+            self._hasher.update(chunk)
+            self._hashed += len(chunk)
+        os.fsync(self.fd)
+        os.fchmod(self.fd, BLOB_MODE)
+        return self._hasher.hexdigest()
+
+    def discard(self) -> None:
+        """Close and remove the staging file; safe to call more than once."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _restart_hash(self) -> None:
+        self._hasher = hashlib.sha256()
+        self._hashed = 0
+
+
+class BlobStore(Protocol):
+    """What casfs needs from a place that keeps blobs."""
+
+    def stage(self) -> StagingFile: ...
+
+    def commit(self, staging: StagingFile) -> tuple[str, int, bool]:
+        """Finish `staging` and put it in place. Returns (sha256, size, is_new)."""
+        ...
+
+    def has(self, sha256: str) -> bool: ...
+
+    def open_blob(self, sha256: str) -> int:
+        """A read-only file descriptor on the blob's bytes."""
+        ...
+
+    def uri(self, sha256: str) -> str: ...
+
+
+class LocalBlobStore:
+    """Blobs as read-only files under `cas/sha256/ab/cdef…` on a local filesystem."""
+
+    def __init__(self, cas_dir: Path, tmp_dir: Path) -> None:
+        self.cas_dir = cas_dir
+        self.tmp_dir = tmp_dir
+
+    def path(self, sha256: str) -> Path:
+        if not is_sha256_hex(sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return self.cas_dir / "sha256" / sha256[:2] / sha256[2:]
+
+    def uri(self, sha256: str) -> str:
+        return self.path(sha256).as_uri()
+
+    def stage(self) -> StagingFile:
+        path = self.tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return StagingFile(path, fd)
+
+    def commit(self, staging: StagingFile) -> tuple[str, int, bool]:
+        try:
+            sha256 = staging.finish()
+            final = self.path(sha256)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # link() never replaces: of two writers of the same bytes, one wins
+                # and the other sees EEXIST, which is a dedup hit.
+                os.link(staging.path, final)
+                is_new = True
+            except FileExistsError:
+                is_new = False
+            if is_new:
+                _fsync_dir(final.parent)
+            return sha256, staging.size, is_new
+        finally:
+            staging.discard()
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open_blob(self, sha256: str) -> int:
+        return os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

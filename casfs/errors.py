@@ -1,0 +1,37 @@
+"""The exceptions casfs raises on purpose, each with the exit code a tool maps it to."""
+
+from __future__ import annotations
+
+
+class CasfsError(Exception):
+    """A failure that a user can understand and act on.
+
+    The message is shown as it is; `exit_code` follows the command-line contract
+    (2: usage or environment errors, 1: problems found in the data).
+    """
+
+    exit_code = 2
+
+
+class ConfigError(CasfsError):
+    """The configuration file or an option is invalid (the message names the key)."""
+
+
+class StoreError(CasfsError):
+    """The store directory is missing, unreadable, or of an unknown format."""
+
+
+class InvalidName(CasfsError):
+    """A path component that casfs refuses: empty, `.`/`..`, `/`, NUL, too long, not UTF-8."""
+
+    def __init__(self, message: str, errno_hint: int) -> None:
+        super().__init__(message)
+        self.errno_hint = errno_hint
+
+
+class NotFound(CasfsError):
+    """A record, directory or blob that was asked for does not exist."""
+
+
+class Conflict(CasfsError):
+    """The change would break a uniqueness rule (a live path or key already taken)."""

@@ -1,0 +1,105 @@
+"""The one ingest path: finalize staged bytes into the CAS, then register them.
+
+Every way in (a write into the mount, `casfs put`, an import) ends here:
+
+1. `store_blob` finishes a staging file (hash, fsync, read-only) and links it into
+   `cas/`, or drops it when the blob already exists (a dedup hit). It blocks on
+   disk I/O, so the mount calls it from a worker thread.
+2. The record is registered in one catalog transaction, after the blob is in place
+   (law 2): `Catalog.register` for keyed arrivals, `Catalog.write_at_path` for the
+   mount's writes to a path.
+"""
+
+from __future__ import annotations
+
+import errno
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from casfs import naming
+from casfs.blobstore import CHUNK, BlobStore, StagingFile
+from casfs.catalog import RegisterOutcome
+from casfs.errors import CasfsError, InvalidName
+from casfs.records import Document, NewDocument
+from casfs.store import Store
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    bytes: int
+    storage_uri: str
+    dedup_hit: bool
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    document: Document
+    outcome: RegisterOutcome
+    dedup_hit: bool
+
+
+def store_blob(blobs: BlobStore, staging: StagingFile) -> StoredBlob:
+    """Put a staging file's bytes in place (law 1); the staging file is consumed."""
+    sha256, size, is_new = blobs.commit(staging)
+    return StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
+
+
+def guess_content_type(basename: str) -> str | None:
+    return mimetypes.guess_type(basename, strict=False)[0]
+
+
+def stage_file(blobs: BlobStore, source: Path) -> StagingFile:
+    """Copy `source` into a new staging file, hashing while it streams."""
+    staging = blobs.stage()
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            offset = 0
+            while chunk := os.read(fd, CHUNK):
+                staging.write(chunk, offset)
+                offset += len(chunk)
+        finally:
+            os.close(fd)
+    except BaseException:
+        staging.discard()
+        raise
+    return staging
+
+
+def ingest_file(store: Store, source: Path, *, resolver: str, artifact_id: str,
+                source_url: str | None = None, name: str | None = None,
+                content_type: str | None = None, run_id: str | None = None,
+                created_at: float | None = None) -> IngestResult:
+    """Store a local file once and register it as a document (what `casfs put` does)."""
+    basename = _choose_basename(source, name, source_url)
+    naming.dir_name_for(resolver)  # refuse identifiers the tree cannot show, before any I/O
+    naming.dir_name_for(artifact_id)
+    try:
+        staging = stage_file(store.blobs, source)
+    except OSError as e:
+        raise CasfsError(f"cannot read {source}: {e.strerror}") from None
+    blob = store_blob(store.blobs, staging)
+    document, outcome = store.catalog.register(NewDocument(
+        resolver=resolver, artifact_id=artifact_id, basename=basename, sha256=blob.sha256,
+        bytes=blob.bytes, storage_uri=blob.storage_uri, source_url=source_url,
+        content_type=content_type or guess_content_type(basename), run_id=run_id,
+        created_at=created_at, dedup_hit=blob.dedup_hit))
+    return IngestResult(document, outcome, blob.dedup_hit)
+
+
+def _choose_basename(source: Path, name: str | None, source_url: str | None) -> str:
+    """--name wins, then the file's own name, then the URL rule of the design notes."""
+    if name is not None:
+        cleaned = naming.sanitize_basename(name)
+        if cleaned is None:
+            raise InvalidName(f"cannot use {name!r} as a file name", errno.EINVAL)
+        return cleaned
+    from_file = naming.sanitize_basename(source.name)
+    if from_file:
+        return from_file
+    if source_url:
+        return naming.basename_from_url(source_url)
+    return naming.fallback_basename(str(source))

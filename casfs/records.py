@@ -1,0 +1,69 @@
+"""The shapes the catalog hands out: plain frozen dataclasses, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """A resolver directory (artifact_id is None) or an artifact directory."""
+
+    ino: int
+    parent_ino: int
+    name: str
+    resolver: str
+    artifact_id: str | None
+    created_at: float
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One version of a document. Live while `valid_to` is None."""
+
+    id: int
+    ino: int
+    artifact_id: str
+    resolver: str
+    source_url: str | None
+    basename: str
+    content_type: str | None
+    bytes: int
+    sha256: str
+    storage_uri: str
+    run_id: str | None
+    created_at: float
+    updated_at: float
+    mtime_ns: int
+    valid_from: float
+    valid_to: float | None
+    change: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    """What a caller knows about a document it is registering; the blob is already stored."""
+
+    resolver: str
+    artifact_id: str
+    basename: str
+    sha256: str
+    bytes: int
+    storage_uri: str
+    source_url: str | None = None
+    content_type: str | None = None
+    run_id: str | None = None
+    created_at: float | None = None  # defaults to now
+    mtime_ns: int | None = None  # defaults to created_at
+    dedup_hit: bool = False  # the blob was already stored; counted in the catalog
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    document_id: int
+    variant: str
+    storage_uri: str
+    bytes: int
+    content_type: str | None
+    sha256: str

@@ -1,0 +1,132 @@
+"""The catalog schema: the one place that defines and migrates it.
+
+Tables
+------
+meta         key/value counters: `next_ino` (the inode counter), `dedup_hits`.
+directories  the tree's directories: resolvers (depth 1) and artifacts (depth 2).
+             `ino` is the stable inode number; `name` the path component shown,
+             derived from the identifier by `casfs.naming.dir_name_for`.
+documents    one row per *version* of a document. A live row has `valid_to IS NULL`.
+             A rename, overwrite or delete closes the row (sets `valid_to` and
+             `change`) and, when the document goes on, inserts its next version
+             with the same `ino`; nothing is updated in place except `mtime_ns`
+             and `updated_at` (utimens). Partial unique indexes keep the seeds'
+             key (artifact_id, source_url, resolver) and the virtual path
+             unique among live rows. `source_url` is NULL for files that were
+             written into the mount without one; NULLs never collide on the key.
+variants     the seeds' optional per-document variants (pdf/html/supp).
+blobs        one row per stored blob: size, first seen, the verify ledger and
+             its state (present, quarantined, missing).
+
+Times are Unix seconds (REAL) except `mtime_ns`, which is what the filesystem shows.
+The version is `PRAGMA user_version`; each entry of MIGRATIONS moves it up by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import apsw
+
+from casfs.errors import StoreError
+
+ROOT_INO = 1
+
+_V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('next_ino', 2), ('dedup_hits', 0);
+
+CREATE TABLE directories (
+    ino         INTEGER PRIMARY KEY,
+    parent_ino  INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    resolver    TEXT NOT NULL,
+    artifact_id TEXT,                 -- NULL for a resolver directory
+    created_at  REAL NOT NULL,
+    mtime_ns    INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX directories_by_name ON directories (parent_ino, name);
+CREATE UNIQUE INDEX directories_by_id ON directories (resolver, ifnull(artifact_id, ''));
+
+CREATE TABLE blobs (
+    sha256           TEXT PRIMARY KEY,
+    bytes            INTEGER NOT NULL,
+    first_seen       REAL NOT NULL,
+    last_verified_at REAL,
+    state            TEXT NOT NULL DEFAULT 'present'
+) WITHOUT ROWID;
+
+CREATE TABLE documents (
+    id           INTEGER PRIMARY KEY,
+    ino          INTEGER NOT NULL,
+    artifact_id  TEXT NOT NULL,
+    resolver     TEXT NOT NULL,
+    source_url   TEXT,
+    basename     TEXT NOT NULL,
+    content_type TEXT,
+    bytes        INTEGER NOT NULL,
+    sha256       TEXT NOT NULL REFERENCES blobs (sha256),
+    storage_uri  TEXT NOT NULL,
+    run_id       TEXT,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    valid_from   REAL NOT NULL,
+    valid_to     REAL,
+    change       TEXT                 -- why the row was closed: overwrite, rename, unlink, ...
+);
+CREATE UNIQUE INDEX documents_live_key
+    ON documents (artifact_id, source_url, resolver) WHERE valid_to IS NULL;
+CREATE UNIQUE INDEX documents_live_path
+    ON documents (resolver, artifact_id, basename) WHERE valid_to IS NULL;
+CREATE UNIQUE INDEX documents_live_ino ON documents (ino) WHERE valid_to IS NULL;
+CREATE INDEX documents_live_listing
+    ON documents (resolver, artifact_id, ino) WHERE valid_to IS NULL;
+CREATE INDEX documents_by_sha256 ON documents (sha256);
+CREATE INDEX documents_by_ino ON documents (ino, valid_from);
+
+CREATE TABLE variants (
+    document_id  INTEGER NOT NULL REFERENCES documents (id),
+    variant      TEXT NOT NULL CHECK (variant IN ('pdf', 'html', 'supp')),
+    storage_uri  TEXT NOT NULL,
+    bytes        INTEGER NOT NULL,
+    content_type TEXT,
+    sha256       TEXT NOT NULL REFERENCES blobs (sha256),
+    PRIMARY KEY (document_id, variant)
+);
+"""
+
+Migration = Callable[[apsw.Connection], None]
+
+
+def _sql(script: str) -> Migration:
+    def run(conn: apsw.Connection) -> None:
+        conn.execute(script)
+
+    return run
+
+
+# MIGRATIONS[i] moves a catalog from version i to version i + 1.
+MIGRATIONS: list[Migration] = [_sql(_V1)]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+
+
+def migrate(conn: apsw.Connection) -> None:
+    """Bring the catalog to SCHEMA_VERSION, refusing one from a newer casfs."""
+    with conn:
+        current = schema_version(conn)
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"catalog schema version {current} is newer than this casfs understands "
+                f"({SCHEMA_VERSION}); upgrade casfs"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")

@@ -1,0 +1,468 @@
+"""The embedded catalog: SQLite through APSW, in WAL mode, one file in the store.
+
+Write transactions are BEGIN IMMEDIATE so that two processes never deadlock on a
+lock upgrade; the busy timeout lets them queue instead. `synchronous=FULL`
+because a close() that returned 0 promises a durable record (law 6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from casfs import naming, schema
+from casfs.catalog import RegisterOutcome
+from casfs.errors import Conflict, NotFound, StoreError
+from casfs.records import Directory, Document, NewDocument, Variant
+
+BUSY_TIMEOUT_MS = 10_000
+_DOC_COLUMNS = (
+    "id, ino, artifact_id, resolver, source_url, basename, content_type, bytes, sha256, "
+    "storage_uri, run_id, created_at, updated_at, mtime_ns, valid_from, valid_to, change"
+)
+_DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
+_LIVE = "valid_to IS NULL"
+
+
+def _doc(row: Any) -> Document:
+    return Document(*row)
+
+
+def _dir(row: Any) -> Directory:
+    return Directory(*row)
+
+
+class SqliteCatalog:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+            apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        self.conn = apsw.Connection(str(path), flags=flags)
+        self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        if not readonly:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        if readonly:
+            current = schema.schema_version(self.conn)
+            if current != schema.SCHEMA_VERSION:
+                raise StoreError(f"catalog schema version {current}, expected "
+                                 f"{schema.SCHEMA_VERSION}; open it read-write once to migrate")
+        else:
+            schema.migrate(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        for row in self.conn.execute(sql, args):
+            return row
+        return None
+
+    # -- the tree ---------------------------------------------------------------
+    def allocate_ino(self) -> int:
+        with self._write():
+            return self._next_ino()
+
+    def _next_ino(self) -> int:
+        row = self._one("UPDATE meta SET value = value + 1 WHERE key = 'next_ino' "
+                        "RETURNING value - 1")
+        return int(row[0])
+
+    def get_directory(self, ino: int) -> Directory | None:
+        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories WHERE ino = ?", (ino,))
+        return _dir(row) if row else None
+
+    def lookup_directory(self, parent_ino: int, name: str) -> Directory | None:
+        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+                        "WHERE parent_ino = ? AND name = ?", (parent_ino, name))
+        return _dir(row) if row else None
+
+    def list_directories(self, parent_ino: int, after_ino: int, limit: int) -> list[Directory]:
+        rows = self.conn.execute(
+            f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
+            "ORDER BY ino LIMIT ?", (parent_ino, after_ino, limit))
+        return [_dir(r) for r in rows]
+
+    def _find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
+        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+                        "WHERE resolver = ? AND ifnull(artifact_id, '') = ?",
+                        (resolver, artifact_id or ""))
+        return _dir(row) if row else None
+
+    def _insert_directory(self, parent_ino: int, name: str, resolver: str,
+                          artifact_id: str | None) -> Directory:
+        now = time.time()
+        ino = self._next_ino()
+        self.conn.execute(
+            "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
+            "created_at, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9)))
+        return Directory(ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9))
+
+    def _ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
+        found = self._find_directory(resolver, artifact_id)
+        if found:
+            return found
+        if artifact_id is None:
+            parent_ino, identifier = schema.ROOT_INO, resolver
+        else:
+            parent_ino, identifier = self._ensure_directory(resolver, None).ino, artifact_id
+        name = naming.dir_name_for(identifier)
+        if self.lookup_directory(parent_ino, name) is not None:
+            name = naming.collision_name(name, identifier)
+        return self._insert_directory(parent_ino, name, resolver, artifact_id)
+
+    def ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
+        found = self._find_directory(resolver, artifact_id)
+        if found:
+            return found
+        with self._write():
+            return self._ensure_directory(resolver, artifact_id)
+
+    def make_directory(self, parent_ino: int, name: str) -> Directory:
+        identifier = naming.identifier_for_dir_name(name)
+        with self._write():
+            if self.lookup_directory(parent_ino, name) is not None:
+                raise Conflict(f"directory {name!r} exists")
+            if parent_ino == schema.ROOT_INO:
+                resolver, artifact_id = identifier, None
+            else:
+                parent = self.get_directory(parent_ino)
+                if parent is None or parent.artifact_id is not None:
+                    raise NotFound("directories exist only at depth 1 and 2")
+                resolver, artifact_id = parent.resolver, identifier
+            if self._find_directory(resolver, artifact_id) is not None:
+                raise Conflict(f"{identifier!r} already has a directory")
+            return self._insert_directory(parent_ino, name, resolver, artifact_id)
+
+    def remove_directory(self, ino: int) -> None:
+        with self._write():
+            directory = self.get_directory(ino)
+            if directory is None:
+                raise NotFound(f"no directory {ino}")
+            if self.list_directories(ino, 0, 1) or self._has_documents(directory):
+                raise Conflict(f"directory {directory.name!r} is not empty")
+            self.conn.execute("DELETE FROM directories WHERE ino = ?", (ino,))
+
+    def _has_documents(self, directory: Directory) -> bool:
+        return self._one(f"SELECT 1 FROM documents WHERE {_LIVE} AND resolver = ? "
+                         "AND artifact_id = ? LIMIT 1",
+                         (directory.resolver, directory.artifact_id)) is not None
+
+    def rename_directory(self, ino: int, new_parent_ino: int, new_name: str) -> None:
+        """Rename or move a directory; its documents follow as new versions."""
+        with self._write():
+            directory = self.get_directory(ino)
+            if directory is None:
+                raise NotFound(f"no directory {ino}")
+            if self.lookup_directory(new_parent_ino, new_name) is not None:
+                raise Conflict(f"directory {new_name!r} exists")
+            identifier = naming.identifier_for_dir_name(new_name)
+            if directory.artifact_id is None:
+                if new_parent_ino != schema.ROOT_INO:
+                    raise NotFound("a resolver directory stays at depth 1")
+                moves = [(directory, identifier, None)] + [
+                    (child, identifier, child.artifact_id)
+                    for child in self._all_children(ino)]
+            else:
+                parent = self.get_directory(new_parent_ino)
+                if parent is None or parent.artifact_id is not None:
+                    raise NotFound("an artifact directory stays at depth 2")
+                moves = [(directory, parent.resolver, identifier)]
+            for old, resolver, artifact_id in moves:
+                if (old.resolver, old.artifact_id) != (resolver, artifact_id) and \
+                        self._find_directory(resolver, artifact_id) is not None:
+                    raise Conflict(f"{resolver}/{artifact_id or ''} already has a directory")
+            self.conn.execute("UPDATE directories SET parent_ino = ?, name = ? WHERE ino = ?",
+                              (new_parent_ino, new_name, ino))
+            for old, resolver, artifact_id in moves:
+                self.conn.execute(
+                    "UPDATE directories SET resolver = ?, artifact_id = ? WHERE ino = ?",
+                    (resolver, artifact_id, old.ino))
+                if old.artifact_id is not None and artifact_id is not None:
+                    self._move_documents(old, resolver, artifact_id)
+
+    def _all_children(self, ino: int) -> list[Directory]:
+        rows = self.conn.execute(f"SELECT {_DIR_COLUMNS} FROM directories "
+                                 "WHERE parent_ino = ?", (ino,))
+        return [_dir(r) for r in rows]
+
+    def _move_documents(self, old: Directory, resolver: str, artifact_id: str) -> None:
+        rows = list(self.conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
+            "AND artifact_id = ?", (old.resolver, old.artifact_id)))
+        for doc in map(_doc, rows):
+            self._close(doc.ino, "rename")
+            self._insert_version(doc, resolver=resolver, artifact_id=artifact_id)
+
+    def directory_of(self, doc: Document) -> Directory:
+        found = self._find_directory(doc.resolver, doc.artifact_id)
+        if found is None:
+            raise NotFound(f"no directory for {doc.resolver}/{doc.artifact_id}")
+        return found
+
+    def virtual_path(self, doc: Document) -> str:
+        artifact_dir = self.directory_of(doc)
+        resolver_dir = self.get_directory(artifact_dir.parent_ino)
+        assert resolver_dir is not None
+        return f"/{resolver_dir.name}/{artifact_dir.name}/{doc.basename}"
+
+    # -- documents --------------------------------------------------------------
+    def get_document(self, ino: int) -> Document | None:
+        row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE ino = ? AND {_LIVE}",
+                        (ino,))
+        return _doc(row) if row else None
+
+    def lookup_document(self, directory: Directory, basename: str) -> Document | None:
+        row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? "
+                        f"AND artifact_id = ? AND basename = ? AND {_LIVE}",
+                        (directory.resolver, directory.artifact_id, basename))
+        return _doc(row) if row else None
+
+    def list_documents(self, directory: Directory, after_ino: int, limit: int) -> list[Document]:
+        rows = self.conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? AND artifact_id = ? "
+            f"AND {_LIVE} AND ino > ? ORDER BY ino LIMIT ?",
+            (directory.resolver, directory.artifact_id, after_ino, limit))
+        return [_doc(r) for r in rows]
+
+    def history(self, ino: int) -> list[Document]:
+        rows = self.conn.execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE ino = ? ORDER BY valid_from, id",
+            (ino,))
+        return [_doc(r) for r in rows]
+
+    def _by_key(self, new: NewDocument) -> Document | None:
+        if new.source_url is None:
+            return None
+        row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE artifact_id = ? "
+                        f"AND source_url = ? AND resolver = ? AND {_LIVE}",
+                        (new.artifact_id, new.source_url, new.resolver))
+        return _doc(row) if row else None
+
+    def _path_taken(self, resolver: str, artifact_id: str, basename: str) -> bool:
+        return self._one(f"SELECT 1 FROM documents WHERE resolver = ? AND artifact_id = ? "
+                         f"AND basename = ? AND {_LIVE}",
+                         (resolver, artifact_id, basename)) is not None
+
+    def register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
+        """Register a stored blob as a document; idempotent on the seeds' key.
+
+        The same key with the same bytes changes nothing; with other bytes it makes a
+        new version of that document (same path, same inode). A new document whose
+        basename is taken gets `naming.collision_name`, derived from the record.
+        """
+        with self._write():
+            self._count_arrival(new)
+            existing = self._by_key(new)
+            if existing is not None:
+                if existing.sha256 == new.sha256:
+                    return existing, "unchanged"
+                self._close(existing.ino, "overwrite")
+                return self._insert_version(existing, **_content(new)), "updated"
+            self._ensure_directory(new.resolver, new.artifact_id)
+            basename = new.basename
+            discriminator = new.source_url or new.sha256
+            attempt = 0
+            while self._path_taken(new.resolver, new.artifact_id, basename):
+                attempt += 1
+                basename = naming.collision_name(
+                    new.basename, discriminator if attempt == 1 else f"{discriminator}#{attempt}")
+            return self._insert_new(self._next_ino(), new, basename), "added"
+
+    def write_at_path(self, ino: int, directory: Directory, basename: str,
+                      new: NewDocument) -> Document:
+        """Make the document at this path (inode `ino`) hold new bytes: the mount's write."""
+        assert directory.artifact_id is not None
+        with self._write():
+            self._count_arrival(new)
+            previous = self.get_document(ino)
+            occupant = self.lookup_document(directory, basename)
+            if occupant is not None and occupant.ino != ino:
+                self._close(occupant.ino, "replaced")
+            if previous is not None:
+                self._close(ino, "overwrite")
+                return self._insert_version(
+                    previous, resolver=directory.resolver, artifact_id=directory.artifact_id,
+                    basename=basename, **_content(new))
+            return self._insert_new(ino, new, basename, directory)
+
+    def rename_document(self, ino: int, directory: Directory, basename: str,
+                        replace: bool) -> Document:
+        assert directory.artifact_id is not None
+        with self._write():
+            doc = self.get_document(ino)
+            if doc is None:
+                raise NotFound(f"no document {ino}")
+            occupant = self.lookup_document(directory, basename)
+            if occupant is not None and occupant.ino != ino:
+                if not replace:
+                    raise Conflict(f"{basename!r} exists")
+                self._close(occupant.ino, "replaced")
+            source_url = doc.source_url
+            same_place = (doc.resolver, doc.artifact_id) == (directory.resolver,
+                                                             directory.artifact_id)
+            if source_url is not None and not same_place and self._one(
+                    f"SELECT 1 FROM documents WHERE artifact_id = ? AND source_url = ? "
+                    f"AND resolver = ? AND {_LIVE}",
+                    (directory.artifact_id, source_url, directory.resolver)):
+                raise Conflict(f"{directory.artifact_id} already has a record of {source_url}")
+            self._close(ino, "rename")
+            return self._insert_version(doc, resolver=directory.resolver,
+                                        artifact_id=directory.artifact_id, basename=basename)
+
+    def link_document(self, ino: int, directory: Directory, basename: str) -> Document:
+        """A second record for the same blob at another path (the mount's link)."""
+        assert directory.artifact_id is not None
+        with self._write():
+            doc = self.get_document(ino)
+            if doc is None:
+                raise NotFound(f"no document {ino}")
+            if self.lookup_document(directory, basename) is not None:
+                raise Conflict(f"{basename!r} exists")
+            new = NewDocument(
+                resolver=directory.resolver, artifact_id=directory.artifact_id,
+                basename=basename, sha256=doc.sha256, bytes=doc.bytes,
+                storage_uri=doc.storage_uri, source_url=doc.source_url,
+                content_type=doc.content_type, run_id=doc.run_id, mtime_ns=doc.mtime_ns)
+            if self._by_key(new) is not None:
+                new = replace(new, source_url=None)
+            return self._insert_new(self._next_ino(), new, basename)
+
+    def unlink_document(self, ino: int) -> None:
+        with self._write():
+            if self.get_document(ino) is None:
+                raise NotFound(f"no document {ino}")
+            self._close(ino, "unlink")
+
+    def set_mtime(self, ino: int, mtime_ns: int) -> None:
+        with self._write():
+            self.conn.execute(f"UPDATE documents SET mtime_ns = ?, updated_at = ? "
+                              f"WHERE ino = ? AND {_LIVE}", (mtime_ns, time.time(), ino))
+
+    _UNSET: Any = ...
+
+    def update_metadata(self, ino: int, *, source_url: str | None = _UNSET,
+                        content_type: str | None = _UNSET,
+                        run_id: str | None = _UNSET) -> Document:
+        changes = {k: v for k, v in (("source_url", source_url), ("content_type", content_type),
+                                     ("run_id", run_id)) if v is not self._UNSET}
+        with self._write():
+            doc = self.get_document(ino)
+            if doc is None:
+                raise NotFound(f"no document {ino}")
+            url = changes.get("source_url", doc.source_url)
+            if url is not None and url != doc.source_url and self._one(
+                    f"SELECT 1 FROM documents WHERE artifact_id = ? AND source_url = ? "
+                    f"AND resolver = ? AND {_LIVE}", (doc.artifact_id, url, doc.resolver)):
+                raise Conflict(f"{doc.artifact_id} already has a record of {url}")
+            self._close(ino, "metadata")
+            return self._insert_version(doc, **changes)
+
+    def add_variant(self, variant: Variant) -> None:
+        with self._write():
+            self._ensure_blob(variant.sha256, variant.bytes)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO variants (document_id, variant, storage_uri, bytes, "
+                "content_type, sha256) VALUES (?, ?, ?, ?, ?, ?)",
+                (variant.document_id, variant.variant, variant.storage_uri, variant.bytes,
+                 variant.content_type, variant.sha256))
+
+    def variants(self, document_id: int) -> list[Variant]:
+        rows = self.conn.execute(
+            "SELECT document_id, variant, storage_uri, bytes, content_type, sha256 "
+            "FROM variants WHERE document_id = ? ORDER BY variant", (document_id,))
+        return [Variant(*r) for r in rows]
+
+    # -- reports ----------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        documents, logical = self._one(
+            f"SELECT count(*), ifnull(sum(bytes), 0) FROM documents WHERE {_LIVE}")
+        blobs, physical = self._one("SELECT count(*), ifnull(sum(bytes), 0) FROM blobs "
+                                    "WHERE state = 'present'")
+        versions = self._one("SELECT count(*) FROM documents")[0]
+        directories = self._one("SELECT count(*) FROM directories")[0]
+        dedup_hits = self._one("SELECT value FROM meta WHERE key = 'dedup_hits'")[0]
+        return {"documents": documents, "blobs": blobs, "logical_bytes": logical,
+                "physical_bytes": physical, "versions": versions, "directories": directories,
+                "dedup_hits": dedup_hits}
+
+    def iter_live_documents(self) -> Iterator[Document]:
+        for row in self.conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} "
+                                     "ORDER BY id"):
+            yield _doc(row)
+
+    def blob_refcount(self, sha256: str) -> int:
+        return int(self._one(f"SELECT count(*) FROM documents WHERE sha256 = ? AND {_LIVE}",
+                             (sha256,))[0])
+
+    # -- helpers (inside a write transaction) ------------------------------------
+    def _count_arrival(self, new: NewDocument) -> None:
+        self._ensure_blob(new.sha256, new.bytes)
+        if new.dedup_hit:
+            self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'dedup_hits'")
+
+    def _ensure_blob(self, sha256: str, size: int) -> None:
+        self.conn.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
+                          "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
+                          (sha256, size, time.time()))
+
+    def _close(self, ino: int, change: str) -> None:
+        self.conn.execute(f"UPDATE documents SET valid_to = ?, change = ? WHERE ino = ? "
+                          f"AND {_LIVE}", (time.time(), change, ino))
+
+    def _insert_new(self, ino: int, new: NewDocument, basename: str,
+                    directory: Directory | None = None) -> Document:
+        if directory is None:
+            self._ensure_directory(new.resolver, new.artifact_id)
+        now = time.time()
+        created = new.created_at if new.created_at is not None else now
+        mtime_ns = new.mtime_ns if new.mtime_ns is not None else int(created * 1e9)
+        return self._insert(
+            ino=ino, artifact_id=new.artifact_id, resolver=new.resolver,
+            source_url=new.source_url, basename=basename, content_type=new.content_type,
+            bytes=new.bytes, sha256=new.sha256, storage_uri=new.storage_uri, run_id=new.run_id,
+            created_at=created, updated_at=now, mtime_ns=mtime_ns, valid_from=now)
+
+    def _insert_version(self, previous: Document, **changes: Any) -> Document:
+        """The next version of `previous` (already closed), with `changes` applied."""
+        now = time.time()
+        fields = {name: getattr(previous, name) for name in _DOC_COLUMNS.split(", ")
+                  if name not in ("id", "valid_to", "change")}
+        fields.update(changes, updated_at=now, valid_from=now)
+        return self._insert(**fields)
+
+    def _insert(self, **fields: Any) -> Document:
+        names = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        row = self._one(f"INSERT INTO documents ({names}) VALUES ({marks}) "
+                        f"RETURNING {_DOC_COLUMNS}", tuple(fields.values()))
+        return _doc(row)
+
+
+def _content(new: NewDocument) -> dict[str, Any]:
+    """The fields a new version takes from freshly written bytes."""
+    content: dict[str, Any] = {"sha256": new.sha256, "bytes": new.bytes,
+                               "storage_uri": new.storage_uri}
+    if new.mtime_ns is not None:
+        content["mtime_ns"] = new.mtime_ns
+    for name in ("content_type", "run_id", "source_url"):
+        if getattr(new, name) is not None:
+            content[name] = getattr(new, name)
+    return content
