@@ -84,10 +84,7 @@ class StagingFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
     def _restart_hash(self) -> None:
         self._hasher = hashlib.sha256()

@@ -115,7 +115,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def schema_version(conn: apsw.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+    version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+    assert isinstance(version, int)
+    return version
 
 
 def migrate(conn: apsw.Connection) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from casfs.mount.daemon import main
+
+sys.exit(main())

@@ -1,0 +1,296 @@
+"""Running a mount: options, the daemon process, readiness, and unmounting.
+
+`start` (what `casfs mount` calls) spawns `python -m casfs.mount` in its own
+session and returns once the daemon reports that the kernel mount is up, or with
+the daemon's own error. `run` is the daemon: it opens the store, mounts, serves
+until unmounted or sent SIGTERM/SIGINT, and always closes the store. `unmount`
+asks the kernel to unmount and waits for the daemon to finish, so every flush in
+flight has been finalized when it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from casfs.config import MountConfig
+from casfs.errors import CasfsError
+from casfs.store import Store, StoreLayout
+
+from .operations import CasfsOperations
+
+log = logging.getLogger("casfs.mount")
+
+FS_TYPE = "fuse.casfs"
+READY = b"ready\n"
+# Options that mount(8) and fstab pass along and that mean nothing to casfs.
+_IGNORED = frozenset({"defaults", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
+                      "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail",
+                      "atime", "noatime", "relatime", "strictatime", "nodiratime", "async"})
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    readonly: bool = False
+    allow_other: bool = False
+    cache_timeout: float = 10.0
+    debug: bool = False
+
+    @classmethod
+    def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
+        """Parse `-o` values (comma separated, repeatable); unknown options are an error."""
+        values: dict[str, object] = {"cache_timeout": defaults.cache_timeout,
+                                     "allow_other": defaults.allow_other}
+        for option in (o.strip() for s in option_strings for o in s.split(",")):
+            key, _, value = option.partition("=")
+            if not option or key in _IGNORED or key.startswith(("x-", "comment")):
+                continue
+            if key == "ro":
+                values["readonly"] = True
+            elif key in ("allow_other", "debug"):
+                values[key] = True
+            elif key == "cache_timeout":
+                try:
+                    values["cache_timeout"] = float(value)
+                except ValueError:
+                    raise CasfsError(f"-o cache_timeout needs seconds, got {value!r}") from None
+            else:
+                raise CasfsError(f"unknown mount option {option!r}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_strings(self) -> list[str]:
+        out = [f"cache_timeout={self.cache_timeout:g}"]
+        out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
+                                      ("debug", self.debug)) if on]
+        return ["-o", ",".join(out)]
+
+
+# -- finding running mounts -------------------------------------------------------
+def _unescape(field: str) -> str:
+    """/proc/mounts escapes space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounted_store(mountpoint: Path) -> Path | None:
+    """The store behind a casfs mount at `mountpoint`, from /proc/mounts."""
+    target = str(mountpoint.absolute())
+    with open("/proc/mounts") as f:
+        for line in f:
+            source, where, fstype, *_ = line.split()
+            if _unescape(where) == target and fstype == FS_TYPE:
+                return Path(_unescape(source))
+    return None
+
+
+def pid_file(layout: StoreLayout, mountpoint: Path) -> Path:
+    key = hashlib.sha1(str(mountpoint.absolute()).encode()).hexdigest()[:16]
+    return layout.run / f"mount-{key}.json"
+
+
+def _is_stale(mountpoint: Path) -> bool:
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+def _fusermount(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("fusermount3") or shutil.which("fusermount")
+    if exe is None:
+        raise CasfsError("fusermount3 not found: install the fuse3 package")
+    return subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+
+
+# -- starting ---------------------------------------------------------------------
+def start(store_root: Path, mountpoint: Path, options: MountOptions,
+          timeout: float = 30.0) -> int:
+    """Start a mount daemon and wait until the mount is ready. Returns its pid."""
+    mountpoint = mountpoint.absolute()
+    prepare_mountpoint(mountpoint)
+    layout = StoreLayout(store_root.absolute())
+    if not layout.catalog.is_file():
+        raise CasfsError(f"no casfs store at {store_root} (run 'casfs init' to create one)")
+    read_end, write_end = os.pipe()
+    log_path = layout.log / "mount.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casfs.mount", "--store", str(layout.root),
+             "--ready-fd", str(write_end), *options.to_strings(), str(mountpoint)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
+            pass_fds=(write_end,), start_new_session=True)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as ready:
+        line = ready.readline()  # EOF when the daemon fails before mounting
+    if line == READY:
+        return proc.pid
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    reason = line.decode(errors="replace").strip() or f"see {log_path}"
+    raise CasfsError(f"mount failed: {reason}")
+
+
+def prepare_mountpoint(mountpoint: Path) -> None:
+    """Refuse a bad mountpoint; recover one left behind by a mount that died."""
+    if _is_stale(mountpoint):
+        log.warning("%s: recovering a mount whose daemon died", mountpoint)
+        _fusermount("-u", "-z", str(mountpoint))
+    if not mountpoint.is_dir():
+        raise CasfsError(f"mountpoint {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise CasfsError(f"{mountpoint} is already a mountpoint")
+
+
+# -- the daemon -------------------------------------------------------------------
+def run(store_root: Path, mountpoint: Path, options: MountOptions,
+        ready_fd: int | None = None) -> int:
+    """Serve a mount until it is unmounted. Returns an exit code."""
+    logging.basicConfig(
+        level=logging.DEBUG if options.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    try:
+        store = Store.open(store_root, readonly=options.readonly)
+    except CasfsError as e:
+        _report(ready_fd, str(e))
+        return 2
+    ops = CasfsOperations(store, readonly=options.readonly,
+                          cache_timeout=options.cache_timeout)
+    fuse_options = set(pyfuse3.default_options)
+    fuse_options |= {f"fsname={store.layout.root}", "subtype=casfs"}
+    if options.readonly:
+        fuse_options.add("ro")
+    if options.allow_other:
+        fuse_options.add("allow_other")
+    if options.debug:
+        fuse_options.add("debug")
+    try:
+        pyfuse3.init(ops, str(mountpoint), fuse_options)
+    except RuntimeError as e:
+        store.close()
+        _report(ready_fd, f"cannot mount {mountpoint}: {e}")
+        return 2
+    pidfile = pid_file(store.layout, mountpoint)
+    pidfile.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}))
+    log.info("mounted %s at %s (%s)", store.layout.root, mountpoint,
+             ",".join(options.to_strings()[1:]))
+    _report(ready_fd, None)
+    clean = False
+    try:
+        trio.run(_serve)
+        clean = True
+    finally:
+        pyfuse3.close(unmount=True)
+        pidfile.unlink(missing_ok=True)
+        store.close()
+        log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
+    return 0
+
+
+def _report(ready_fd: int | None, error: str | None) -> None:
+    if error is not None:
+        log.error("%s", error)
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, READY if error is None else error.encode() + b"\n")
+    finally:
+        os.close(ready_fd)
+
+
+async def _serve() -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+# -- unmounting -------------------------------------------------------------------
+def unmount(mountpoint: Path, timeout: float = 60.0) -> None:
+    """Unmount and wait until the daemon has finished (all finalizes done)."""
+    mountpoint = mountpoint.absolute()
+    store = mounted_store(mountpoint)
+    if store is None:
+        if _is_stale(mountpoint):
+            _fusermount("-u", "-z", str(mountpoint))
+            return
+        raise CasfsError(f"{mountpoint} is not a casfs mount")
+    pidfile = pid_file(StoreLayout(store), mountpoint)
+    pid = _read_pid(pidfile)
+    result = _fusermount("-u", str(mountpoint))
+    if result.returncode != 0:
+        raise CasfsError(f"cannot unmount {mountpoint}: {result.stderr.strip()}")
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid):
+        if time.monotonic() > deadline:
+            raise CasfsError(f"daemon {pid} of {mountpoint} did not exit in {timeout:g}s")
+        time.sleep(0.05)
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(json.loads(pidfile.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours has finished its work
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The daemon's own entry point: `python -m casfs.mount` (used by `start`)."""
+    parser = argparse.ArgumentParser(prog="python -m casfs.mount",
+                                     description="Serve a casfs mount in the foreground.")
+    parser.add_argument("--store", required=True, type=Path)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("-o", dest="options", action="append", default=[])
+    parser.add_argument("mountpoint", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        options = MountOptions.parse(args.options, MountConfig())
+    except CasfsError as e:
+        _report(args.ready_fd, str(e))
+        return 2
+    return run(args.store, args.mountpoint.absolute(), options, args.ready_fd)

@@ -1,0 +1,64 @@
+"""The user.casfs.* extended attributes: what a record shows and what may be set."""
+
+from __future__ import annotations
+
+import errno
+
+import pyfuse3
+
+from casfs.records import Directory, Document
+
+PREFIX = "user.casfs."
+SHOWN = ("sha256", "source_url", "content_type", "artifact_id", "resolver", "run_id")
+SETTABLE = frozenset({"source_url", "content_type", "run_id"})
+
+
+def document_xattrs(doc: Document | None, directory: Directory,
+                    overrides: dict[str, str | None]) -> dict[str, str]:
+    """The attributes of a file; `doc` is None for a file not yet closed once."""
+    values: dict[str, str | None] = {"resolver": directory.resolver,
+                                     "artifact_id": directory.artifact_id}
+    if doc is not None:
+        values.update(sha256=doc.sha256, source_url=doc.source_url,
+                      content_type=doc.content_type, run_id=doc.run_id)
+    values.update(overrides)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def directory_xattrs(directory: Directory) -> dict[str, str]:
+    values = {"resolver": directory.resolver, "artifact_id": directory.artifact_id}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def settable_key(raw_name: bytes) -> str:
+    """The field a setxattr/removexattr name sets, or a FUSEError saying why not."""
+    name = raw_name.decode("utf-8", errors="replace")
+    if not name.startswith(PREFIX):
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+    key = name[len(PREFIX):]
+    if key in SETTABLE:
+        return key
+    if key in SHOWN:
+        raise pyfuse3.FUSEError(errno.EPERM)  # the hash and the placement are not settable
+    raise pyfuse3.FUSEError(errno.ENOTSUP)
+
+
+def decode_value(raw: bytes) -> str | None:
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise pyfuse3.FUSEError(errno.EINVAL) from None
+    if "\0" in value:
+        raise pyfuse3.FUSEError(errno.EINVAL)
+    return value or None
+
+
+def lookup(values: dict[str, str], raw_name: bytes) -> bytes:
+    name = raw_name.decode("utf-8", errors="replace")
+    if not name.startswith(PREFIX) or name[len(PREFIX):] not in values:
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+    return values[name[len(PREFIX):]].encode()
+
+
+def names(values: dict[str, str]) -> list[bytes]:
+    return [(PREFIX + key).encode() for key in SHOWN if key in values]

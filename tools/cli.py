@@ -1,0 +1,69 @@
+"""`casfs`: the command-line entry point.
+
+Every subcommand is a function `(args, ctx) -> int`; `main(argv)` is callable from
+tests. Exit codes: 0 success, 1 problems found in the data, 2 usage or environment
+errors (bad option, missing store, bad config). Human output by default, `--json`
+for scripts; errors go to stderr as one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from casfs import __version__
+from casfs.config import Config, load_config, resolve_store
+from casfs.errors import CasfsError
+from casfs.store import Store
+
+from . import mount_commands, store_commands
+
+
+@dataclass
+class Context:
+    """What every subcommand gets: the resolved store path and the config."""
+
+    store_path: Path
+    config: Config
+    store_given: bool
+
+    def open_store(self, *, readonly: bool = False) -> Store:
+        return Store.open(self.store_path, readonly=readonly)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="casfs",
+        description="A content-addressed store of documents, shown as a filesystem: "
+                    "/<resolver>/<artifact_id>/<basename>.",
+        epilog="The store is --store, else $CASFS_STORE, else 'store' in the config file "
+               "($CASFS_CONFIG or the platform config dir), else the platform data dir.")
+    parser.add_argument("--store", metavar="DIR", help="the store directory")
+    parser.add_argument("--config", metavar="FILE", type=Path, help="the config file to read")
+    parser.add_argument("--version", action="version", version=f"casfs {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    store_commands.register(commands)
+    mount_commands.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        ctx = Context(resolve_store(args.store, config), config, store_given=bool(args.store))
+        return int(args.func(args, ctx))
+    except CasfsError as e:
+        print(f"casfs: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:  # `casfs ... | head`: stop quietly, like other Unix tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("casfs: interrupted", file=sys.stderr)
+        return 130

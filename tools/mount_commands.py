@@ -1,0 +1,56 @@
+"""Subcommands that mount and unmount a store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from casfs.mount import daemon
+from casfs.mount.daemon import MountOptions
+
+if TYPE_CHECKING:
+    from .cli import Context
+
+OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets EROFS), "
+                "allow_other (let other users in), cache_timeout=SECONDS (how long the kernel "
+                "caches names and attributes: the bound on how soon outside changes show), "
+                "debug")
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "mount", help="mount the store at MOUNTPOINT",
+        description="Mount the store as /<resolver>/<artifact_id>/<basename>. Returns once "
+                    "the mount is ready; the daemon logs to <store>/log/mount.log.")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                   help=OPTIONS_HELP)
+    p.add_argument("--foreground", "-f", action="store_true",
+                   help="serve in this process until unmounted (logs to stderr)")
+    p.set_defaults(func=cmd_mount)
+
+    p = commands.add_parser(
+        "umount", help="unmount and wait for pending writes to be finalized",
+        description="Unmount MOUNTPOINT and wait until its daemon has finished.")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the daemon (default 60)")
+    p.set_defaults(func=cmd_umount)
+
+
+def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
+    options = MountOptions.parse(args.options, ctx.config.mount)
+    mountpoint = args.mountpoint.absolute()
+    if args.foreground:
+        daemon.prepare_mountpoint(mountpoint)
+        code: int = daemon.run(ctx.store_path, mountpoint, options)
+        return code
+    pid = daemon.start(ctx.store_path, mountpoint, options)
+    print(f"mounted {ctx.store_path.absolute()} at {mountpoint} (daemon {pid})")
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace, ctx: Context) -> int:
+    daemon.unmount(args.mountpoint, timeout=args.timeout)
+    return 0
