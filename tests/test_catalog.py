@@ -1,0 +1,159 @@
+"""The catalog: keys, paths, history, directories and schema versions."""
+
+from pathlib import Path
+
+import apsw
+import pytest
+
+from casfs.errors import Conflict, StoreError
+from casfs.ingest import ingest_file
+from casfs.records import NewDocument, Variant
+from casfs.schema import SCHEMA_VERSION
+from casfs.sqlite_catalog import SqliteCatalog
+from casfs.store import Store
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def new(**fields: object) -> NewDocument:
+    base: dict[str, object] = {"resolver": "unpaywall", "artifact_id": "W1",
+                               "basename": "a.pdf", "sha256": SHA_A, "bytes": 10,
+                               "storage_uri": "file:///x", "source_url": "https://x/a.pdf"}
+    base.update(fields)
+    return NewDocument(**base)  # type: ignore[arg-type]
+
+
+def test_registration_is_idempotent_on_the_key(store: Store) -> None:
+    first, outcome = store.catalog.register(new())
+    again, outcome_again = store.catalog.register(new())
+    assert (outcome, outcome_again) == ("added", "unchanged")
+    assert again.id == first.id
+    assert store.catalog.stats()["documents"] == 1
+
+
+def test_new_bytes_for_a_key_make_a_new_version_at_the_same_path(store: Store) -> None:
+    first, _ = store.catalog.register(new())
+    second, outcome = store.catalog.register(new(sha256=SHA_B, bytes=20))
+    assert outcome == "updated"
+    assert (second.ino, second.basename) == (first.ino, first.basename)
+    history = store.catalog.history(first.ino)
+    assert [d.sha256 for d in history] == [SHA_A, SHA_B]
+    assert history[0].valid_to is not None and history[0].change == "overwrite"
+    assert history[1].valid_to is None
+
+
+def test_a_name_collision_gets_a_deterministic_name_and_overwrites_nothing(store: Store) -> None:
+    a, _ = store.catalog.register(new())
+    b, _ = store.catalog.register(new(source_url="https://y/a.pdf", sha256=SHA_B))
+    assert a.basename == "a.pdf"
+    assert b.basename.startswith("a~") and b.basename.endswith(".pdf")
+    other = Store.init(store.layout.root.parent / "other")
+    try:
+        other.catalog.register(new())
+        again, _ = other.catalog.register(new(source_url="https://y/a.pdf", sha256=SHA_B))
+        assert again.basename == b.basename
+    finally:
+        other.close()
+    assert store.catalog.get_document(a.ino).sha256 == SHA_A  # type: ignore[union-attr]
+
+
+def test_the_live_path_and_key_are_unique_in_the_schema(store: Store) -> None:
+    store.catalog.register(new())
+    with pytest.raises(apsw.ConstraintError):
+        store.catalog.conn.execute(
+            "INSERT INTO documents (ino, artifact_id, resolver, source_url, basename, bytes, "
+            "sha256, storage_uri, created_at, updated_at, mtime_ns, valid_from) VALUES "
+            "(999, 'W1', 'unpaywall', 'https://other', 'a.pdf', 1, ?, 'u', 0, 0, 0, 0)",
+            (SHA_A,))
+
+
+def test_rename_unlink_and_link_keep_history(store: Store) -> None:
+    doc, _ = store.catalog.register(new())
+    target = store.catalog.ensure_directory("arxiv", "W2")
+    moved = store.catalog.rename_document(doc.ino, target, "b.pdf", replace=False)
+    assert (moved.ino, moved.resolver, moved.artifact_id) == (doc.ino, "arxiv", "W2")
+    linked = store.catalog.link_document(doc.ino, target, "c.pdf")
+    assert linked.ino != doc.ino and linked.sha256 == doc.sha256
+    assert linked.source_url is None  # the key stays unique
+    store.catalog.unlink_document(doc.ino)
+    assert store.catalog.get_document(doc.ino) is None
+    assert [d.change for d in store.catalog.history(doc.ino)] == ["rename", "unlink"]
+    assert store.catalog.blob_refcount(SHA_A) == 1
+
+
+def test_rename_onto_a_live_path_needs_replace(store: Store) -> None:
+    a, _ = store.catalog.register(new())
+    b, _ = store.catalog.register(new(basename="b.pdf", source_url="https://x/b.pdf"))
+    directory = store.catalog.directory_of(a)
+    with pytest.raises(Conflict):
+        store.catalog.rename_document(b.ino, directory, "a.pdf", replace=False)
+    store.catalog.rename_document(b.ino, directory, "a.pdf", replace=True)
+    assert store.catalog.lookup_document(directory, "a.pdf").ino == b.ino  # type: ignore[union-attr]
+    assert store.catalog.history(a.ino)[-1].change == "replaced"
+
+
+def test_renaming_an_artifact_directory_moves_its_documents(store: Store) -> None:
+    doc, _ = store.catalog.register(new())
+    directory = store.catalog.directory_of(doc)
+    store.catalog.rename_directory(directory.ino, directory.parent_ino, "10.1%2Fx")
+    moved = store.catalog.get_document(doc.ino)
+    assert moved is not None and moved.artifact_id == "10.1/x"
+    assert store.catalog.virtual_path(moved) == "/unpaywall/10.1%2Fx/a.pdf"
+
+
+def test_directories_made_empty_persist_and_remove_only_when_empty(store: Store) -> None:
+    resolver = store.catalog.make_directory(1, "crossref")
+    artifact = store.catalog.make_directory(resolver.ino, "W9")
+    assert artifact.resolver == "crossref" and artifact.artifact_id == "W9"
+    with pytest.raises(Conflict):
+        store.catalog.remove_directory(resolver.ino)
+    store.catalog.remove_directory(artifact.ino)
+    store.catalog.remove_directory(resolver.ino)
+    assert store.catalog.lookup_directory(1, "crossref") is None
+
+
+def test_readdir_pages_cover_every_entry_once(store: Store) -> None:
+    for i in range(25):
+        store.catalog.register(new(basename=f"f{i}.pdf", source_url=f"https://x/{i}"))
+    directory = store.catalog.ensure_directory("unpaywall", "W1")
+    seen, after = [], 0
+    while page := store.catalog.list_documents(directory, after, 7):
+        seen += [d.basename for d in page]
+        after = page[-1].ino
+    assert sorted(seen) == sorted(f"f{i}.pdf" for i in range(25))
+
+
+def test_variants_are_kept_per_document(store: Store) -> None:
+    doc, _ = store.catalog.register(new())
+    store.catalog.add_variant(Variant(doc.id, "html", "file:///h", 5, "text/html", SHA_B))
+    assert [v.variant for v in store.catalog.variants(doc.id)] == ["html"]
+
+
+def test_a_catalog_from_a_newer_casfs_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    SqliteCatalog(path).close()
+    conn = apsw.Connection(str(path))
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        SqliteCatalog(path)
+
+
+def test_opening_a_missing_store_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="casfs init"):
+        Store.open(tmp_path / "nowhere")
+
+
+def test_ingest_file_stores_once_and_counts_dedup_hits(store: Store, tmp_path: Path) -> None:
+    source = tmp_path / "paper.pdf"
+    source.write_bytes(b"%PDF-1.7 ...")
+    first = ingest_file(store, source, resolver="unpaywall", artifact_id="W1",
+                        source_url="https://x/paper.pdf")
+    second = ingest_file(store, source, resolver="crossref", artifact_id="W1",
+                         source_url="https://y/paper")
+    assert not first.dedup_hit and second.dedup_hit
+    assert first.document.content_type == "application/pdf"
+    stats = store.catalog.stats()
+    assert (stats["documents"], stats["blobs"], stats["dedup_hits"]) == (2, 1, 1)
+    assert stats["logical_bytes"] == 2 * stats["physical_bytes"]

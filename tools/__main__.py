@@ -1,0 +1,5 @@
+import sys
+
+from casfs.tools.cli import main
+
+sys.exit(main())
