@@ -99,7 +99,7 @@ class SqliteCatalog:
             "ORDER BY ino LIMIT ?", (parent_ino, after_ino, limit))
         return [_dir(r) for r in rows]
 
-    def _find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
+    def find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
         row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
                         "WHERE resolver = ? AND ifnull(artifact_id, '') = ?",
                         (resolver, artifact_id or ""))
@@ -116,7 +116,7 @@ class SqliteCatalog:
         return Directory(ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9))
 
     def _ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
-        found = self._find_directory(resolver, artifact_id)
+        found = self.find_directory(resolver, artifact_id)
         if found:
             return found
         if artifact_id is None:
@@ -129,7 +129,7 @@ class SqliteCatalog:
         return self._insert_directory(parent_ino, name, resolver, artifact_id)
 
     def ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
-        found = self._find_directory(resolver, artifact_id)
+        found = self.find_directory(resolver, artifact_id)
         if found:
             return found
         with self._write():
@@ -147,7 +147,7 @@ class SqliteCatalog:
                 if parent is None or parent.artifact_id is not None:
                     raise NotFound("directories exist only at depth 1 and 2")
                 resolver, artifact_id = parent.resolver, identifier
-            if self._find_directory(resolver, artifact_id) is not None:
+            if self.find_directory(resolver, artifact_id) is not None:
                 raise Conflict(f"{identifier!r} already has a directory")
             return self._insert_directory(parent_ino, name, resolver, artifact_id)
 
@@ -187,7 +187,7 @@ class SqliteCatalog:
                 moves = [(directory, parent.resolver, identifier)]
             for old, resolver, artifact_id in moves:
                 if (old.resolver, old.artifact_id) != (resolver, artifact_id) and \
-                        self._find_directory(resolver, artifact_id) is not None:
+                        self.find_directory(resolver, artifact_id) is not None:
                     raise Conflict(f"{resolver}/{artifact_id or ''} already has a directory")
             self.conn.execute("UPDATE directories SET parent_ino = ?, name = ? WHERE ino = ?",
                               (new_parent_ino, new_name, ino))
@@ -212,7 +212,7 @@ class SqliteCatalog:
             self._insert_version(doc, resolver=resolver, artifact_id=artifact_id)
 
     def directory_of(self, doc: Document) -> Directory:
-        found = self._find_directory(doc.resolver, doc.artifact_id)
+        found = self.find_directory(doc.resolver, doc.artifact_id)
         if found is None:
             raise NotFound(f"no directory for {doc.resolver}/{doc.artifact_id}")
         return found

@@ -1,0 +1,179 @@
+"""The mount's semantics table: versions on overwrite, catalog-only renames and links,
+directories, readers of open files, and changes made outside the mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casfs.store import Store
+from casfs.tools import cli
+
+from .conftest import Mounter
+
+
+def artifact(mnt: Path, resolver: str = "unpaywall", name: str = "W1") -> Path:
+    path = mnt / resolver / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def history(store_path: Path, rel: str) -> list[tuple[str, str | None]]:
+    """[(sha256, change)] of every version of the file now at `rel`, read through a
+    connection of its own (the catalog is shared with the mount through WAL)."""
+    resolver, artifact_id, basename = rel.split("/")
+    with Store.open(store_path, readonly=True) as store:
+        directory = store.catalog.find_directory(resolver, artifact_id)
+        assert directory is not None
+        doc = store.catalog.lookup_document(directory, basename)
+        assert doc is not None
+        return [(d.sha256, d.change) for d in store.catalog.history(doc.ino)]
+
+
+def test_o_trunc_overwrite_is_a_new_version_with_the_same_inode(mnt: Path,
+                                                                 mounter: Mounter) -> None:
+    path = artifact(mnt) / "a.txt"
+    path.write_bytes(b"first version")
+    ino = path.stat().st_ino
+    path.write_bytes(b"second")
+    assert path.read_bytes() == b"second"
+    assert path.stat().st_ino == ino and path.stat().st_size == 6
+    versions = history(mounter.store_path, "unpaywall/W1/a.txt")
+    assert len(versions) == 2 and versions[0][1] == "overwrite" and versions[1][1] is None
+
+
+def test_append_and_partial_writes_copy_on_write(mnt: Path, mounter: Mounter) -> None:
+    path = artifact(mnt) / "log.txt"
+    path.write_bytes(b"0123456789")
+    old_blob = history(mounter.store_path, "unpaywall/W1/log.txt")[0][0]
+    with path.open("ab") as f:
+        f.write(b"abc")
+    with path.open("r+b") as f:
+        f.seek(2)
+        f.write(b"XY")
+    assert path.read_bytes() == b"01XY456789abc"
+    blob_file = mounter.store_path / "cas/sha256" / old_blob[:2] / old_blob[2:]
+    assert blob_file.read_bytes() == b"0123456789"  # law 1: the old blob never changed
+    os.truncate(path, 4)
+    assert path.read_bytes() == b"01XY"
+
+
+def test_readers_of_an_open_file_see_its_bytes(mnt: Path) -> None:
+    path = artifact(mnt) / "growing.bin"
+    with path.open("wb") as writer:
+        writer.write(b"partial")
+        writer.flush()
+        assert path.read_bytes() == b"partial"
+        assert path.stat().st_size == 7
+        assert path.name in os.listdir(path.parent)
+    assert path.read_bytes() == b"partial"
+
+
+def test_rename_unlink_and_link_are_catalog_operations(mnt: Path, mounter: Mounter) -> None:
+    a = artifact(mnt) / "a.pdf"
+    a.write_bytes(b"A" * 5000)
+    blobs_before = sorted((mounter.store_path / "cas").rglob("*"))
+    b = artifact(mnt, "arxiv", "W2") / "b.pdf"
+    os.rename(a, b)
+    assert not a.exists() and b.read_bytes() == b"A" * 5000
+    os.link(b, artifact(mnt) / "again.pdf")
+    assert (artifact(mnt) / "again.pdf").read_bytes() == b"A" * 5000
+    os.unlink(b)
+    assert not b.exists() and (artifact(mnt) / "again.pdf").exists()
+    assert sorted((mounter.store_path / "cas").rglob("*")) == blobs_before
+    with Store.open(mounter.store_path, readonly=True) as store:
+        stats = store.catalog.stats()
+    assert stats["documents"] == 1 and stats["blobs"] == 1
+
+
+def test_rename_over_an_existing_file_replaces_it(mnt: Path) -> None:
+    d = artifact(mnt)
+    (d / "old.txt").write_bytes(b"old")
+    (d / "new.txt").write_bytes(b"new")
+    os.rename(d / "new.txt", d / "old.txt")
+    assert (d / "old.txt").read_bytes() == b"new"
+    assert sorted(os.listdir(d)) == ["old.txt"]
+
+
+def test_directories_mkdir_rmdir_and_rename(mnt: Path) -> None:
+    d = artifact(mnt, "crossref", "10.1234%2Fabc")
+    (d / "x.txt").write_bytes(b"x")
+    with pytest.raises(OSError) as info:
+        os.rmdir(d)
+    assert info.value.errno == errno.ENOTEMPTY
+    os.rename(d, mnt / "crossref" / "W77")
+    assert (mnt / "crossref" / "W77" / "x.txt").read_bytes() == b"x"
+    assert os.getxattr(mnt / "crossref" / "W77" / "x.txt",
+                       "user.casfs.artifact_id") == b"W77"
+    os.unlink(mnt / "crossref" / "W77" / "x.txt")
+    os.rmdir(mnt / "crossref" / "W77")
+    assert os.listdir(mnt / "crossref") == []
+
+
+def test_an_identifier_with_a_slash_gets_an_escaped_directory(mnt: Path, tmp_path: Path,
+                                                              mounter: Mounter) -> None:
+    src = tmp_path / "paper.pdf"
+    src.write_bytes(b"doi paper")
+    assert cli.main(["--store", str(mounter.store_path), "put", str(src), "--resolver",
+                     "crossref", "--artifact", "10.1234/oa.5678"]) == 0
+    path = mnt / "crossref" / "10.1234%2Foa.5678" / "paper.pdf"
+    assert path.read_bytes() == b"doi paper"
+    assert os.getxattr(path, "user.casfs.artifact_id") == b"10.1234/oa.5678"
+
+
+def test_a_large_directory_lists_every_entry_once(mnt: Path, mounter: Mounter) -> None:
+    from casfs.records import NewDocument
+
+    count = 1234  # more than two readdir pages
+    with Store.open(mounter.store_path) as store:
+        for i in range(count):
+            store.catalog.register(NewDocument(
+                resolver="bulk", artifact_id="W1", basename=f"f{i:05}.txt",
+                sha256=f"{i:064x}", bytes=1, storage_uri="file:///none",
+                source_url=f"https://x/{i}"))
+    names = os.listdir(mnt / "bulk" / "W1")
+    assert len(names) == count and len(set(names)) == count
+    listing = subprocess.run(["ls", "-l", str(mnt / "bulk" / "W1")], check=True,
+                             capture_output=True, text=True).stdout
+    assert len(listing.splitlines()) == count + 1
+
+
+def test_outside_changes_show_within_the_cache_timeout(mounter: Mounter,
+                                                       tmp_path: Path) -> None:
+    mnt = mounter.mount("cache_timeout=1")
+    src = tmp_path / "paper.pdf"
+    src.write_bytes(b"version one")
+    put = ["--store", str(mounter.store_path), "put", "--resolver", "unpaywall",
+           "--artifact", "W1", "--source-url", "https://x/paper.pdf"]
+    assert cli.main([*put[:3], str(src), *put[3:]]) == 0
+    path = mnt / "unpaywall" / "W1" / "paper.pdf"
+    assert path.read_bytes() == b"version one"
+    src.write_bytes(b"version two, longer")
+    assert cli.main([*put[:3], str(src), *put[3:]]) == 0
+    deadline = time.monotonic() + 5
+    while path.read_bytes() != b"version two, longer":
+        assert time.monotonic() < deadline, "outside change did not show within 5 s"
+        time.sleep(0.2)
+    with Store.open(mounter.store_path) as store:
+        doc = store.catalog.lookup_document(
+            store.catalog.ensure_directory("unpaywall", "W1"), "paper.pdf")
+        assert doc is not None
+        store.catalog.unlink_document(doc.ino)
+    while path.exists():
+        assert time.monotonic() < deadline + 5, "outside delete did not show"
+        time.sleep(0.2)
+
+
+def test_umount_waits_for_the_daemon(mnt: Path, mounter: Mounter) -> None:
+    (artifact(mnt) / "a.txt").write_bytes(b"a")
+    mounter.umount()
+    assert not list((mounter.store_path / "run").iterdir())  # the daemon removed its pid file
+    code = subprocess.run([sys.executable, "-m", "casfs.tools", "umount", str(mnt)],
+                          capture_output=True, text=True)
+    assert code.returncode == 2 and "not a casfs mount" in code.stderr
