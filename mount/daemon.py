@@ -110,8 +110,9 @@ def pid_file(layout: StoreLayout, mountpoint: Path) -> Path:
 
 
 def _is_stale(mountpoint: Path) -> bool:
+    """A mount whose daemon died. statvfs always reaches the daemon; stat may not."""
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
     except OSError as e:
         return e.errno == errno.ENOTCONN
     return False

@@ -79,14 +79,14 @@ class Mounter:
         return self.mount(*options)
 
     def cleanup(self) -> None:
-        if os.path.ismount(self.mountpoint) or _stale(self.mountpoint):
-            if cli.main(["umount", str(self.mountpoint), "--timeout", "20"]) != 0:
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+        mounted = os.path.ismount(self.mountpoint) or _stale(self.mountpoint)
+        if mounted and cli.main(["umount", str(self.mountpoint), "--timeout", "20"]) != 0:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
 
 
 def _stale(path: Path) -> bool:
     try:
-        os.stat(path)
+        os.statvfs(path)
     except OSError:
         return True
     return False
