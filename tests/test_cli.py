@@ -118,3 +118,19 @@ def test_mounting_twice_is_refused(mounter: Mounter) -> None:
     mounter.mount()
     result = run("--store", str(mounter.store_path), "mount", str(mounter.mountpoint))
     assert result.returncode == 2 and "already a mountpoint" in result.stderr
+
+
+@needs_fuse
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sbin/mount.fuse.casfs"),
+                    reason="needs root and /sbin/mount.fuse.casfs (contrib/dev.sh setup)")
+def test_mount_8_mounts_a_fuse_casfs_fstab_entry(store_path: Path, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "fuse.casfs", "-o", "ro,noauto,_netdev",
+                        str(store_path), str(mnt)], check=True)
+        assert mounted_store(mnt) == store_path
+        assert os.listdir(mnt) == []
+    finally:
+        cli.main(["umount", str(mnt)])
+    assert not os.path.ismount(mnt)
