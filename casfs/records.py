@@ -67,3 +67,41 @@ class Variant:
     bytes: int
     content_type: str | None
     sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentFilter:
+    """What `casfs search` narrows live documents by; None means any."""
+
+    resolver: str | None = None
+    content_type: str | None = None
+    artifact_glob: str | None = None
+    url_substring: str | None = None
+    run_id: str | None = None
+    since: float | None = None  # created_at >= since
+    until: float | None = None  # created_at < until
+    min_size: int | None = None
+    max_size: int | None = None
+    artifact_id: str | None = None
+    sha256: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A document together with its virtual path."""
+
+    document: Document
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    sha256: str
+    bytes: int
+    references: int
+    paths: list[str]
+
+    @property
+    def saved_bytes(self) -> int:
+        return (self.references - 1) * self.bytes

@@ -20,12 +20,10 @@ from casfs import naming, schema
 from casfs.catalog import RegisterOutcome
 from casfs.errors import Conflict, NotFound, StoreError
 from casfs.records import Directory, Document, NewDocument, Variant
+from casfs.sqlite_queries import DOC_COLUMNS, SqliteQueries
 
 BUSY_TIMEOUT_MS = 10_000
-_DOC_COLUMNS = (
-    "id, ino, artifact_id, resolver, source_url, basename, content_type, bytes, sha256, "
-    "storage_uri, run_id, created_at, updated_at, mtime_ns, valid_from, valid_to, change"
-)
+_DOC_COLUMNS = DOC_COLUMNS
 _DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _LIVE = "valid_to IS NULL"
 
@@ -38,7 +36,7 @@ def _dir(row: Any) -> Directory:
     return Directory(*row)
 
 
-class SqliteCatalog:
+class SqliteCatalog(SqliteQueries):
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
@@ -251,15 +249,18 @@ class SqliteCatalog:
     def _by_key(self, new: NewDocument) -> Document | None:
         if new.source_url is None:
             return None
-        row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE artifact_id = ? "
-                        f"AND source_url = ? AND resolver = ? AND {_LIVE}",
-                        (new.artifact_id, new.source_url, new.resolver))
-        return _doc(row) if row else None
+        return self.find_by_key(new.artifact_id, new.source_url, new.resolver)
 
     def _path_taken(self, resolver: str, artifact_id: str, basename: str) -> bool:
         return self._one(f"SELECT 1 FROM documents WHERE resolver = ? AND artifact_id = ? "
                          f"AND basename = ? AND {_LIVE}",
                          (resolver, artifact_id, basename)) is not None
+
+    def find_by_key(self, artifact_id: str, source_url: str, resolver: str) -> Document | None:
+        row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE artifact_id = ? "
+                        f"AND source_url = ? AND resolver = ? AND {_LIVE}",
+                        (artifact_id, source_url, resolver))
+        return _doc(row) if row else None
 
     def register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
         """Register a stored blob as a document; idempotent on the seeds' key.
@@ -269,22 +270,30 @@ class SqliteCatalog:
         basename is taken gets `naming.collision_name`, derived from the record.
         """
         with self._write():
-            self._count_arrival(new)
-            existing = self._by_key(new)
-            if existing is not None:
-                if existing.sha256 == new.sha256:
-                    return existing, "unchanged"
-                self._close(existing.ino, "overwrite")
-                return self._insert_version(existing, **_content(new)), "updated"
-            self._ensure_directory(new.resolver, new.artifact_id)
-            basename = new.basename
-            discriminator = new.source_url or new.sha256
-            attempt = 0
-            while self._path_taken(new.resolver, new.artifact_id, basename):
-                attempt += 1
-                basename = naming.collision_name(
-                    new.basename, discriminator if attempt == 1 else f"{discriminator}#{attempt}")
-            return self._insert_new(self._next_ino(), new, basename), "added"
+            return self._register(new)
+
+    def register_many(self, batch: list[NewDocument]) -> list[tuple[Document, RegisterOutcome]]:
+        """`register` for a batch, in one transaction (what an import does)."""
+        with self._write():
+            return [self._register(new) for new in batch]
+
+    def _register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
+        self._count_arrival(new)
+        existing = self._by_key(new)
+        if existing is not None:
+            if existing.sha256 == new.sha256:
+                return existing, "unchanged"
+            self._close(existing.ino, "overwrite")
+            return self._insert_version(existing, **_content(new)), "updated"
+        self._ensure_directory(new.resolver, new.artifact_id)
+        basename = new.basename
+        discriminator = new.source_url or new.sha256
+        attempt = 0
+        while self._path_taken(new.resolver, new.artifact_id, basename):
+            attempt += 1
+            basename = naming.collision_name(
+                new.basename, discriminator if attempt == 1 else f"{discriminator}#{attempt}")
+        return self._insert_new(self._next_ino(), new, basename), "added"
 
     def write_at_path(self, ino: int, directory: Directory, basename: str,
                       new: NewDocument) -> Document:

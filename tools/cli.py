@@ -19,7 +19,7 @@ from casfs.config import Config, load_config, resolve_store
 from casfs.errors import CasfsError
 from casfs.store import Store
 
-from . import mount_commands, store_commands
+from . import import_commands, lookup_commands, mount_commands, store_commands
 
 
 @dataclass
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     store_commands.register(commands)
     mount_commands.register(commands)
+    import_commands.register(commands)
+    lookup_commands.register(commands)
     return parser
 
 

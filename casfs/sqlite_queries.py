@@ -1,0 +1,98 @@
+"""Read-only queries of the SQLite catalog for the tools: search, where, dedup figures.
+
+A mixin of `SqliteCatalog`, kept apart so that the write paths and the reports can
+each be read on their own. Every query returns live documents only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+
+from casfs.records import Document, DocumentFilter, DuplicateGroup, Found
+
+DOC_COLUMNS = (
+    "id, ino, artifact_id, resolver, source_url, basename, content_type, bytes, sha256, "
+    "storage_uri, run_id, created_at, updated_at, mtime_ns, valid_from, valid_to, change"
+)
+_D_COLUMNS = ", ".join(f"d.{c}" for c in DOC_COLUMNS.split(", "))
+# The virtual path of a document, joined from its artifact and resolver directories.
+_FOUND = (f"SELECT {_D_COLUMNS}, '/' || r.name || '/' || a.name || '/' || d.basename "
+          "FROM documents d "
+          "JOIN directories a ON a.resolver = d.resolver "
+          "AND ifnull(a.artifact_id, '') = d.artifact_id "
+          "JOIN directories r ON r.ino = a.parent_ino "
+          "WHERE d.valid_to IS NULL")
+
+
+class SqliteQueries:
+    conn: apsw.Connection
+
+    def search(self, query: DocumentFilter) -> Iterator[Found]:
+        """Live documents that pass every filter of `query`, oldest first."""
+        clauses, args = _where(query)
+        sql = _FOUND + "".join(f" AND {c}" for c in clauses) + " ORDER BY d.id"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            args.append(query.limit)
+        for row in self.conn.execute(sql, args):
+            yield Found(Document(*row[:-1]), row[-1])
+
+    def blobs_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Stored hashes that start with `prefix` (lowercase hex), at most `limit`."""
+        rows = self.conn.execute("SELECT sha256 FROM blobs WHERE sha256 >= ? AND sha256 < ? "
+                                 "ORDER BY sha256 LIMIT ?", (prefix, prefix + "g", limit))
+        return [r[0] for r in rows]
+
+    def duplicate_groups(self, top: int) -> list[DuplicateGroup]:
+        """The `top` blobs shared by most bytes saved, with the paths that share them."""
+        rows = list(self.conn.execute(
+            "SELECT sha256, max(bytes), count(*) AS refs FROM documents "
+            "WHERE valid_to IS NULL GROUP BY sha256 HAVING refs > 1 "
+            "ORDER BY (refs - 1) * max(bytes) DESC, sha256 LIMIT ?", (top,)))
+        return [DuplicateGroup(sha, size, refs,
+                               [f.path for f in self.search(DocumentFilter(sha256=sha))])
+                for sha, size, refs in rows]
+
+    def savings_by_resolver(self) -> list[dict[str, Any]]:
+        """Per resolver: documents, logical bytes, and the bytes dedup saved, each shared
+        blob's saving split evenly among the documents that share it."""
+        rows = self.conn.execute(
+            "WITH refs AS (SELECT sha256, count(*) AS n FROM documents "
+            "              WHERE valid_to IS NULL GROUP BY sha256) "
+            "SELECT d.resolver, count(*), sum(d.bytes), "
+            "       CAST(round(sum(d.bytes * (refs.n - 1.0) / refs.n)) AS INTEGER) "
+            "FROM documents d JOIN refs USING (sha256) WHERE d.valid_to IS NULL "
+            "GROUP BY d.resolver ORDER BY 4 DESC, d.resolver")
+        return [{"resolver": r, "documents": n, "logical_bytes": logical, "saved_bytes": saved}
+                for r, n, logical, saved in rows]
+
+    def content_type_conflicts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Blobs registered under more than one content type: worth a look."""
+        rows = self.conn.execute(
+            "SELECT sha256, group_concat(DISTINCT ifnull(content_type, '(none)')) "
+            "FROM documents WHERE valid_to IS NULL GROUP BY sha256 "
+            "HAVING count(DISTINCT ifnull(content_type, '')) > 1 ORDER BY sha256 LIMIT ?",
+            (limit,))
+        return [{"sha256": sha, "content_types": sorted(types.split(","))}
+                for sha, types in rows]
+
+
+def _where(query: DocumentFilter) -> tuple[list[str], list[Any]]:
+    conditions: list[tuple[str, Any]] = [
+        ("d.resolver = ?", query.resolver),
+        ("d.content_type = ?", query.content_type),
+        ("d.artifact_id GLOB ?", query.artifact_glob),
+        ("instr(d.source_url, ?) > 0", query.url_substring),
+        ("d.run_id = ?", query.run_id),
+        ("d.created_at >= ?", query.since),
+        ("d.created_at < ?", query.until),
+        ("d.bytes >= ?", query.min_size),
+        ("d.bytes <= ?", query.max_size),
+        ("d.artifact_id = ?", query.artifact_id),
+        ("d.sha256 = ?", query.sha256),
+    ]
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    return [sql for sql, _ in used], [value for _, value in used]
