@@ -42,10 +42,9 @@ class StagingFile:
     file is re-hashed when it is finished. Not thread-safe: one writer at a time.
     """
 
-    def __init__(self, path: Path, fd: int, adopted_from: Path | None = None) -> None:
+    def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self.fd = fd
-        self.adopted_from = adopted_from  # the user's file this is a second link of
         self.size = 0
         self._hasher = hashlib.sha256()
         self._hashed = 0
@@ -165,7 +164,7 @@ class LocalBlobStore:
             if e.errno in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK):
                 return None
             raise
-        staging = StagingFile(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), source)
+        staging = StagingFile(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         staging.size = os.fstat(staging.fd).st_size
         return staging
 

@@ -169,7 +169,7 @@ class _Importer:
                     "reason": f"content_length {entry.content_length} but the file has "
                               f"{staging.size} bytes"})
             keep.append((manifest, entry, staging))
-        moved = [s.adopted_from for _, _, s in keep if s.adopted_from is not None]
+        moved = [entry.path for _, entry, _ in keep] if self.move else []
         committed = self.store.blobs.commit_batch([staging for _, _, staging in keep])
         documents = [NewDocument(
             resolver=entry.resolver, artifact_id=entry.artifact_id, basename=entry.basename,

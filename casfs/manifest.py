@@ -72,8 +72,12 @@ def parse_line(number: int, raw: bytes, base: Path) -> Line:
     if len(raw) > MAX_LINE_BYTES:
         return Problem(number, f"line is {len(raw):,} bytes, over {MAX_LINE_BYTES:,}")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Problem(number, f"not UTF-8 text (byte {e.start}): binary data?")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         return Problem(number, f"malformed JSON: {e}")
     if not isinstance(data, dict):
         return Problem(number, f"a line must be a JSON object, not {type(data).__name__}")

@@ -32,8 +32,8 @@ def register(commands: Any) -> None:
                    help="a manifest.jsonl, or a run directory to search for them")
     p.add_argument("--apply", action="store_true", help="import (default: preview only)")
     p.add_argument("--move", action="store_true",
-                   help="move files into the store instead of copying them, when on the "
-                        "same filesystem (originals are removed once registered)")
+                   help="remove each original once its record is committed, like mv; "
+                        "on the store's filesystem the bytes are not copied at all")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--errors", type=Path, metavar="FILE",
                    help="write every error as a JSON line to FILE")
