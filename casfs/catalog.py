@@ -10,9 +10,17 @@ than deleting or updating it; see `casfs.schema`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from casfs.records import Directory, Document, NewDocument, Variant
+from casfs.records import (
+    Directory,
+    Document,
+    DocumentFilter,
+    DuplicateGroup,
+    Found,
+    NewDocument,
+    Variant,
+)
 
 RegisterOutcome = Literal["added", "updated", "unchanged"]
 
@@ -54,7 +62,13 @@ class Catalog(Protocol):
 
     def history(self, ino: int) -> list[Document]: ...
 
+    def find_by_key(self, artifact_id: str, source_url: str, resolver: str) -> Document | None:
+        ...
+
     def register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]: ...
+
+    def register_many(self, batch: list[NewDocument]) -> list[tuple[Document, RegisterOutcome]]:
+        ...
 
     def write_at_path(self, ino: int, directory: Directory, basename: str,
                       new: NewDocument) -> Document: ...
@@ -82,4 +96,14 @@ class Catalog(Protocol):
     def iter_live_documents(self) -> Iterator[Document]: ...
 
     def blob_refcount(self, sha256: str) -> int: ...
+
+    def search(self, query: DocumentFilter) -> Iterator[Found]: ...
+
+    def blobs_with_prefix(self, prefix: str, limit: int = 2) -> list[str]: ...
+
+    def duplicate_groups(self, top: int) -> list[DuplicateGroup]: ...
+
+    def savings_by_resolver(self) -> list[dict[str, Any]]: ...
+
+    def content_type_conflicts(self, limit: int = 100) -> list[dict[str, Any]]: ...
 

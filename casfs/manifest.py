@@ -101,7 +101,7 @@ def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...],
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise _Bad(f"key '{key}' has a {type(value).__name__}, not a "
                    f"{getattr(kind, '__name__', 'value of the right type')}")
-    if kind is str and ("\0" in value or (required and not value.strip())):
+    if isinstance(value, str) and ("\0" in value or (required and not value.strip())):
         raise _Bad(f"key '{key}' is empty or holds a NUL")
     return value
 

@@ -80,7 +80,8 @@ def _size(text: str) -> int:
     match = _SIZE.match(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512, 10k, 5M, 1G)")
-    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    multiplier: int = 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    return int(match.group(1)) * multiplier
 
 
 def record(found: Found) -> dict[str, Any]:
