@@ -29,7 +29,8 @@ from casfs.store import Store
 BATCH_FILES = 256
 BATCH_BYTES = 64 << 20
 WORKERS = 4
-ERRORS_KEPT = 1000  # in the report; all of them go to the on_error callback
+ERRORS_KEPT = 1000  # errors and warnings kept in the report (memory stays flat);
+# every error also goes to the on_error callback
 
 
 @dataclass
@@ -55,7 +56,7 @@ class ImportReport:
                 "would_import": self.would_import, "already_imported": self.already_imported,
                 "skipped": self.skipped, "skipped_by_reason": dict(self.skipped_by_reason),
                 "errors": self.errors, "error_count": self.error_count,
-                "warnings": self.warnings[:ERRORS_KEPT], "dedup_hits": self.dedup_hits,
+                "warnings": self.warnings, "dedup_hits": self.dedup_hits,
                 "bytes": self.bytes}
 
 
@@ -163,7 +164,8 @@ class _Importer:
                            f"sha256 mismatch: the line says {entry.sha256}, "
                            f"{entry.path} hashes to {sha256}")
                 continue
-            if entry.content_length is not None and entry.content_length != staging.size:
+            if entry.content_length is not None and entry.content_length != staging.size \
+                    and len(self.report.warnings) < ERRORS_KEPT:
                 self.report.warnings.append({
                     "manifest": str(manifest), "line": entry.line,
                     "reason": f"content_length {entry.content_length} but the file has "

@@ -49,7 +49,10 @@ CREATE TABLE directories (
     mtime_ns    INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX directories_by_name ON directories (parent_ino, name);
-CREATE UNIQUE INDEX directories_by_id ON directories (resolver, ifnull(artifact_id, ''));
+CREATE INDEX directories_listing ON directories (parent_ino, ino);
+CREATE UNIQUE INDEX directories_by_id ON directories (resolver, artifact_id);
+CREATE UNIQUE INDEX directories_one_per_resolver
+    ON directories (resolver) WHERE artifact_id IS NULL;
 
 CREATE TABLE blobs (
     sha256           TEXT PRIMARY KEY,

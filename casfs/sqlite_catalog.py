@@ -99,8 +99,7 @@ class SqliteCatalog(SqliteQueries):
 
     def find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
         row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
-                        "WHERE resolver = ? AND ifnull(artifact_id, '') = ?",
-                        (resolver, artifact_id or ""))
+                        "WHERE resolver = ? AND artifact_id IS ?", (resolver, artifact_id))
         return _dir(row) if row else None
 
     def _insert_directory(self, parent_ino: int, name: str, resolver: str,

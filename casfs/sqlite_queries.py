@@ -21,8 +21,7 @@ _D_COLUMNS = ", ".join(f"d.{c}" for c in DOC_COLUMNS.split(", "))
 # The virtual path of a document, joined from its artifact and resolver directories.
 _FOUND = (f"SELECT {_D_COLUMNS}, '/' || r.name || '/' || a.name || '/' || d.basename "
           "FROM documents d "
-          "JOIN directories a ON a.resolver = d.resolver "
-          "AND ifnull(a.artifact_id, '') = d.artifact_id "
+          "JOIN directories a ON a.resolver = d.resolver AND a.artifact_id = d.artifact_id "
           "JOIN directories r ON r.ino = a.parent_ino "
           "WHERE d.valid_to IS NULL")
 
