@@ -23,6 +23,7 @@ from casfs.records import Directory, Document, NewDocument, Variant
 from casfs.sqlite_queries import DOC_COLUMNS, SqliteQueries
 
 BUSY_TIMEOUT_MS = 10_000
+INO_BLOCK = 256
 _DOC_COLUMNS = DOC_COLUMNS
 _DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _LIVE = "valid_to IS NULL"
@@ -41,6 +42,7 @@ class SqliteCatalog(SqliteQueries):
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         self.conn = apsw.Connection(str(path), flags=flags)
+        self._reserved_inos = range(0)
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
             self.conn.execute("PRAGMA journal_mode = WAL")
@@ -74,8 +76,19 @@ class SqliteCatalog(SqliteQueries):
 
     # -- the tree ---------------------------------------------------------------
     def allocate_ino(self) -> int:
-        with self._write():
-            return self._next_ino()
+        """An inode number for a file that is not registered yet (the mount's create).
+
+        Numbers are reserved from the catalog in blocks, so creating a file costs no
+        transaction; unused numbers of a block are simply never seen.
+        """
+        if self._reserved_inos.start >= self._reserved_inos.stop:
+            with self._write():
+                row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
+                                "RETURNING value", (INO_BLOCK,))
+            self._reserved_inos = range(int(row[0]) - INO_BLOCK, int(row[0]))
+        ino = self._reserved_inos.start
+        self._reserved_inos = self._reserved_inos[1:]
+        return ino
 
     def _next_ino(self) -> int:
         row = self._one("UPDATE meta SET value = value + 1 WHERE key = 'next_ino' "

@@ -157,3 +157,16 @@ def test_ingest_file_stores_once_and_counts_dedup_hits(store: Store, tmp_path: P
     stats = store.catalog.stats()
     assert (stats["documents"], stats["blobs"], stats["dedup_hits"]) == (2, 1, 1)
     assert stats["logical_bytes"] == 2 * stats["physical_bytes"]
+
+
+def test_allocated_inodes_never_collide_across_connections(store: Store) -> None:
+    other = SqliteCatalog(store.layout.catalog)
+    try:
+        mine = {store.catalog.allocate_ino() for _ in range(300)}
+        theirs = {other.allocate_ino() for _ in range(300)}
+        doc, _ = store.catalog.register(new())
+        directory = store.catalog.ensure_directory("x", "y")
+    finally:
+        other.close()
+    assert len(mine) == len(theirs) == 300 and not mine & theirs
+    assert doc.ino not in mine | theirs and directory.ino not in mine | theirs
