@@ -14,9 +14,11 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 try:
     _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
@@ -26,11 +28,13 @@ except OSError:
 
 CHUNK = 1 << 20
 BLOB_MODE = 0o444
-SHA256_HEX_LEN = 64
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def is_sha256_hex(value: str) -> bool:
-    return len(value) == SHA256_HEX_LEN and all(c in "0123456789abcdef" for c in value)
+    return _SHA256_HEX.fullmatch(value) is not None
 
 
 class StagingFile:
@@ -42,8 +46,8 @@ class StagingFile:
     file is re-hashed when it is finished. Not thread-safe: one writer at a time.
     """
 
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, fd: int) -> None:
+        self.path = path  # None for an unnamed O_TMPFILE file: nothing to clean up
         self.fd = fd
         self.size = 0
         self._hasher = hashlib.sha256()
@@ -102,7 +106,8 @@ class StagingFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        self.path.unlink(missing_ok=True)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
     def _restart_hash(self) -> None:
         self._hasher = hashlib.sha256()
@@ -133,19 +138,40 @@ class LocalBlobStore:
     def __init__(self, cas_dir: Path, tmp_dir: Path) -> None:
         self.cas_dir = cas_dir
         self.tmp_dir = tmp_dir
+        # Plain strings: these paths are built for every file, and pathlib is slow.
+        self._root = os.path.join(os.path.abspath(cas_dir), "sha256")
+        self._tmp = str(tmp_dir)
+        self._fanout_ready: set[str] = set()
+        self._unnamed_staging = hasattr(os, "O_TMPFILE") and _libc is not None
 
-    def path(self, sha256: str) -> Path:
+    def _blob_file(self, sha256: str) -> str:
         if not is_sha256_hex(sha256):
             raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
-        return self.cas_dir / "sha256" / sha256[:2] / sha256[2:]
+        return f"{self._root}/{sha256[:2]}/{sha256[2:]}"
+
+    def path(self, sha256: str) -> Path:
+        return Path(self._blob_file(sha256))
 
     def uri(self, sha256: str) -> str:
-        return self.path(sha256).as_uri()
+        return "file://" + quote(self._blob_file(sha256))
+
+    def _staging_name(self) -> str:
+        return f"{self._tmp}/{os.getpid()}-{secrets.token_hex(8)}.part"
 
     def stage(self) -> StagingFile:
-        path = self.tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+        """A new staging file: unnamed (O_TMPFILE) where the filesystem allows, so a
+        crash leaves nothing behind and no name is created or removed per file."""
+        if self._unnamed_staging:
+            try:
+                fd = os.open(self._tmp, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                return StagingFile(None, fd)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._unnamed_staging = False
+        path = self._staging_name()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        return StagingFile(path, fd)
+        return StagingFile(Path(path), fd)
 
     def adopt(self, source: Path) -> StagingFile | None:
         """Stage a user's file without copying it (what an import with --move does).
@@ -158,13 +184,13 @@ class LocalBlobStore:
         try:
             if os.stat(source).st_nlink != 1:
                 return None
-            path = self.tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+            path = self._staging_name()
             os.link(source, path)
         except OSError as e:
             if e.errno in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK):
                 return None
             raise
-        staging = StagingFile(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        staging = StagingFile(Path(path), os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         staging.size = os.fstat(staging.fd).st_size
         return staging
 
@@ -195,21 +221,40 @@ class LocalBlobStore:
 
     def _link(self, staging: StagingFile, sha256: str) -> bool:
         """Put a finished staging file in place; False when the blob already exists."""
-        final = self.path(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final = self._blob_file(sha256)
+        if sha256[:2] not in self._fanout_ready:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            self._fanout_ready.add(sha256[:2])
         try:
             # link() never replaces: of two writers of the same bytes, one wins and
             # the other sees EEXIST, which is a dedup hit.
-            os.link(staging.path, final)
+            if staging.path is None:
+                _link_fd(staging.fd, final)
+            else:
+                os.link(staging.path, final)
         except FileExistsError:
             return False
         return True
 
     def has(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        return os.path.isfile(self._blob_file(sha256))
 
     def open_blob(self, sha256: str) -> int:
-        return os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(self._blob_file(sha256), os.O_RDONLY | os.O_CLOEXEC)
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+
+
+def _link_fd(fd: int, destination: str) -> None:
+    """Give an O_TMPFILE file a name (linkat through /proc/self/fd: no privilege needed)."""
+    assert _libc is not None
+    source = f"/proc/self/fd/{fd}".encode()
+    if _libc.linkat(_AT_FDCWD, source, _AT_FDCWD, destination.encode(),
+                    _AT_SYMLINK_FOLLOW) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), destination)
 
 
 def _syncfs(path: Path) -> None:

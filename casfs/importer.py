@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from casfs.records import NewDocument
 from casfs.store import Store
 
 BATCH_FILES = 256
-BATCH_BYTES = 64 << 20
 WORKERS = 4
 ERRORS_KEPT = 1000  # errors and warnings kept in the report (memory stays flat);
 # every error also goes to the on_error callback
@@ -69,6 +68,7 @@ class Progress:
     imported_bytes: int
 
 
+_Staged = tuple[StagingFile, str] | str  # (staging file, its hash), or what failed
 ErrorSink = Callable[[dict[str, Any]], None]
 ProgressSink = Callable[[Progress], None]
 
@@ -83,16 +83,20 @@ def import_manifests(store: Store, manifests: Iterable[Path], *, apply: bool = F
     done = 0
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="casfs-import") as pool:
         importer.pool = pool
-        for manifest in manifests:
-            offset = 0
-            for outcome, offset in read_manifest(manifest):
-                report.lines += 1
-                importer.take(manifest, outcome)
-                if on_progress and report.lines % 500 == 0:
-                    on_progress(Progress(manifest, report.lines, done + offset, total,
-                                         report.bytes))
-            importer.flush()
-            done += offset
+        try:
+            for manifest in manifests:
+                offset = 0
+                for outcome, offset in read_manifest(manifest):
+                    report.lines += 1
+                    importer.take(manifest, outcome)
+                    if on_progress and report.lines % 500 == 0:
+                        on_progress(Progress(manifest, report.lines, done + offset, total,
+                                             report.bytes))
+                importer.flush()
+                done += offset
+        except BaseException:
+            importer.abandon()
+            raise
     if on_progress:
         on_progress(Progress(manifests[-1] if manifests else Path(), report.lines, total,
                              total, report.bytes))
@@ -106,8 +110,7 @@ class _Importer:
         self.report = report
         self.move = move
         self.on_error = on_error
-        self.batch: list[tuple[Path, Entry]] = []
-        self.batch_bytes = 0
+        self.batch: list[tuple[Path, Entry, Future[_Staged]]] = []
         self.pool: ThreadPoolExecutor | None = None
 
     def error(self, manifest: Path, line: int, reason: str) -> None:
@@ -131,29 +134,49 @@ class _Importer:
         if existing is not None and entry.sha256 in (None, existing.sha256):
             self.report.already_imported += 1
             return
-        try:
-            size = entry.path.stat().st_size
-        except OSError as e:
-            self.error(manifest, entry.line, f"missing file {entry.path}: {e.strerror}")
-            return
         if not self.report.apply:
+            try:
+                size = entry.path.stat().st_size
+            except OSError as e:
+                self.error(manifest, entry.line, f"missing file {entry.path}: {e.strerror}")
+                return
             self.report.would_import += 1
             self.report.bytes += size
             return
-        self.batch.append((manifest, entry))
-        self.batch_bytes += size
-        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+        # Staging starts now, in a worker, while this thread reads the next lines.
+        assert self.pool is not None
+        self.batch.append((manifest, entry, self.pool.submit(self._stage, entry)))
+        if len(self.batch) >= BATCH_FILES:
             self.flush()
 
+    def abandon(self) -> None:
+        """Remove what the unfinished batch staged (after an interruption)."""
+        batch, self.batch = self.batch, []
+        for _, _, future in batch:
+            result = future.result()
+            if not isinstance(result, str):
+                result[0].discard()
+
     def flush(self) -> None:
-        """Stage, check, commit and register the batch."""
-        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        """Check, commit and register the batch staged so far."""
+        batch, self.batch = self.batch, []
         if not batch:
             return
-        assert self.pool is not None
-        staged = list(self.pool.map(self._stage, [entry for _, entry in batch]))
         keep: list[tuple[Path, Entry, StagingFile]] = []
-        for (manifest, entry), result in zip(batch, staged, strict=True):
+        try:
+            self._check(batch, keep)
+        except BaseException:
+            for _, _, staging in keep:
+                staging.discard()
+            self.batch = batch
+            self.abandon()
+            raise
+        self._commit(keep)
+
+    def _check(self, batch: list[tuple[Path, Entry, Future[_Staged]]],
+               keep: list[tuple[Path, Entry, StagingFile]]) -> None:
+        for manifest, entry, future in batch:
+            result = future.result()
             if isinstance(result, str):
                 self.error(manifest, entry.line, result)
                 continue
@@ -171,6 +194,8 @@ class _Importer:
                     "reason": f"content_length {entry.content_length} but the file has "
                               f"{staging.size} bytes"})
             keep.append((manifest, entry, staging))
+
+    def _commit(self, keep: list[tuple[Path, Entry, StagingFile]]) -> None:
         moved = [entry.path for _, entry, _ in keep] if self.move else []
         committed = self.store.blobs.commit_batch([staging for _, _, staging in keep])
         documents = [NewDocument(
@@ -191,13 +216,15 @@ class _Importer:
         for original in moved:  # only now that the records are committed
             original.unlink(missing_ok=True)
 
-    def _stage(self, entry: Entry) -> tuple[StagingFile, str] | str:
+    def _stage(self, entry: Entry) -> _Staged:
         """Copy (or move) one file into staging and hash it; a string says what failed."""
         try:
             staging = self.store.blobs.adopt(entry.path) if self.move else None
             if staging is None:
                 staging = stage_file(self.store.blobs, entry.path)
             return staging, staging.digest()
+        except FileNotFoundError:
+            return f"missing file {entry.path}"
         except OSError as e:
             return f"cannot read {entry.path}: {e.strerror or e}"
 

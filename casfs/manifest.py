@@ -9,6 +9,7 @@ with the reason). Nothing here touches the store.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,7 +56,7 @@ Line = Entry | Skip | Problem
 
 def read_manifest(manifest: Path, start_line: int = 1) -> Iterator[tuple[Line, int]]:
     """Yield (line outcome, byte offset after the line), from `start_line` on."""
-    base = manifest.parent
+    locator = Locator(str(manifest.parent))
     with manifest.open("rb") as f:
         offset = 0
         for number, raw in enumerate(f, start=1):
@@ -65,10 +66,10 @@ def read_manifest(manifest: Path, start_line: int = 1) -> Iterator[tuple[Line, i
             if not raw.strip():
                 yield Skip(number, "blank line"), offset
                 continue
-            yield parse_line(number, raw, base), offset
+            yield parse_line(number, raw, locator), offset
 
 
-def parse_line(number: int, raw: bytes, base: Path) -> Line:
+def parse_line(number: int, raw: bytes, locator: Locator) -> Line:
     if len(raw) > MAX_LINE_BYTES:
         return Problem(number, f"line is {len(raw):,} bytes, over {MAX_LINE_BYTES:,}")
     try:
@@ -82,7 +83,7 @@ def parse_line(number: int, raw: bytes, base: Path) -> Line:
     if not isinstance(data, dict):
         return Problem(number, f"a line must be a JSON object, not {type(data).__name__}")
     try:
-        return _entry(number, data, base)
+        return _entry(number, data, locator)
     except _Bad as e:
         return Problem(number, str(e))
 
@@ -106,7 +107,7 @@ def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...],
     return value
 
 
-def _entry(number: int, data: dict[str, Any], base: Path) -> Line:
+def _entry(number: int, data: dict[str, Any], locator: Locator) -> Line:
     record_type = _get(data, "record_type", str, required=True)
     if record_type != "manifest":
         return Skip(number, f"record_type {record_type}")
@@ -136,25 +137,41 @@ def _entry(number: int, data: dict[str, Any], base: Path) -> Line:
         raise _Bad("key 'content_length' is negative")
     return Entry(
         line=number, artifact_id=artifact_id, source_url=source_url, resolver=resolver,
-        path=locate(Path(raw_path), base),
-        basename=naming.sanitize_basename(Path(raw_path).name)
+        path=locator.locate(raw_path),
+        basename=naming.sanitize_basename(os.path.basename(raw_path))
         or naming.basename_from_url(source_url),
         content_type=_get(data, "content_type", str), sha256=sha256,
         content_length=content_length, run_id=_get(data, "run_id", str),
         created_at=_timestamp(_get(data, "timestamp", str)))
 
 
-def locate(path: Path, base: Path) -> Path:
-    """Where the file of a line is: as written, or under the manifest's own directory
-    (run directories get moved; their manifests keep the old absolute paths)."""
-    candidates = [path if path.is_absolute() else base / path]
-    if path.parent.name:
-        candidates.append(base / path.parent.name / path.name)
-    candidates += [base / "PDF" / path.name, base / path.name]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0]
+class Locator:
+    """Finds the file of a line: as written, or under the manifest's own directory
+    (run directories get moved; their manifests keep the old absolute paths).
+
+    Where a folder named by the lines was found is remembered, so a moved run
+    costs one stat a line, not one per candidate.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._moved: dict[str, str] = {}  # folder as written -> folder where files are
+
+    def locate(self, raw_path: str) -> Path:
+        folder, name = os.path.split(raw_path)
+        known = self._moved.get(folder)
+        if known is not None and os.path.isfile(os.path.join(known, name)):
+            return Path(known, name)
+        candidates = [os.path.join(self.base, raw_path)]  # join keeps an absolute path
+        if os.path.basename(folder):
+            candidates.append(os.path.join(self.base, os.path.basename(folder), name))
+        candidates += [os.path.join(self.base, "PDF", name), os.path.join(self.base, name)]
+        for candidate in candidates:
+            if os.path.isfile(candidate):
+                if len(self._moved) < 10_000:
+                    self._moved[folder] = os.path.dirname(candidate)
+                return Path(candidate)
+        return Path(candidates[0])
 
 
 def _timestamp(value: str | None) -> float | None:

@@ -7,6 +7,7 @@ because a close() that returned 0 promises a durable record (law 6).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ class SqliteCatalog(SqliteQueries):
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         self.conn = apsw.Connection(str(path), flags=flags)
         self._reserved_inos = range(0)
+        self._directories_seen: dict[tuple[str, str | None], Directory] = {}
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
             self.conn.execute("PRAGMA journal_mode = WAL")
@@ -61,6 +63,9 @@ class SqliteCatalog(SqliteQueries):
 
     @contextmanager
     def _write(self) -> Iterator[None]:
+        # Directories found in this transaction stay valid until it ends; another
+        # process may remove one as soon as it commits.
+        self._directories_seen = {}
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -81,19 +86,20 @@ class SqliteCatalog(SqliteQueries):
         Numbers are reserved from the catalog in blocks, so creating a file costs no
         transaction; unused numbers of a block are simply never seen.
         """
-        if self._reserved_inos.start >= self._reserved_inos.stop:
+        if not self._reserved_inos:
             with self._write():
-                row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
-                                "RETURNING value", (INO_BLOCK,))
+                return self._next_ino()
+        return self._next_ino()
+
+    def _next_ino(self) -> int:
+        """The next reserved inode number; reserving a block needs a write transaction."""
+        if not self._reserved_inos:
+            row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
+                            "RETURNING value", (INO_BLOCK,))
             self._reserved_inos = range(int(row[0]) - INO_BLOCK, int(row[0]))
         ino = self._reserved_inos.start
         self._reserved_inos = self._reserved_inos[1:]
         return ino
-
-    def _next_ino(self) -> int:
-        row = self._one("UPDATE meta SET value = value + 1 WHERE key = 'next_ino' "
-                        "RETURNING value - 1")
-        return int(row[0])
 
     def get_directory(self, ino: int) -> Directory | None:
         row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories WHERE ino = ?", (ino,))
@@ -126,8 +132,13 @@ class SqliteCatalog(SqliteQueries):
         return Directory(ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9))
 
     def _ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
+        """find_directory or create it, inside a write transaction."""
+        key = (resolver, artifact_id)
+        if key in self._directories_seen:
+            return self._directories_seen[key]
         found = self.find_directory(resolver, artifact_id)
         if found:
+            self._directories_seen[key] = found
             return found
         if artifact_id is None:
             parent_ino, identifier = schema.ROOT_INO, resolver
@@ -136,7 +147,9 @@ class SqliteCatalog(SqliteQueries):
         name = naming.dir_name_for(identifier)
         if self.lookup_directory(parent_ino, name) is not None:
             name = naming.collision_name(name, identifier)
-        return self._insert_directory(parent_ino, name, resolver, artifact_id)
+        created = self._insert_directory(parent_ino, name, resolver, artifact_id)
+        self._directories_seen[key] = created
+        return created
 
     def ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
         found = self.find_directory(resolver, artifact_id)
@@ -298,14 +311,17 @@ class SqliteCatalog(SqliteQueries):
             self._close(existing.ino, "overwrite")
             return self._insert_version(existing, **_content(new)), "updated"
         self._ensure_directory(new.resolver, new.artifact_id)
-        basename = new.basename
+        ino = self._next_ino()
         discriminator = new.source_url or new.sha256
-        attempt = 0
-        while self._path_taken(new.resolver, new.artifact_id, basename):
-            attempt += 1
-            basename = naming.collision_name(
+        for attempt in itertools.count():
+            basename = new.basename if attempt == 0 else naming.collision_name(
                 new.basename, discriminator if attempt == 1 else f"{discriminator}#{attempt}")
-        return self._insert_new(self._next_ino(), new, basename), "added"
+            try:  # the path is usually free: try it rather than ask first
+                return self._insert_new(ino, new, basename), "added"
+            except apsw.ConstraintError:
+                if not self._path_taken(new.resolver, new.artifact_id, basename):
+                    raise
+        raise AssertionError("unreachable")
 
     def write_at_path(self, ino: int, directory: Directory, basename: str,
                       new: NewDocument) -> Document:

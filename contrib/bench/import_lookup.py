@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from casfs.records import DocumentFilter
+from casfs.records import DocumentFilter, Found
 from casfs.store import Store
 
 
@@ -118,11 +118,15 @@ def lookup_latency(store: Path, records: int) -> dict[str, float]:
     out: dict[str, float] = {}
     with Store.open(store, readonly=True) as opened:
         catalog = opened.catalog
-        for name, query in (
-            ("where_ms", lambda i: list(catalog.search(DocumentFilter(sha256=catalog.blobs_with_prefix(
-                hashlib.sha256(str(i).encode()).hexdigest()[:10])[0])))),
-            ("show_ms", lambda i: list(catalog.search(DocumentFilter(artifact_id=f"W{i // 3}")))),
-        ):
+        def where(i: int) -> list[Found]:
+            prefix = hashlib.sha256(str(i).encode()).hexdigest()[:10]
+            sha = catalog.blobs_with_prefix(prefix)[0]
+            return list(catalog.search(DocumentFilter(sha256=sha)))
+
+        def show(i: int) -> list[Found]:
+            return list(catalog.search(DocumentFilter(artifact_id=f"W{i // 3}")))
+
+        for name, query in (("where_ms", where), ("show_ms", show)):
             times = []
             for _ in range(200):
                 i = rng.randrange(records)
