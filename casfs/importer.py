@@ -110,7 +110,8 @@ class _Importer:
         self.report = report
         self.move = move
         self.on_error = on_error
-        self.batch: list[tuple[Path, Entry, Future[_Staged]]] = []
+        self.batch: list[tuple[Path, Entry, Future[_Staged]]] = []  # being staged
+        self.staged: list[tuple[Path, Entry, Future[_Staged]]] = []  # next to commit
         self.pool: ThreadPoolExecutor | None = None
 
     def error(self, manifest: Path, line: int, reason: str) -> None:
@@ -147,19 +148,26 @@ class _Importer:
         assert self.pool is not None
         self.batch.append((manifest, entry, self.pool.submit(self._stage, entry)))
         if len(self.batch) >= BATCH_FILES:
-            self.flush()
+            # Double buffering: the workers stage this batch while this thread
+            # commits the one before it.
+            previous, self.staged, self.batch = self.staged, self.batch, []
+            self._finish(previous)
+
+    def flush(self) -> None:
+        """Check, commit and register everything staged so far."""
+        previous, current, self.staged, self.batch = self.staged, self.batch, [], []
+        self._finish(previous)
+        self._finish(current)
 
     def abandon(self) -> None:
-        """Remove what the unfinished batch staged (after an interruption)."""
-        batch, self.batch = self.batch, []
-        for _, _, future in batch:
+        """Remove what unfinished batches staged (after an interruption)."""
+        batches, self.staged, self.batch = self.staged + self.batch, [], []
+        for _, _, future in batches:
             result = future.result()
             if not isinstance(result, str):
                 result[0].discard()
 
-    def flush(self) -> None:
-        """Check, commit and register the batch staged so far."""
-        batch, self.batch = self.batch, []
+    def _finish(self, batch: list[tuple[Path, Entry, Future[_Staged]]]) -> None:
         if not batch:
             return
         keep: list[tuple[Path, Entry, StagingFile]] = []
@@ -168,7 +176,7 @@ class _Importer:
         except BaseException:
             for _, _, staging in keep:
                 staging.discard()
-            self.batch = batch
+            self.staged = batch + self.staged
             self.abandon()
             raise
         self._commit(keep)
