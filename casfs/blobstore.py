@@ -83,7 +83,7 @@ class StagingFile:
         """Hash what is left, fsync and make the file read-only; return the SHA-256.
 
         `fsync=False` is for batches whose caller syncs the whole filesystem once
-        before anything is linked into place (`LocalBlobStore.commit_batch`).
+        before anything is linked into place (`LocalBlobStore.place_batch`).
         """
         digest = self.digest()
         if fsync:
@@ -119,9 +119,13 @@ class BlobStore(Protocol):
 
     def stage(self) -> StagingFile: ...
 
-    def commit(self, staging: StagingFile) -> tuple[str, int, bool]:
-        """Finish `staging` and put it in place. Returns (sha256, size, is_new)."""
+    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
+        """Finish `staging` and link it into place. Returns (sha256, size, is_new)."""
         ...
+
+    def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]: ...
+
+    def restore(self, staging: StagingFile, sha256: str) -> None: ...
 
     def has(self, sha256: str) -> bool: ...
 
@@ -194,30 +198,46 @@ class LocalBlobStore:
         staging.size = os.fstat(staging.fd).st_size
         return staging
 
-    def commit(self, staging: StagingFile) -> tuple[str, int, bool]:
-        try:
-            sha256 = staging.finish()
-            is_new = self._link(staging, sha256)
-            if is_new:
-                _fsync_dir(self.path(sha256).parent)
-            return sha256, staging.size, is_new
-        finally:
-            staging.discard()
+    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
+        """Finish `staging` and link it into place. Returns (sha256, size, is_new).
 
-    def commit_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:
-        """`commit` for many files with two filesystem syncs instead of 2 per file."""
+        The staging file stays open: the caller discards it once the record is
+        committed, and until then can `restore` the blob if gc removed it.
+        """
+        sha256 = staging.finish()
+        is_new = self._link(staging, sha256)
+        if is_new:
+            _fsync_dir(self.path(sha256).parent)
+        return sha256, staging.size, is_new
+
+    def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:
+        """`place` for many files, with two filesystem syncs instead of two per file."""
+        digests = [s.finish(fsync=False) for s in stagings]
+        if stagings:
+            _syncfs(self.tmp_dir)  # every staged byte is durable before any link
+        results = [(sha, s.size, self._link(s, sha)) for s, sha in zip(stagings, digests,
+                                                                        strict=True)]
+        if any(is_new for _, _, is_new in results):
+            _syncfs(self.cas_dir)  # and so are the new directory entries
+        return results
+
+    def restore(self, staging: StagingFile, sha256: str) -> None:
+        """Put a placed blob back after it was removed meanwhile (gc, quarantine)."""
         try:
-            digests = [s.finish(fsync=False) for s in stagings]
-            if stagings:
-                _syncfs(self.tmp_dir)  # every staged byte is durable before any link
-            results = [(sha, s.size, self._link(s, sha)) for s, sha in zip(stagings, digests,
-                                                                            strict=True)]
-            if any(is_new for _, _, is_new in results):
-                _syncfs(self.cas_dir)  # and so are the new directory entries
-            return results
-        finally:
-            for staging in stagings:
-                staging.discard()
+            is_new = self._link(staging, sha256)
+        except FileNotFoundError:
+            # Linux links an unnamed file only until its first name is gone: copy the
+            # bytes, still readable through the open descriptor, into a fresh one.
+            copy = self.stage()
+            try:
+                copy.copy_from(staging.fd)
+                if copy.finish() != sha256:
+                    raise OSError(errno.EIO, f"staged bytes of {sha256} changed") from None
+                is_new = self._link(copy, sha256)
+            finally:
+                copy.discard()
+        if is_new:
+            _fsync_dir(self.path(sha256).parent)
 
     def _link(self, staging: StagingFile, sha256: str) -> bool:
         """Put a finished staging file in place; False when the blob already exists."""

@@ -9,7 +9,7 @@ than deleting or updating it; see `casfs.schema`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
 from casfs.records import (
@@ -23,6 +23,7 @@ from casfs.records import (
 )
 
 RegisterOutcome = Literal["added", "updated", "unchanged"]
+BlobCheck = Callable[[str], bool]  # is the blob with this SHA-256 in place?
 
 
 class Catalog(Protocol):
@@ -65,13 +66,14 @@ class Catalog(Protocol):
     def find_by_key(self, artifact_id: str, source_url: str, resolver: str) -> Document | None:
         ...
 
-    def register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]: ...
+    def register(self, new: NewDocument,
+                 present: BlobCheck | None = None) -> tuple[Document, RegisterOutcome]: ...
 
-    def register_many(self, batch: list[NewDocument]) -> list[tuple[Document, RegisterOutcome]]:
-        ...
+    def register_many(self, batch: list[NewDocument], present: BlobCheck | None = None
+                      ) -> list[tuple[Document, RegisterOutcome]]: ...
 
     def write_at_path(self, ino: int, directory: Directory, basename: str,
-                      new: NewDocument) -> Document: ...
+                      new: NewDocument, present: BlobCheck | None = None) -> Document: ...
 
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document: ...

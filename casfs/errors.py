@@ -35,3 +35,12 @@ class NotFound(CasfsError):
 
 class Conflict(CasfsError):
     """The change would break a uniqueness rule (a live path or key already taken)."""
+
+
+class BlobsMissing(CasfsError):
+    """A registration found that blobs it needs are gone (removed by gc or quarantined
+    after they were placed). The caller restores them from staging and tries again."""
+
+    def __init__(self, sha256s: list[str]) -> None:
+        super().__init__(f"{len(sha256s)} blob(s) vanished before registration")
+        self.sha256s = sha256s

@@ -5,7 +5,7 @@ imported, skipped and why, without hashing or changing anything. Apply stages
 files in batches: worker threads copy each file into `tmp/` while hashing it
 (with `move`, link it there and remove the original once its record is
 committed); the batch is committed with one filesystem sync
-(`LocalBlobStore.commit_batch`) and registered in one transaction. A line whose
+(`LocalBlobStore.place_batch`) and registered in one transaction. A line whose
 key is already live with the same (or an unstated) hash is skipped without
 re-hashing, which is what makes a second run add nothing and an interrupted
 run resume quickly.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from casfs.blobstore import StagingFile
-from casfs.ingest import guess_content_type, stage_file
+from casfs.ingest import guess_content_type, register_placed, stage_file
 from casfs.manifest import Entry, Problem, Skip, read_manifest
 from casfs.records import NewDocument
 from casfs.store import Store
@@ -204,25 +204,34 @@ class _Importer:
             keep.append((manifest, entry, staging))
 
     def _commit(self, keep: list[tuple[Path, Entry, StagingFile]]) -> None:
-        moved = [entry.path for _, entry, _ in keep] if self.move else []
-        committed = self.store.blobs.commit_batch([staging for _, _, staging in keep])
-        documents = [NewDocument(
-            resolver=entry.resolver, artifact_id=entry.artifact_id, basename=entry.basename,
-            sha256=sha256, bytes=size, storage_uri=self.store.blobs.uri(sha256),
-            source_url=entry.source_url,
-            content_type=entry.content_type or guess_content_type(entry.basename),
-            run_id=entry.run_id, created_at=entry.created_at, dedup_hit=not is_new)
-            for (_, entry, _), (sha256, size, is_new) in zip(keep, committed, strict=True)]
-        for (_, outcome), (_, size, is_new) in zip(
-                self.store.catalog.register_many(documents), committed, strict=True):
+        stagings = [staging for _, _, staging in keep]
+        try:
+            placed = self.store.blobs.place_batch(stagings)
+            documents = [NewDocument(
+                resolver=entry.resolver, artifact_id=entry.artifact_id,
+                basename=entry.basename, sha256=sha256, bytes=size,
+                storage_uri=self.store.blobs.uri(sha256), source_url=entry.source_url,
+                content_type=entry.content_type or guess_content_type(entry.basename),
+                run_id=entry.run_id, created_at=entry.created_at, dedup_hit=not is_new)
+                for (_, entry, _), (sha256, size, is_new) in zip(keep, placed, strict=True)]
+            by_hash = {sha256: staging for (sha256, _, _), staging in zip(placed, stagings,
+                                                                          strict=True)}
+            registered = register_placed(
+                self.store.blobs, by_hash,
+                lambda present: self.store.catalog.register_many(documents, present))
+        finally:
+            for staging in stagings:
+                staging.discard()
+        for (_, outcome), (_, size, is_new) in zip(registered, placed, strict=True):
             if outcome == "unchanged":
                 self.report.already_imported += 1
                 continue
             self.report.imported += 1
             self.report.bytes += size
             self.report.dedup_hits += not is_new
-        for original in moved:  # only now that the records are committed
-            original.unlink(missing_ok=True)
+        if self.move:  # only now that the records are committed
+            for _, entry, _ in keep:
+                entry.path.unlink(missing_ok=True)
 
     def _stage(self, entry: Entry) -> _Staged:
         """Copy (or move) one file into staging and hash it; a string says what failed."""

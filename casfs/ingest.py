@@ -1,13 +1,15 @@
-"""The one ingest path: finalize staged bytes into the CAS, then register them.
+"""The one ingest path: place staged bytes in the CAS, then register them.
 
 Every way in (a write into the mount, `casfs put`, an import) ends here:
 
-1. `store_blob` finishes a staging file (hash, fsync, read-only) and links it into
-   `cas/`, or drops it when the blob already exists (a dedup hit). It blocks on
-   disk I/O, so the mount calls it from a worker thread.
-2. The record is registered in one catalog transaction, after the blob is in place
-   (law 2): `Catalog.register` for keyed arrivals, `Catalog.write_at_path` for the
-   mount's writes to a path.
+1. `place_blob` finishes a staging file (hash, fsync, read-only) and links it into
+   `cas/`, or finds the blob already there (a dedup hit). It blocks on disk I/O, so
+   the mount calls it from a worker thread.
+2. `register_placed` registers the record in one catalog transaction, after the
+   blob is in place (law 2), checking inside that transaction that the blob is
+   still there; if gc or a quarantine removed it meanwhile, the blob is restored
+   from the staging file and the registration tried again.
+3. The caller discards the staging file.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from __future__ import annotations
 import errno
 import mimetypes
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from casfs import naming
 from casfs.blobstore import CHUNK, BlobStore, StagingFile
-from casfs.catalog import RegisterOutcome
-from casfs.errors import CasfsError, InvalidName
+from casfs.catalog import BlobCheck, RegisterOutcome
+from casfs.errors import BlobsMissing, CasfsError, InvalidName
 from casfs.records import Document, NewDocument
 from casfs.store import Store
+
+T = TypeVar("T")
+RESTORE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,24 @@ class IngestResult:
     dedup_hit: bool
 
 
-def store_blob(blobs: BlobStore, staging: StagingFile) -> StoredBlob:
-    """Put a staging file's bytes in place (law 1); the staging file is consumed."""
-    sha256, size, is_new = blobs.commit(staging)
+def place_blob(blobs: BlobStore, staging: StagingFile) -> StoredBlob:
+    """Put a staging file's bytes in place (law 1). The staging file stays open."""
+    sha256, size, is_new = blobs.place(staging)
     return StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
+
+
+def register_placed(blobs: BlobStore, placed: dict[str, StagingFile],
+                    register: Callable[[BlobCheck], T]) -> T:
+    """Run `register(present)`, a catalog registration of blobs in `placed` (by hash),
+    restoring any blob that vanished before the registration's transaction."""
+    for _ in range(RESTORE_ATTEMPTS):
+        try:
+            return register(blobs.has)
+        except BlobsMissing as e:
+            for sha256 in e.sha256s:
+                blobs.restore(placed[sha256], sha256)
+    raise CasfsError(f"blobs were removed {RESTORE_ATTEMPTS} times while being registered; "
+                     "is a gc with --grace 0 running in a loop?")
 
 
 def guess_content_type(basename: str) -> str | None:
@@ -81,12 +102,18 @@ def ingest_file(store: Store, source: Path, *, resolver: str, artifact_id: str,
         staging = stage_file(store.blobs, source)
     except OSError as e:
         raise CasfsError(f"cannot read {source}: {e.strerror}") from None
-    blob = store_blob(store.blobs, staging)
-    document, outcome = store.catalog.register(NewDocument(
-        resolver=resolver, artifact_id=artifact_id, basename=basename, sha256=blob.sha256,
-        bytes=blob.bytes, storage_uri=blob.storage_uri, source_url=source_url,
-        content_type=content_type or guess_content_type(basename), run_id=run_id,
-        created_at=created_at, dedup_hit=blob.dedup_hit))
+    try:
+        blob = place_blob(store.blobs, staging)
+        new = NewDocument(
+            resolver=resolver, artifact_id=artifact_id, basename=basename,
+            sha256=blob.sha256, bytes=blob.bytes, storage_uri=blob.storage_uri,
+            source_url=source_url, content_type=content_type or guess_content_type(basename),
+            run_id=run_id, created_at=created_at, dedup_hit=blob.dedup_hit)
+        document, outcome = register_placed(
+            store.blobs, {blob.sha256: staging},
+            lambda present: store.catalog.register(new, present))
+    finally:
+        staging.discard()
     return IngestResult(document, outcome, blob.dedup_hit)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import apsw
 
 from casfs import naming, schema
-from casfs.catalog import RegisterOutcome
-from casfs.errors import Conflict, NotFound, StoreError
+from casfs.catalog import BlobCheck, RegisterOutcome
+from casfs.errors import BlobsMissing, Conflict, NotFound, StoreError
 from casfs.records import Directory, Document, NewDocument, Variant
 from casfs.sqlite_queries import DOC_COLUMNS, SqliteQueries
 
@@ -287,20 +287,38 @@ class SqliteCatalog(SqliteQueries):
                         (artifact_id, source_url, resolver))
         return _doc(row) if row else None
 
-    def register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
+    def register(self, new: NewDocument,
+                 present: BlobCheck | None = None) -> tuple[Document, RegisterOutcome]:
         """Register a stored blob as a document; idempotent on the seeds' key.
 
         The same key with the same bytes changes nothing; with other bytes it makes a
         new version of that document (same path, same inode). A new document whose
         basename is taken gets `naming.collision_name`, derived from the record.
+        `present` is checked inside the transaction (see `_require_present`).
         """
         with self._write():
+            self._require_present([new.sha256], present)
             return self._register(new)
 
-    def register_many(self, batch: list[NewDocument]) -> list[tuple[Document, RegisterOutcome]]:
+    def register_many(self, batch: list[NewDocument], present: BlobCheck | None = None
+                      ) -> list[tuple[Document, RegisterOutcome]]:
         """`register` for a batch, in one transaction (what an import does)."""
         with self._write():
+            self._require_present([new.sha256 for new in batch], present)
             return [self._register(new) for new in batch]
+
+    def _require_present(self, sha256s: list[str], present: BlobCheck | None) -> None:
+        """Refuse to register records whose blob is gone.
+
+        Blobs are removed (gc) or quarantined (verify) only inside a write
+        transaction; checking here, inside ours, means that either the remover saw
+        our records or we see its removal and raise, so that the caller restores the
+        blob from its staging file (law 2 under concurrency).
+        """
+        if present is not None:
+            missing = sorted({sha for sha in sha256s if not present(sha)})
+            if missing:
+                raise BlobsMissing(missing)
 
     def _register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
         self._count_arrival(new)
@@ -324,10 +342,11 @@ class SqliteCatalog(SqliteQueries):
         raise AssertionError("unreachable")
 
     def write_at_path(self, ino: int, directory: Directory, basename: str,
-                      new: NewDocument) -> Document:
+                      new: NewDocument, present: BlobCheck | None = None) -> Document:
         """Make the document at this path (inode `ino`) hold new bytes: the mount's write."""
         assert directory.artifact_id is not None
         with self._write():
+            self._require_present([new.sha256], present)
             self._count_arrival(new)
             previous = self.get_document(ino)
             occupant = self.lookup_document(directory, basename)

@@ -22,8 +22,9 @@ import pyfuse3
 import trio
 
 from casfs import naming
+from casfs.blobstore import StagingFile
 from casfs.errors import Conflict, InvalidName, NotFound
-from casfs.ingest import guess_content_type, store_blob
+from casfs.ingest import guess_content_type, place_blob, register_placed
 from casfs.records import Directory, Document, NewDocument
 from casfs.schema import ROOT_INO
 from casfs.store import Store
@@ -456,7 +457,13 @@ class CasfsOperations(pyfuse3.Operations):
             return
         staging, write.staging = write.staging, None
         try:
-            blob = await trio.to_thread.run_sync(store_blob, self.store.blobs, staging)
+            await self._place_and_register(write, staging)
+        finally:
+            staging.discard()
+
+    async def _place_and_register(self, write: OpenWrite, staging: StagingFile) -> None:
+        try:
+            blob = await trio.to_thread.run_sync(place_blob, self.store.blobs, staging)
         except OSError as e:
             log.error("finalizing %s failed: %s", write.name, e)
             raise pyfuse3.FUSEError(errno.ENOSPC if e.errno == errno.ENOSPC
@@ -467,12 +474,16 @@ class CasfsOperations(pyfuse3.Operations):
         if directory is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         meta = write.metadata
-        write.document = self.catalog.write_at_path(write.ino, directory, write.name, NewDocument(
+        new = NewDocument(
             resolver=directory.resolver, artifact_id=directory.artifact_id or "",
             basename=write.name, sha256=blob.sha256, bytes=blob.bytes,
             storage_uri=blob.storage_uri, source_url=meta.get("source_url"),
             content_type=meta.get("content_type") or guess_content_type(write.name),
-            run_id=meta.get("run_id"), mtime_ns=write.mtime_ns, dedup_hit=blob.dedup_hit))
+            run_id=meta.get("run_id"), mtime_ns=write.mtime_ns, dedup_hit=blob.dedup_hit)
+        write.document = register_placed(
+            self.store.blobs, {blob.sha256: staging},
+            lambda present: self.catalog.write_at_path(write.ino, directory, write.name, new,
+                                                       present))
         write.metadata = {}
         log.debug("registered %s (%s, %d bytes)", write.name, blob.sha256[:12], blob.bytes)
 

@@ -6,7 +6,14 @@ import stat
 import threading
 from pathlib import Path
 
-from casfs.blobstore import LocalBlobStore
+from casfs.blobstore import LocalBlobStore, StagingFile
+
+
+def place(store: LocalBlobStore, staging: StagingFile) -> tuple[str, int, bool]:
+    try:
+        return store.place(staging)
+    finally:
+        staging.discard()
 
 
 def blobs(tmp_path: Path) -> LocalBlobStore:
@@ -15,12 +22,12 @@ def blobs(tmp_path: Path) -> LocalBlobStore:
     return LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
 
 
-def test_commit_names_the_blob_by_its_hash_and_makes_it_read_only(tmp_path: Path) -> None:
+def test_place_names_the_blob_by_its_hash_and_makes_it_read_only(tmp_path: Path) -> None:
     store = blobs(tmp_path)
     staging = store.stage()
     staging.write(b"hello ", 0)
     staging.write(b"world", 6)
-    sha, size, is_new = store.commit(staging)
+    sha, size, is_new = place(store, staging)
     assert sha == hashlib.sha256(b"hello world").hexdigest() and size == 11 and is_new
     path = store.path(sha)
     assert path.read_bytes() == b"hello world"
@@ -37,7 +44,7 @@ def test_out_of_order_writes_and_truncates_are_rehashed(tmp_path: Path) -> None:
     staging.write(b"tail", 20)  # leaves a hole of zeros
     staging.truncate(22)
     expected = b"xxxABxxxxx" + b"\0" * 10 + b"ta"
-    sha, size, _ = store.commit(staging)
+    sha, size, _ = place(store, staging)
     assert size == 22
     assert sha == hashlib.sha256(expected).hexdigest()
     assert store.path(sha).read_bytes() == expected
@@ -49,7 +56,7 @@ def test_the_same_bytes_twice_is_one_blob_and_a_dedup_hit(tmp_path: Path) -> Non
     for _ in range(2):
         staging = store.stage()
         staging.write(b"same", 0)
-        results.append(store.commit(staging))
+        results.append(place(store, staging))
     assert results[0][2] is True and results[1][2] is False
     assert len(list((tmp_path / "cas").rglob("*/*/*"))) == 1
 
@@ -63,7 +70,7 @@ def test_concurrent_writers_of_the_same_bytes_leave_one_intact_blob(tmp_path: Pa
         staging = store.stage()
         for offset in range(0, len(data), 1 << 16):
             staging.write(data[offset:offset + (1 << 16)], offset)
-        outcomes.append(store.commit(staging)[2])
+        outcomes.append(place(store, staging)[2])
 
     threads = [threading.Thread(target=writer) for _ in range(4)]
     for t in threads:
@@ -84,3 +91,14 @@ def test_a_discarded_staging_file_leaves_nothing(tmp_path: Path) -> None:
     staging.discard()
     assert list((tmp_path / "tmp").iterdir()) == []
     assert list((tmp_path / "cas").rglob("*")) == []
+
+
+def test_restore_brings_back_a_blob_removed_after_it_was_placed(tmp_path: Path) -> None:
+    store = blobs(tmp_path)
+    staging = store.stage()
+    staging.write(b"precious", 0)
+    sha, _, _ = store.place(staging)
+    store.path(sha).unlink()  # what a concurrent gc would do
+    store.restore(staging, sha)
+    staging.discard()
+    assert store.path(sha).read_bytes() == b"precious"

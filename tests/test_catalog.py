@@ -5,8 +5,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from casfs.errors import Conflict, StoreError
-from casfs.ingest import ingest_file
+from casfs.errors import BlobsMissing, Conflict, StoreError
+from casfs.ingest import ingest_file, place_blob, register_placed
 from casfs.records import NewDocument, Variant
 from casfs.schema import SCHEMA_VERSION
 from casfs.sqlite_catalog import SqliteCatalog
@@ -170,3 +170,27 @@ def test_allocated_inodes_never_collide_across_connections(store: Store) -> None
         other.close()
     assert len(mine) == len(theirs) == 300 and not mine & theirs
     assert doc.ino not in mine | theirs and directory.ino not in mine | theirs
+
+
+def test_a_registration_refuses_a_blob_that_is_gone(store: Store) -> None:
+    with pytest.raises(BlobsMissing) as info:
+        store.catalog.register(new(), present=lambda sha: False)
+    assert info.value.sha256s == [SHA_A]
+    assert store.catalog.stats()["documents"] == 0
+
+
+def test_registration_restores_a_blob_removed_before_its_transaction(store: Store) -> None:
+    staging = store.blobs.stage()
+    staging.write(b"precious bytes", 0)
+    blob = place_blob(store.blobs, staging)
+    store.blobs.path(blob.sha256).unlink()  # a gc got there between place and register
+    try:
+        doc, outcome = register_placed(
+            store.blobs, {blob.sha256: staging},
+            lambda present: store.catalog.register(
+                new(sha256=blob.sha256, bytes=blob.bytes, storage_uri=blob.storage_uri),
+                present))
+    finally:
+        staging.discard()
+    assert outcome == "added"
+    assert store.blobs.path(doc.sha256).read_bytes() == b"precious bytes"
