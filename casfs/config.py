@@ -16,6 +16,7 @@ from typing import Any
 import platformdirs
 import tomli_w
 
+from casfs.durations import format_duration, parse_duration
 from casfs.errors import ConfigError
 
 APP = "casfs"
@@ -30,16 +31,40 @@ class MountConfig:
 
 
 @dataclass(frozen=True)
+class RetentionRule:
+    """How long closed history of some documents is kept (overrides gc.keep_history).
+    A rule matches when every field it names matches; the first match wins."""
+
+    keep_history: float
+    resolver: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class GcConfig:
+    grace: float = 86400.0
+    """Seconds a blob must have existed before gc may delete it (ingests in flight)."""
+    keep_history: float = 30 * 86400.0
+    """Seconds closed history (renamed, overwritten, deleted records) keeps its blobs."""
+    retention: tuple[RetentionRule, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     store: Path | None = None
     mount: MountConfig = field(default_factory=MountConfig)
+    gc: GcConfig = field(default_factory=GcConfig)
     path: Path | None = None  # the file this was read from, if any
 
 
+_DURATION = (str, int, float)
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {"store": str},
     "mount": {"cache_timeout": (int, float), "allow_other": bool},
+    "gc": {"grace": _DURATION, "keep_history": _DURATION, "retention": list},
 }
+_RULE_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "resolver": str, "content_type": str, "keep_history": _DURATION}
 
 
 def config_path() -> Path:
@@ -68,7 +93,34 @@ def load_config(path: Path | None = None) -> Config:
     _check(path, data)
     mount = MountConfig(**data.get("mount", {}))
     store = Path(data["store"]).expanduser() if "store" in data else None
-    return Config(store=store, mount=mount, path=path)
+    return Config(store=store, mount=mount, gc=_gc_config(path, data.get("gc", {})), path=path)
+
+
+def _gc_config(path: Path, data: dict[str, Any]) -> GcConfig:
+    def duration(key: str, value: Any) -> float:
+        try:
+            return parse_duration(value)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: key '{key}': {e}") from None
+
+    rules = []
+    for i, rule in enumerate(data.get("retention", [])):
+        where = f"gc.retention[{i}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{path}: {where} must be a table ([[gc.retention]])")
+        for key, value in rule.items():
+            _check_value(path, f"{where}.{key}", _RULE_SCHEMA.get(key), value)
+        if "keep_history" not in rule or not ({"resolver", "content_type"} & rule.keys()):
+            raise ConfigError(f"{path}: {where} needs keep_history and a resolver "
+                              "or content_type to match")
+        rules.append(RetentionRule(duration(f"{where}.keep_history", rule["keep_history"]),
+                                   rule.get("resolver"), rule.get("content_type")))
+    defaults = GcConfig()
+    return GcConfig(
+        grace=duration("gc.grace", data["grace"]) if "grace" in data else defaults.grace,
+        keep_history=duration("gc.keep_history", data["keep_history"])
+        if "keep_history" in data else defaults.keep_history,
+        retention=tuple(rules))
 
 
 def _check(path: Path, data: dict[str, Any]) -> None:
@@ -111,6 +163,8 @@ def write_config(path: Path, config: Config) -> None:
         data["store"] = str(config.store)
     data["mount"] = {"cache_timeout": config.mount.cache_timeout,
                      "allow_other": config.mount.allow_other}
+    data["gc"] = {"grace": format_duration(config.gc.grace),
+                  "keep_history": format_duration(config.gc.keep_history)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("# casfs configuration (see README.md)\n" + tomli_w.dumps(data))

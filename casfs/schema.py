@@ -2,7 +2,7 @@
 
 Tables
 ------
-meta         key/value counters: `next_ino` (the inode counter), `dedup_hits`.
+meta         key/value facts: `next_ino` (the inode counter).
 directories  the tree's directories: resolvers (depth 1) and artifacts (depth 2).
              `ino` is the stable inode number; `name` the path component shown,
              derived from the identifier by `casfs.naming.dir_name_for`.
@@ -17,6 +17,7 @@ documents    one row per *version* of a document. A live row has `valid_to IS NU
 variants     the seeds' optional per-document variants (pdf/html/supp).
 blobs        one row per stored blob: size, first seen, the verify ledger and
              its state (present, quarantined, missing).
+counters     monotonic counters behind the metrics (v2), by name and label text.
 
 Times are Unix seconds (REAL) except `mtime_ns`, which is what the filesystem shows.
 The version is `PRAGMA user_version`; each entry of MIGRATIONS moves it up by one.
@@ -102,6 +103,21 @@ CREATE TABLE variants (
 );
 """
 
+# v2: counters for metrics, kept in the catalog so that every process (mounts, gc,
+# verify, imports) adds to the same totals; the verify ledger gets an index.
+_V2 = """
+CREATE TABLE counters (
+    name   TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '',  -- Prometheus label text, e.g. resolver="arxiv"
+    value  INTEGER NOT NULL,
+    PRIMARY KEY (name, labels)
+) WITHOUT ROWID;
+INSERT INTO counters (name, labels, value)
+    SELECT 'casfs_dedup_hits_total', '', value FROM meta WHERE key = 'dedup_hits' AND value > 0;
+DELETE FROM meta WHERE key = 'dedup_hits';
+CREATE INDEX blobs_by_last_verified ON blobs (last_verified_at);
+"""
+
 Migration = Callable[[apsw.Connection], None]
 
 
@@ -113,7 +129,7 @@ def _sql(script: str) -> Migration:
 
 
 # MIGRATIONS[i] moves a catalog from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_sql(_V1)]
+MIGRATIONS: list[Migration] = [_sql(_V1), _sql(_V2)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,11 @@ INO_BLOCK = 256
 _DOC_COLUMNS = DOC_COLUMNS
 _DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _LIVE = "valid_to IS NULL"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _doc(row: Any) -> Document:
@@ -60,6 +65,11 @@ class SqliteCatalog(SqliteQueries):
 
     def close(self) -> None:
         self.conn.close()
+
+    def write_transaction(self) -> AbstractContextManager[None]:
+        """A write transaction for a caller that must act on blob files while no
+        registration can commit (quarantine, gc): see `_require_present`."""
+        return self._write()
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -454,7 +464,8 @@ class SqliteCatalog(SqliteQueries):
                                     "WHERE state = 'present'")
         versions = self._one("SELECT count(*) FROM documents")[0]
         directories = self._one("SELECT count(*) FROM directories")[0]
-        dedup_hits = self._one("SELECT value FROM meta WHERE key = 'dedup_hits'")[0]
+        dedup_hits = self._one("SELECT ifnull(sum(value), 0) FROM counters "
+                               "WHERE name = 'casfs_dedup_hits_total'")[0]
         return {"documents": documents, "blobs": blobs, "logical_bytes": logical,
                 "physical_bytes": physical, "versions": versions, "directories": directories,
                 "dedup_hits": dedup_hits}
@@ -471,8 +482,50 @@ class SqliteCatalog(SqliteQueries):
     # -- helpers (inside a write transaction) ------------------------------------
     def _count_arrival(self, new: NewDocument) -> None:
         self._ensure_blob(new.sha256, new.bytes)
+        labels = f'resolver="{_label(new.resolver)}"'
         if new.dedup_hit:
-            self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'dedup_hits'")
+            self._bump("casfs_dedup_hits_total", labels, 1)
+        self._bump("casfs_ingested_files_total", labels, 1)
+        self._bump("casfs_ingested_bytes_total", labels, new.bytes)
+
+    def _bump(self, name: str, labels: str, amount: int) -> None:
+        self.conn.execute("INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
+                          "ON CONFLICT (name, labels) DO UPDATE SET value = value + ?",
+                          (name, labels, amount, amount))
+
+    def resolve_path(self, path: str) -> Document | None:
+        """The live document at a virtual path /<resolver>/<artifact>/<basename>."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 3:
+            return None
+        resolver = self.lookup_directory(schema.ROOT_INO, parts[0])
+        artifact = resolver and self.lookup_directory(resolver.ino, parts[1])
+        return self.lookup_document(artifact, parts[2]) if artifact else None
+
+    def mark_verified(self, sha256s: list[str], when: float) -> None:
+        with self._write():
+            self.conn.executemany("UPDATE blobs SET last_verified_at = ? WHERE sha256 = ?",
+                                  [(when, sha) for sha in sha256s])
+
+    def set_blob_state(self, sha256: str, state: str) -> None:
+        """Record a blob as present, quarantined or missing (inside write_transaction)."""
+        self.conn.execute("UPDATE blobs SET state = ? WHERE sha256 = ?", (state, sha256))
+
+    def bump_counter(self, name: str, amount: int = 1) -> None:
+        """Add to a label-less counter (inside write_transaction)."""
+        self._bump(name, "", amount)
+
+    def add_to_counters(self, amounts: dict[str, int]) -> None:
+        """Add to label-less counters, in a transaction of their own."""
+        with self._write():
+            for name, amount in amounts.items():
+                if amount:
+                    self._bump(name, "", amount)
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        """Every counter as (name, label text, value)."""
+        return [(n, labels, v) for n, labels, v in self.conn.execute(
+            "SELECT name, labels, value FROM counters ORDER BY name, labels")]
 
     def _ensure_blob(self, sha256: str, size: int) -> None:
         self.conn.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "

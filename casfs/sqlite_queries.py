@@ -39,6 +39,32 @@ class SqliteQueries:
         for row in self.conn.execute(sql, args):
             yield Found(Document(*row[:-1]), row[-1])
 
+    def blobs_to_verify(self, *, sample: float | None = None,
+                        limit: int | None = None) -> Iterator[tuple[str, int]]:
+        """(sha256, bytes) of blobs believed present, least recently verified first
+        (never verified ones before all others); `sample` keeps about that fraction."""
+        sql = "SELECT sha256, bytes FROM blobs WHERE state = 'present'"
+        args: list[Any] = []
+        if sample is not None:
+            sql += " AND abs(random() % 1000000) < ?"
+            args.append(int(sample * 1_000_000))
+        sql += " ORDER BY last_verified_at, sha256"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        yield from self.conn.execute(sql, args)
+
+    def blob_size(self, sha256: str) -> int | None:
+        for (size,) in self.conn.execute("SELECT bytes FROM blobs WHERE sha256 = ?", (sha256,)):
+            return int(size)
+        return None
+
+    def blobs_to_verify_bytes(self) -> int:
+        for (total,) in self.conn.execute(
+                "SELECT ifnull(sum(bytes), 0) FROM blobs WHERE state = 'present'"):
+            return int(total)
+        return 0
+
     def blobs_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Stored hashes that start with `prefix` (lowercase hex), at most `limit`."""
         rows = self.conn.execute("SELECT sha256 FROM blobs WHERE sha256 >= ? AND sha256 < ? "

@@ -194,3 +194,28 @@ def test_registration_restores_a_blob_removed_before_its_transaction(store: Stor
         staging.discard()
     assert outcome == "added"
     assert store.blobs.path(doc.sha256).read_bytes() == b"precious bytes"
+
+
+def test_a_version_1_catalog_is_migrated_and_keeps_its_counts(tmp_path: Path) -> None:
+    from casfs import schema
+
+    path = tmp_path / "catalog.db"
+    conn = apsw.Connection(str(path))
+    schema.MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("UPDATE meta SET value = 3 WHERE key = 'dedup_hits'")
+    conn.close()
+    catalog = SqliteCatalog(path)
+    try:
+        assert schema.schema_version(catalog.conn) == SCHEMA_VERSION
+        assert catalog.stats()["dedup_hits"] == 3
+        assert ("casfs_dedup_hits_total", "", 3) in catalog.counters()
+    finally:
+        catalog.close()
+
+
+def test_ingest_counters_move(store: Store) -> None:
+    store.catalog.register(new(dedup_hit=True))
+    counters = {(n, labels): v for n, labels, v in store.catalog.counters()}
+    assert counters[("casfs_dedup_hits_total", 'resolver="unpaywall"')] == 1
+    assert counters[("casfs_ingested_bytes_total", 'resolver="unpaywall"')] == 10

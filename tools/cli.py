@@ -19,7 +19,13 @@ from casfs.config import Config, load_config, resolve_store
 from casfs.errors import CasfsError
 from casfs.store import Store
 
-from . import import_commands, lookup_commands, mount_commands, store_commands
+from . import (
+    import_commands,
+    integrity_commands,
+    lookup_commands,
+    mount_commands,
+    store_commands,
+)
 
 
 @dataclass
@@ -49,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount_commands.register(commands)
     import_commands.register(commands)
     lookup_commands.register(commands)
+    integrity_commands.register(commands)
     return parser
 
 

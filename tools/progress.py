@@ -18,7 +18,7 @@ class ProgressLine:
         self._shown = False
 
     def update(self, *, done: float, total: float, lines: int, moved_bytes: int,
-               force: bool = False) -> None:
+               unit: str = "lines", force: bool = False) -> None:
         """Show lines, bytes, rate and ETA; `done`/`total` measure the whole job."""
         now = time.monotonic()
         if not self.enabled or (not force and now - self._last < 0.2):
@@ -27,8 +27,8 @@ class ProgressLine:
         elapsed = max(now - self.started, 1e-6)
         fraction = done / total if total else 1.0
         eta = (elapsed / fraction - elapsed) if fraction > 0 else 0.0
-        text = (f"{fraction:6.1%}  {lines:,} lines  {human_bytes(moved_bytes)}  "
-                f"{lines / elapsed:,.0f} lines/s  {human_bytes(moved_bytes / elapsed)}/s  "
+        text = (f"{fraction:6.1%}  {lines:,} {unit}  {human_bytes(moved_bytes)}  "
+                f"{lines / elapsed:,.0f} {unit}/s  {human_bytes(moved_bytes / elapsed)}/s  "
                 f"ETA {_duration(eta)}")
         self.stream.write("\r\x1b[2K" + text)
         self.stream.flush()

@@ -1,0 +1,83 @@
+"""`casfs verify` and `casfs fsck`: prove the bytes and the catalog are intact."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import TYPE_CHECKING, Any
+
+from casfs import verify as verifying
+from casfs.durations import parse_duration
+from casfs.errors import CasfsError
+from casfs.sqlite_catalog import SqliteCatalog
+
+from .output import human_bytes, print_json
+from .progress import ProgressLine
+
+if TYPE_CHECKING:
+    from .cli import Context
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "verify", help="re-hash blobs and compare them with their names",
+        description="Re-hash blobs, least recently verified first, in parallel threads. A "
+                    "blob whose bytes do not match its name is moved to quarantine/, and "
+                    "the records that use it are listed; a missing blob is a failure too.",
+        epilog="Exit status: 0 every checked blob is intact, 1 failures found, 2 usage "
+               "or environment errors. Without a selection, every blob is checked.")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every blob (the default)")
+    which.add_argument("--sample", type=float, metavar="FRACTION",
+                       help="about this fraction of the blobs, e.g. 0.01")
+    which.add_argument("--oldest", type=int, metavar="N",
+                       help="the N least recently verified blobs")
+    which.add_argument("--path", metavar="P", help="the blob of one virtual path")
+    which.add_argument("--sha", metavar="S", help="one blob, by its full SHA-256")
+    p.add_argument("--jobs", type=int, default=2, metavar="N",
+                   help="hashing threads (default 2)")
+    p.add_argument("--max-duration", type=parse_duration, metavar="D",
+                   help="stop after this long (e.g. 30m); the next run goes on from there")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
+    if args.sample is not None and not 0 < args.sample <= 1:
+        raise CasfsError("--sample takes a fraction between 0 and 1")
+    if args.sha is not None and not re.fullmatch(r"[0-9a-f]{64}", args.sha.lower()):
+        raise CasfsError("--sha takes a full SHA-256 (64 hex digits); see 'casfs where'")
+    progress = ProgressLine()
+    with ctx.open_store() as store:
+        # A second connection reads the selection from one snapshot while the
+        # ledger is written through the first.
+        snapshot = SqliteCatalog(store.layout.catalog, readonly=True)
+        try:
+            selection = verifying.select(
+                snapshot, sample=args.sample, oldest=args.oldest, path=args.path,
+                sha256=args.sha.lower() if args.sha else None)
+            report = verifying.verify(
+                store, selection, jobs=args.jobs, max_duration=args.max_duration,
+                total_bytes=snapshot.blobs_to_verify_bytes(),
+                on_progress=lambda r, total: progress.update(
+                    done=r.bytes, total=total, lines=r.checked, moved_bytes=r.bytes,
+                    unit="blobs"))
+        finally:
+            snapshot.close()
+            progress.close()
+    if args.json:
+        print_json(report.as_json())
+    else:
+        rate = report.bytes / report.seconds if report.seconds else 0
+        print(f"checked {report.checked:,} blobs ({human_bytes(report.bytes)}, "
+              f"{human_bytes(rate)}/s): {report.ok:,} ok, {len(report.failures):,} failed"
+              + (" (stopped at --max-duration; run again to go on)"
+                 if report.stopped_early else ""))
+        for failure in report.failures:
+            where = f" -> {failure.quarantined_to}" if failure.quarantined_to else ""
+            print(f"  {failure.problem}: {failure.sha256}{where}")
+            for path in failure.paths:
+                print(f"      used by {path}")
+    if args.path and report.checked == 0:
+        raise CasfsError(f"{args.path}: no such document")
+    return 1 if report.failures else 0
