@@ -18,6 +18,7 @@ import tomli_w
 
 from casfs.durations import format_duration, parse_duration
 from casfs.errors import ConfigError
+from casfs.records import GcPolicy, RetentionRule
 
 APP = "casfs"
 
@@ -31,22 +32,18 @@ class MountConfig:
 
 
 @dataclass(frozen=True)
-class RetentionRule:
-    """How long closed history of some documents is kept (overrides gc.keep_history).
-    A rule matches when every field it names matches; the first match wins."""
-
-    keep_history: float
-    resolver: str | None = None
-    content_type: str | None = None
-
-
-@dataclass(frozen=True)
 class GcConfig:
     grace: float = 86400.0
     """Seconds a blob must have existed before gc may delete it (ingests in flight)."""
     keep_history: float = 30 * 86400.0
     """Seconds closed history (renamed, overwritten, deleted records) keeps its blobs."""
     retention: tuple[RetentionRule, ...] = ()
+
+    def policy(self, *, grace: float | None = None,
+               keep_history: float | None = None) -> GcPolicy:
+        return GcPolicy(self.grace if grace is None else grace,
+                        self.keep_history if keep_history is None else keep_history,
+                        self.retention)
 
 
 @dataclass(frozen=True)

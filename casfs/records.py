@@ -105,3 +105,20 @@ class DuplicateGroup:
     @property
     def saved_bytes(self) -> int:
         return (self.references - 1) * self.bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """How long closed history of some documents is kept (overrides keep_history).
+    A rule matches when every field it names matches; the first match wins."""
+
+    keep_history: float
+    resolver: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GcPolicy:
+    grace: float  # seconds a blob must have existed before it may be deleted
+    keep_history: float  # seconds closed records keep their blobs
+    rules: tuple[RetentionRule, ...] = ()

@@ -11,7 +11,7 @@ from typing import Any
 
 import apsw
 
-from casfs.records import Document, DocumentFilter, DuplicateGroup, Found
+from casfs.records import Document, DocumentFilter, DuplicateGroup, Found, GcPolicy
 
 DOC_COLUMNS = (
     "id, ino, artifact_id, resolver, source_url, basename, content_type, bytes, sha256, "
@@ -53,6 +53,17 @@ class SqliteQueries:
             sql += " LIMIT ?"
             args.append(limit)
         yield from self.conn.execute(sql, args)
+
+    def garbage_blobs(self, policy: GcPolicy, now: float
+                      ) -> Iterator[tuple[str, int, float, str | None]]:
+        """(sha256, bytes, first_seen, JSON [resolver, artifact, basename, closed at] of
+        the record that last used it) for every blob no kept record references."""
+        sql, args = _garbage_sql(policy, one=False)
+        yield from self.conn.execute(sql, {**args, "now": now})
+
+    def is_garbage(self, sha256: str, policy: GcPolicy, now: float) -> bool:
+        sql, args = _garbage_sql(policy, one=True)
+        return bool(list(self.conn.execute(sql, {**args, "now": now, "sha": sha256})))
 
     def blob_size(self, sha256: str) -> int | None:
         for (size,) in self.conn.execute("SELECT bytes FROM blobs WHERE sha256 = ?", (sha256,)):
@@ -103,6 +114,33 @@ class SqliteQueries:
             (limit,))
         return [{"sha256": sha, "content_types": sorted(types.split(","))}
                 for sha, types in rows]
+
+
+def _garbage_sql(policy: GcPolicy, one: bool) -> tuple[str, dict[str, Any]]:
+    """The query for garbage blobs (or for whether one is garbage, :sha), with its
+    bindings except :now. A documents row keeps its blob while it is live or closed
+    for less than its retention window: the first matching rule's, else the default."""
+    window, args = "CASE", {"grace": policy.grace, "keep": policy.keep_history}
+    for i, rule in enumerate(policy.rules):
+        tests = []
+        if rule.resolver is not None:
+            tests.append(f"d.resolver = :resolver{i}")
+            args[f"resolver{i}"] = rule.resolver
+        if rule.content_type is not None:
+            tests.append(f"d.content_type = :type{i}")
+            args[f"type{i}"] = rule.content_type
+        window += f" WHEN {' AND '.join(tests)} THEN :keep{i}"
+        args[f"keep{i}"] = rule.keep_history
+    window = f"{window} ELSE :keep END" if policy.rules else ":keep"
+    kept = f"(d.valid_to IS NULL OR d.valid_to > :now - {window})"
+    sql = ("SELECT b.sha256, b.bytes, b.first_seen, "
+           " (SELECT json_array(d.resolver, d.artifact_id, d.basename, d.valid_to) "
+           "  FROM documents d WHERE d.sha256 = b.sha256 ORDER BY d.valid_to DESC LIMIT 1) "
+           "FROM blobs b WHERE b.state != 'deleted' AND b.first_seen < :now - :grace "
+           f"AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 AND {kept}) "
+           "AND NOT EXISTS (SELECT 1 FROM variants v WHERE v.sha256 = b.sha256) ")
+    sql += "AND b.sha256 = :sha" if one else "ORDER BY b.sha256"
+    return sql, args
 
 
 def _where(query: DocumentFilter) -> tuple[list[str], list[Any]]:

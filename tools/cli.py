@@ -22,6 +22,7 @@ from casfs.store import Store
 from . import (
     import_commands,
     integrity_commands,
+    lifecycle_commands,
     lookup_commands,
     mount_commands,
     store_commands,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_commands.register(commands)
     lookup_commands.register(commands)
     integrity_commands.register(commands)
+    lifecycle_commands.register(commands)
     return parser
 
 

@@ -1,0 +1,102 @@
+"""Garbage collection of blobs no kept record references (law 3).
+
+A blob is garbage when no live record references it, no closed record younger
+than its retention window does (`keep_history`, or the first matching rule of the
+config), no variant does, and it was first seen longer ago than `grace` (ingests
+in flight). Preview lists each with the record that last used it; apply deletes in
+batches, each inside a catalog write transaction that checks the blob is still
+garbage, so a registration racing with it either is seen or sees the blob gone and
+restores it (see `SqliteCatalog._require_present`). Deleted blobs keep their row
+as a tombstone (state 'deleted') for the history that still names them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from casfs import naming
+from casfs.records import GcPolicy
+from casfs.store import Store
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Garbage:
+    sha256: str
+    bytes: int
+    first_seen: float
+    last_path: str | None  # where the record that last used it was
+    last_used: float | None  # when that record was closed
+
+    def as_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "bytes": self.bytes, "first_seen": self.first_seen,
+                "last_path": self.last_path, "last_used": self.last_used}
+
+
+@dataclass
+class GcReport:
+    apply: bool
+    blobs: int = 0
+    bytes: int = 0
+    removed: int = 0
+    removed_bytes: int = 0
+    garbage: list[Garbage] = field(default_factory=list)
+
+
+def find_garbage(store: Store, policy: GcPolicy, now: float | None = None
+                 ) -> Iterator[Garbage]:
+    for sha256, size, first_seen, last in store.catalog.garbage_blobs(policy, now or time.time()):
+        yield _garbage(sha256, size, first_seen, last)
+
+
+def collect(store: Store, policy: GcPolicy, *, apply: bool,
+            on_blob: Callable[[Garbage], None] | None = None) -> GcReport:
+    """Preview (apply=False) or delete the garbage; resumable: a rerun goes on."""
+    report = GcReport(apply=apply)
+    now = time.time()
+    batch: list[Garbage] = []
+    for garbage in find_garbage(store, policy, now):
+        report.blobs += 1
+        report.bytes += garbage.bytes
+        if on_blob:
+            on_blob(garbage)
+        if apply:
+            batch.append(garbage)
+            if len(batch) >= BATCH:
+                _delete(store, policy, batch, report)
+                batch = []
+    if batch:
+        _delete(store, policy, batch, report)
+    return report
+
+
+def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcReport) -> None:
+    """Delete a batch inside one write transaction, re-checking each blob there."""
+    removed = removed_bytes = 0
+    with store.catalog.write_transaction():
+        now = time.time()
+        for garbage in batch:
+            if not store.catalog.is_garbage(garbage.sha256, policy, now):
+                continue  # referenced again since the scan
+            store.catalog.set_blob_state(garbage.sha256, "deleted")
+            store.blobs.path(garbage.sha256).unlink(missing_ok=True)
+            removed += 1
+            removed_bytes += garbage.bytes
+        store.catalog.bump_counter("casfs_gc_removed_total", removed)
+        store.catalog.bump_counter("casfs_gc_removed_bytes_total", removed_bytes)
+    report.removed += removed
+    report.removed_bytes += removed_bytes
+
+
+def _garbage(sha256: str, size: int, first_seen: float, last: str | None) -> Garbage:
+    path = used = None
+    if last:
+        resolver, artifact_id, basename, valid_to = json.loads(last)
+        path = f"/{naming.dir_name_for(resolver)}/{naming.dir_name_for(artifact_id)}/{basename}"
+        used = valid_to
+    return Garbage(sha256, size, first_seen, path, used)
