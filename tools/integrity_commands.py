@@ -7,10 +7,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from casfs import verify as verifying
-from casfs.durations import parse_duration
 from casfs.errors import CasfsError
 from casfs.sqlite_catalog import SqliteCatalog
 
+from . import argtypes
 from .output import human_bytes, print_json
 from .progress import ProgressLine
 
@@ -36,7 +36,7 @@ def register(commands: Any) -> None:
     which.add_argument("--sha", metavar="S", help="one blob, by its full SHA-256")
     p.add_argument("--jobs", type=int, default=2, metavar="N",
                    help="hashing threads (default 2)")
-    p.add_argument("--max-duration", type=parse_duration, metavar="D",
+    p.add_argument("--max-duration", type=argtypes.duration, metavar="D",
                    help="stop after this long (e.g. 30m); the next run goes on from there")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from casfs import backup as backups
 from casfs import gc
-from casfs.durations import format_duration, parse_duration
+from casfs.durations import format_duration
 
+from . import argtypes
 from .output import human_bytes, iso_time, print_json
 
 if TYPE_CHECKING:
@@ -29,9 +30,9 @@ def register(commands: Any) -> None:
                     "used it.",
         epilog="Durations: 0, 90s, 90m, 12h, 7d, 2w. Defaults come from [gc] in the config "
                "file (grace 1d, keep_history 30d). Safe beside running mounts.")
-    p.add_argument("--grace", type=parse_duration, metavar="D",
+    p.add_argument("--grace", type=argtypes.duration, metavar="D",
                    help="minimum age of a blob to delete (default: config, 1d)")
-    p.add_argument("--keep-history", type=parse_duration, metavar="D",
+    p.add_argument("--keep-history", type=argtypes.duration, metavar="D",
                    help="how long closed records keep their blobs (default: config, 30d)")
     p.add_argument("--apply", action="store_true", help="delete (default: preview)")
     p.add_argument("--json", action="store_true")

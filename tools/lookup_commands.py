@@ -7,12 +7,12 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from casfs.errors import CasfsError
 from casfs.records import DocumentFilter, Found
 
+from . import argtypes
 from .output import human_bytes, iso_time, print_json
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 RECORD_FIELDS = ("id", "artifact_id", "resolver", "source_url", "sha256", "bytes",
                  "content_type", "basename", "run_id", "created_at", "updated_at")
-_SIZE = re.compile(r"^(\d+)([kmgt]?)i?b?$", re.IGNORECASE)
 
 
 def register(commands: Any) -> None:
@@ -44,10 +43,12 @@ def register(commands: Any) -> None:
     p.add_argument("--artifact", metavar="GLOB", help="artifact id glob, e.g. 'W44*'")
     p.add_argument("--url", metavar="SUBSTRING", help="part of the source URL")
     p.add_argument("--run", metavar="RUN_ID")
-    p.add_argument("--since", type=_time, metavar="TIME", help="created at or after (ISO 8601)")
-    p.add_argument("--until", type=_time, metavar="TIME", help="created before (ISO 8601)")
-    p.add_argument("--min-size", type=_size, metavar="SIZE", help="bytes, or 10k, 5M, 1G")
-    p.add_argument("--max-size", type=_size, metavar="SIZE")
+    p.add_argument("--since", type=argtypes.moment, metavar="TIME",
+                   help="created at or after (ISO 8601)")
+    p.add_argument("--until", type=argtypes.moment, metavar="TIME",
+                   help="created before (ISO 8601)")
+    p.add_argument("--min-size", type=argtypes.size, metavar="SIZE", help="bytes, or 10k, 5M, 1G")
+    p.add_argument("--max-size", type=argtypes.size, metavar="SIZE")
     p.add_argument("--limit", type=int, metavar="N")
     _output_options(p)
     p.add_argument("--jsonl", action="store_true", help="one JSON record a line, streamed")
@@ -66,22 +67,6 @@ def register(commands: Any) -> None:
 
 def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="a JSON array of records")
-
-
-def _time(text: str) -> float:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
-def _size(text: str) -> int:
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512, 10k, 5M, 1G)")
-    multiplier: int = 1024 ** " kmgt".index(match.group(2).lower() or " ")
-    return int(match.group(1)) * multiplier
 
 
 def record(found: Found) -> dict[str, Any]:
