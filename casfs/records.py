@@ -122,3 +122,15 @@ class GcPolicy:
     grace: float  # seconds a blob must have existed before it may be deleted
     keep_history: float  # seconds closed records keep their blobs
     rules: tuple[RetentionRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BlobUsage:
+    """How live records use one blob (what fsck compares with the blob itself)."""
+
+    sha256: str
+    state: str
+    record_bytes: int
+    blob_bytes: int
+    records: int
+    example_ino: int

@@ -511,6 +511,25 @@ class SqliteCatalog(SqliteQueries):
         """Record a blob as present, quarantined or missing (inside write_transaction)."""
         self.conn.execute("UPDATE blobs SET state = ? WHERE sha256 = ?", (state, sha256))
 
+    def close_records_of_blob(self, sha256: str, change: str) -> None:
+        """Close every live record of a blob (inside write_transaction)."""
+        self.conn.execute(f"UPDATE documents SET valid_to = ?, change = ? "
+                          f"WHERE sha256 = ? AND {_LIVE}", (time.time(), change, sha256))
+
+    def adopt_blob(self, sha256: str, size: int) -> None:
+        """Record a blob file found without a row (fsck's repair of a stray blob)."""
+        with self._write():
+            self.conn.execute(
+                "INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) ON CONFLICT "
+                "(sha256) DO UPDATE SET state = 'present', bytes = excluded.bytes",
+                (sha256, size, time.time()))
+
+    def correct_blob_size(self, sha256: str, size: int) -> None:
+        with self._write():
+            self.conn.execute("UPDATE blobs SET bytes = ? WHERE sha256 = ?", (size, sha256))
+            self.conn.execute("UPDATE documents SET bytes = ? WHERE sha256 = ?",
+                              (size, sha256))
+
     def bump_counter(self, name: str, amount: int = 1) -> None:
         """Add to a label-less counter (inside write_transaction)."""
         self._bump(name, "", amount)

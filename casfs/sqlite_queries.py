@@ -11,7 +11,14 @@ from typing import Any
 
 import apsw
 
-from casfs.records import Document, DocumentFilter, DuplicateGroup, Found, GcPolicy
+from casfs.records import (
+    BlobUsage,
+    Document,
+    DocumentFilter,
+    DuplicateGroup,
+    Found,
+    GcPolicy,
+)
 
 DOC_COLUMNS = (
     "id, ino, artifact_id, resolver, source_url, basename, content_type, bytes, sha256, "
@@ -64,6 +71,47 @@ class SqliteQueries:
     def is_garbage(self, sha256: str, policy: GcPolicy, now: float) -> bool:
         sql, args = _garbage_sql(policy, one=True)
         return bool(list(self.conn.execute(sql, {**args, "now": now, "sha": sha256})))
+
+    # -- fsck ------------------------------------------------------------------
+    def integrity_problems(self) -> list[str]:
+        found = [row[0] for row in self.conn.execute("PRAGMA integrity_check")]
+        problems = [] if found == ["ok"] else found[:10]
+        problems += [f"{table} row {rowid} points to a missing {parent} row"
+                     for table, rowid, parent, _ in self.conn.execute(
+                         "PRAGMA foreign_key_check")]
+        return problems
+
+    def live_blob_usage(self) -> Iterator[BlobUsage]:
+        for row in self.conn.execute(
+                "SELECT d.sha256, b.state, d.bytes, b.bytes, count(*), min(d.ino) "
+                "FROM documents d JOIN blobs b USING (sha256) WHERE d.valid_to IS NULL "
+                "GROUP BY d.sha256, d.bytes"):
+            yield BlobUsage(*row)
+
+    def records_without_directory(self) -> Iterator[Document]:
+        for row in self.conn.execute(
+                f"SELECT {_D_COLUMNS} FROM documents d WHERE d.valid_to IS NULL AND NOT "
+                "EXISTS (SELECT 1 FROM directories a WHERE a.resolver = d.resolver "
+                "AND a.artifact_id = d.artifact_id)"):
+            yield Document(*row)
+
+    def path_collisions(self) -> Iterator[tuple[str, int]]:
+        for resolver, artifact_id, basename, count in self.conn.execute(
+                "SELECT resolver, artifact_id, basename, count(*) FROM documents "
+                "WHERE valid_to IS NULL GROUP BY 1, 2, 3 HAVING count(*) > 1"):
+            yield f"/{resolver}/{artifact_id}/{basename}", count
+
+    def blob_sizes_with_prefix(self, prefix: str) -> dict[str, int]:
+        """{sha256: bytes} of the blobs (not deleted) whose hash starts with `prefix`."""
+        return dict(self.conn.execute(
+            "SELECT sha256, bytes FROM blobs WHERE sha256 >= ? AND sha256 < ? "
+            "AND state != 'deleted'", (prefix, prefix + "g")))
+
+    def blob_state(self, sha256: str) -> str:
+        for (state,) in self.conn.execute("SELECT state FROM blobs WHERE sha256 = ?",
+                                          (sha256,)):
+            return str(state)
+        return "absent"
 
     def blob_size(self, sha256: str) -> int | None:
         for (size,) in self.conn.execute("SELECT bytes FROM blobs WHERE sha256 = ?", (sha256,)):

@@ -6,6 +6,7 @@ import argparse
 import re
 from typing import TYPE_CHECKING, Any
 
+from casfs import fsck
 from casfs import verify as verifying
 from casfs.errors import CasfsError
 from casfs.sqlite_catalog import SqliteCatalog
@@ -40,6 +41,20 @@ def register(commands: Any) -> None:
                    help="stop after this long (e.g. 30m); the next run goes on from there")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = commands.add_parser(
+        "fsck", help="check the store against its laws (and repair with --repair --apply)",
+        description="Checks: the catalog's integrity; live records whose blob is missing, "
+                    "quarantined or of another size; records without a directory "
+                    "(invisible); path collisions; blob files with no catalog row, a bad "
+                    "name or write permission; staging files left by dead processes. "
+                    "Each problem is named with its path and hash.",
+        epilog="Exit status: 0 no problems (or all repaired with --apply), 1 problems, "
+               "2 usage or environment errors. --repair alone shows what would be done.")
+    p.add_argument("--repair", action="store_true", help="say how each problem is repaired")
+    p.add_argument("--apply", action="store_true", help="with --repair: repair")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fsck)
 
 
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
@@ -81,3 +96,33 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
     if args.path and report.checked == 0:
         raise CasfsError(f"{args.path}: no such document")
     return 1 if report.failures else 0
+
+
+def cmd_fsck(args: argparse.Namespace, ctx: Context) -> int:
+    if args.apply and not args.repair:
+        raise CasfsError("--apply goes with --repair")
+    repaired: list[bool] = []
+    with ctx.open_store() as store:
+        problems = fsck.fsck(store)
+        if args.repair and args.apply:
+            repaired = [fsck.repair(store, p) for p in problems]
+    left = [p for p, done in zip(problems, repaired or [False] * len(problems), strict=True)
+            if not done]
+    if args.json:
+        print_json({"problems": [p.as_json() for p in problems],
+                    "repaired": sum(repaired), "unrepaired": len(left)})
+    else:
+        for i, problem in enumerate(problems):
+            where = " ".join(x for x in (problem.path, problem.sha256) if x)
+            print(f"{problem.kind}: {problem.detail}" + (f" ({where})" if where else ""))
+            if args.repair:
+                status = ("repaired" if repaired and repaired[i] else
+                          "would" if not args.apply else "NOT repaired")
+                print(f"    {status}: {problem.repair or 'no automatic repair'}")
+        if not problems:
+            print("no problems found")
+        elif args.repair and not args.apply:
+            print(f"{len(problems)} problem(s); nothing changed (add --apply to repair)")
+        else:
+            print(f"{len(problems)} problem(s), {sum(repaired)} repaired")
+    return 1 if left else 0

@@ -1,0 +1,207 @@
+"""Checking a store against the laws of the design notes, and repairing it.
+
+Each check yields `Problem`s of one kind; each kind names its repair, which
+`repair` applies. Checks read the catalog and walk `cas/` one fan-out directory
+at a time, so memory stays small on a large store. Files younger than
+`STRAY_GRACE` are left alone: they may belong to an ingest in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from casfs.blobstore import is_sha256_hex
+from casfs.store import Store
+from casfs.verify import hash_blob
+
+STRAY_GRACE = 600.0  # seconds
+_STAGING = re.compile(r"^(\d+)-[0-9a-f]+\.part$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    detail: str
+    path: str | None = None  # a virtual path or a file of the store
+    sha256: str | None = None
+    repair: str | None = None  # what --repair --apply does about it; None: nothing it can
+    key: tuple[str, ...] = ()  # identifiers the repair needs (resolver, artifact_id)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "detail": self.detail, "path": self.path,
+                "sha256": self.sha256, "repair": self.repair}
+
+
+Check = Callable[[Store], Iterator[Problem]]
+
+
+def check_catalog(store: Store) -> Iterator[Problem]:
+    for detail in store.catalog.integrity_problems():
+        yield Problem("catalog-integrity", detail)  # no repair: casfs restore a backup
+
+
+def check_records(store: Store) -> Iterator[Problem]:
+    """Live records whose blob is missing, quarantined, of the wrong size, or whose
+    directory is missing (they would be invisible: law 5)."""
+    for usage in store.catalog.live_blob_usage():
+        doc = store.catalog.get_document(usage.example_ino)
+        where = store.catalog.virtual_path(doc) if doc and store.catalog.find_directory(
+            doc.resolver, doc.artifact_id) else None
+        if usage.state != "present" or not store.blobs.has(usage.sha256):
+            what = "missing" if usage.state == "present" else usage.state
+            yield Problem("missing-blob", f"{usage.records} live record(s) use a blob that "
+                          f"is {what}", where, usage.sha256,
+                          "close those records (history keeps them)")
+        elif usage.record_bytes != usage.blob_bytes:
+            yield Problem("size-mismatch", f"records say {usage.record_bytes} bytes, the "
+                          f"blob row {usage.blob_bytes}", where, usage.sha256,
+                          "re-hash and correct or quarantine")
+    for doc in store.catalog.records_without_directory():
+        yield Problem("invisible-record", f"no directory for {doc.resolver}/{doc.artifact_id}",
+                      f"{doc.resolver}/{doc.artifact_id}/{doc.basename}",
+                      repair="create the directory", key=(doc.resolver, doc.artifact_id))
+    for path, count in store.catalog.path_collisions():
+        yield Problem("path-collision", f"{count} live records at one path", path)
+
+
+def check_blob_files(store: Store) -> Iterator[Problem]:
+    """Files under cas/: stray (no catalog row), misnamed, writable, wrong size."""
+    root = store.layout.cas / "sha256"
+    now = time.time()
+    for fanout in sorted(os.scandir(root), key=lambda e: e.name):
+        if not fanout.is_dir(follow_symlinks=False) or not re.fullmatch(r"[0-9a-f]{2}",
+                                                                        fanout.name):
+            yield Problem("bad-blob-name", "not a fan-out directory", fanout.path,
+                          repair="move to quarantine/")
+            continue
+        known = store.catalog.blob_sizes_with_prefix(fanout.name)
+        for entry in os.scandir(fanout.path):
+            sha = fanout.name + entry.name
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or not is_sha256_hex(sha):
+                yield Problem("bad-blob-name", "not a blob file", entry.path,
+                              repair="move to quarantine/")
+                continue
+            if st.st_mode & 0o222:
+                yield Problem("blob-writable", f"mode {stat.S_IMODE(st.st_mode):o}",
+                              entry.path, sha, "make it read-only")
+            if sha not in known:
+                if now - st.st_ctime > STRAY_GRACE:
+                    yield Problem("stray-blob", "a blob file with no catalog row",
+                                  entry.path, sha, "adopt it if its hash matches, "
+                                  "else quarantine it")
+            elif known[sha] != st.st_size:
+                yield Problem("size-mismatch", f"the file has {st.st_size} bytes, the "
+                              f"catalog says {known[sha]}", entry.path, sha,
+                              "re-hash and correct or quarantine")
+
+
+def check_staging(store: Store) -> Iterator[Problem]:
+    """Named staging files left by a process that is gone (unnamed ones never stay)."""
+    for entry in os.scandir(store.layout.tmp):
+        match = _STAGING.match(entry.name)
+        if match is None or not _pid_alive(int(match.group(1))):
+            yield Problem("staging-leftover", "left by a process that is gone",
+                          entry.path, repair="delete it")
+
+
+CHECKS: list[Check] = [check_catalog, check_records, check_blob_files, check_staging]
+
+
+def fsck(store: Store) -> list[Problem]:
+    return [problem for check in CHECKS for problem in check(store)]
+
+
+def repair(store: Store, problem: Problem) -> bool:
+    """Apply the repair of one problem; True when it was repaired."""
+    action = _REPAIRS.get(problem.kind)
+    return bool(action and action(store, problem))
+
+
+def _close_records_of_missing_blob(store: Store, problem: Problem) -> bool:
+    assert problem.sha256
+    with store.catalog.write_transaction():
+        state = store.catalog.blob_state(problem.sha256)
+        if state == "present" and store.blobs.has(problem.sha256):
+            return True  # came back meanwhile
+        if state == "present":
+            store.catalog.set_blob_state(problem.sha256, "missing")
+        store.catalog.close_records_of_blob(problem.sha256, "blob missing")
+    return True
+
+
+def _adopt_or_quarantine(store: Store, problem: Problem) -> bool:
+    assert problem.sha256 and problem.path
+    hashed = hash_blob(Path(problem.path), problem.sha256, 0)
+    if hashed.actual != problem.sha256:
+        return _quarantine(store, problem)
+    os.chmod(problem.path, 0o444)
+    store.catalog.adopt_blob(problem.sha256, hashed.size)
+    return True
+
+
+def _fix_size(store: Store, problem: Problem) -> bool:
+    assert problem.sha256
+    path = store.blobs.path(problem.sha256)
+    hashed = hash_blob(path, problem.sha256, 0)
+    if hashed.actual != problem.sha256:
+        return _quarantine(store, Problem(problem.kind, problem.detail, str(path),
+                                          problem.sha256))
+    store.catalog.correct_blob_size(problem.sha256, hashed.size)
+    return True
+
+
+def _quarantine(store: Store, problem: Problem) -> bool:
+    assert problem.path
+    target = store.layout.quarantine / f"{Path(problem.path).name}.{int(time.time())}"
+    with store.catalog.write_transaction():
+        os.rename(problem.path, target)
+        if problem.sha256:
+            store.catalog.set_blob_state(problem.sha256, "quarantined")
+    return True
+
+
+def _make_read_only(store: Store, problem: Problem) -> bool:
+    assert problem.path
+    os.chmod(problem.path, 0o444)
+    return True
+
+
+def _delete_staging(store: Store, problem: Problem) -> bool:
+    assert problem.path
+    Path(problem.path).unlink(missing_ok=True)
+    return True
+
+
+def _create_directory(store: Store, problem: Problem) -> bool:
+    resolver, artifact_id = problem.key
+    store.catalog.ensure_directory(resolver, artifact_id)
+    return True
+
+
+_REPAIRS: dict[str, Callable[[Store, Problem], bool]] = {
+    "missing-blob": _close_records_of_missing_blob,
+    "stray-blob": _adopt_or_quarantine,
+    "bad-blob-name": _quarantine,
+    "blob-writable": _make_read_only,
+    "size-mismatch": _fix_size,
+    "staging-leftover": _delete_staging,
+    "invisible-record": _create_directory,
+}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
