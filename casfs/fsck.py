@@ -116,7 +116,15 @@ CHECKS: list[Check] = [check_catalog, check_records, check_blob_files, check_sta
 
 
 def fsck(store: Store) -> list[Problem]:
-    return [problem for check in CHECKS for problem in check(store)]
+    """Every problem, once: a blob seen wrong from its records and from its file is one."""
+    problems, seen = [], set()
+    for check in CHECKS:
+        for problem in check(store):
+            key = (problem.kind, problem.sha256 or problem.path)
+            if key not in seen:
+                seen.add(key)
+                problems.append(problem)
+    return problems
 
 
 def repair(store: Store, problem: Problem) -> bool:
