@@ -168,7 +168,8 @@ def _garbage_sql(policy: GcPolicy, one: bool) -> tuple[str, dict[str, Any]]:
     """The query for garbage blobs (or for whether one is garbage, :sha), with its
     bindings except :now. A documents row keeps its blob while it is live or closed
     for less than its retention window: the first matching rule's, else the default."""
-    window, args = "CASE", {"grace": policy.grace, "keep": policy.keep_history}
+    window = "CASE"
+    args: dict[str, Any] = {"grace": policy.grace, "keep": policy.keep_history}
     for i, rule in enumerate(policy.rules):
         tests = []
         if rule.resolver is not None:
