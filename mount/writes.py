@@ -1,0 +1,224 @@
+"""The mount's write path: files open for writing, staged until close.
+
+One `OpenWrite` per inode is shared by all of that file's handles. Until the last
+handle is released it is the authority for the file's name, size and bytes, so
+readers of the open file see what was written and a rename before close keeps its
+effect. A clean file gets a staging copy of its blob on its first change
+(copy-on-write); flush and fsync finalize the staging file through the one ingest
+path, so a close() that returned 0 means stored and registered (law 6).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import pyfuse3
+import trio
+
+from casfs.blobstore import StagingFile
+from casfs.ingest import guess_content_type, place_blob, register_placed
+from casfs.records import Document, NewDocument
+from casfs.store import Store
+
+log = logging.getLogger("casfs.mount")
+
+
+@dataclass
+class OpenWrite:
+    ino: int
+    parent_ino: int
+    name: str
+    document: Document | None  # the last registered version, None for a new file
+    staging: StagingFile | None = None  # bytes not yet finalized, None when clean
+    open_handles: int = 0
+    unlinked: bool = False
+    failed_errno: int | None = None  # a write failed: the next flush reports it
+    mtime_ns: int = field(default_factory=time.time_ns)
+    metadata: dict[str, str | None] = field(default_factory=dict)  # xattrs set before close
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def dirty(self) -> bool:
+        return self.staging is not None
+
+    @property
+    def size(self) -> int:
+        if self.staging is not None:
+            return self.staging.size
+        return self.document.bytes if self.document else 0
+
+
+class Writes:
+    """Every file open for writing in one mount, by inode and by (parent, name)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.by_ino: dict[int, OpenWrite] = {}
+        self._by_name: dict[tuple[int, str], OpenWrite] = {}
+
+    def get(self, ino: int) -> OpenWrite | None:
+        return self.by_ino.get(ino)
+
+    def named(self, parent_ino: int, name: str) -> OpenWrite | None:
+        return self._by_name.get((parent_ino, name))
+
+    def in_directory(self, dir_ino: int) -> list[OpenWrite]:
+        return [w for w in self.by_ino.values() if w.parent_ino == dir_ino and not w.unlinked]
+
+    def create(self, ino: int, parent_ino: int, name: str) -> OpenWrite:
+        """A new, empty file (create): dirty from the start, so close registers it."""
+        write = OpenWrite(ino=ino, parent_ino=parent_ino, name=name, document=None,
+                          staging=self.store.blobs.stage())
+        self._add(write)
+        return write
+
+    def open(self, ino: int) -> OpenWrite:
+        """The OpenWrite of an existing file, made on first use."""
+        write = self.by_ino.get(ino)
+        if write is None:
+            doc = self.store.catalog.get_document(ino)
+            if doc is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            write = OpenWrite(ino=ino, parent_ino=self.store.catalog.directory_of(doc).ino,
+                              name=doc.basename, document=doc, mtime_ns=doc.mtime_ns)
+            self._add(write)
+        return write
+
+    def _add(self, write: OpenWrite) -> None:
+        self.by_ino[write.ino] = write
+        self._by_name[(write.parent_ino, write.name)] = write
+
+    def move(self, write: OpenWrite, parent_ino: int, name: str) -> None:
+        self.drop_name(write)
+        write.parent_ino, write.name = parent_ino, name
+        self._by_name[(parent_ino, name)] = write
+
+    def drop_name(self, write: OpenWrite) -> None:
+        if self._by_name.get((write.parent_ino, write.name)) is write:
+            del self._by_name[(write.parent_ino, write.name)]
+
+    def release(self, write: OpenWrite) -> None:
+        """One handle less; the last one drops unfinalized bytes (nothing half-done)."""
+        write.open_handles -= 1
+        if write.open_handles == 0:
+            self._forget(write)
+
+    def _forget(self, write: OpenWrite) -> None:
+        if write.staging is not None:
+            write.staging.discard()
+            write.staging = None
+        self.by_ino.pop(write.ino, None)
+        self.drop_name(write)
+
+    # -- changing bytes (call with write.lock held) --------------------------------
+    async def copy_on_write(self, write: OpenWrite) -> StagingFile:
+        """The staging file of `write`, made from its blob on the first change."""
+        if write.staging is not None:
+            return write.staging
+        staging = self.store.blobs.stage()
+        if write.document is not None and write.document.bytes:
+            fd = self.store.blobs.open_blob(write.document.sha256)
+            try:
+                await trio.to_thread.run_sync(staging.copy_from, fd)
+            except BaseException:
+                staging.discard()
+                raise
+            finally:
+                os.close(fd)
+        write.staging = staging
+        return staging
+
+    async def write(self, write: OpenWrite, data: bytes, offset: int) -> int:
+        try:
+            staging = await self.copy_on_write(write)
+            written = await trio.to_thread.run_sync(staging.write, data, offset)
+        except OSError as e:
+            write.failed_errno = e.errno or errno.EIO
+            raise
+        write.mtime_ns = time.time_ns()
+        return written
+
+    async def truncate(self, write: OpenWrite, size: int) -> None:
+        if size == write.size:
+            return
+        if size == 0 and write.staging is None:
+            write.staging = self.store.blobs.stage()  # nothing to copy
+        staging = await self.copy_on_write(write)
+        await trio.to_thread.run_sync(staging.truncate, size)
+        write.mtime_ns = time.time_ns()
+
+    async def finalize(self, write: OpenWrite) -> None:
+        """Store and register a dirty file (law 6); errors reach the closing writer."""
+        if write.failed_errno is not None:
+            code, write.failed_errno = write.failed_errno, None
+            if write.staging is not None:
+                write.staging.discard()
+                write.staging = None
+            raise pyfuse3.FUSEError(code)
+        if write.staging is None:
+            return
+        staging, write.staging = write.staging, None
+        try:
+            await self._place_and_register(write, staging)
+        finally:
+            staging.discard()
+
+    async def _place_and_register(self, write: OpenWrite, staging: StagingFile) -> None:
+        try:
+            blob = await trio.to_thread.run_sync(place_blob, self.store.blobs, staging)
+        except OSError as e:
+            log.error("finalizing %s failed: %s", write.name, e)
+            raise pyfuse3.FUSEError(errno.ENOSPC if e.errno == errno.ENOSPC
+                                    else errno.EIO) from None
+        if write.unlinked:
+            return
+        catalog = self.store.catalog
+        directory = catalog.get_directory(write.parent_ino)
+        if directory is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        meta = write.metadata
+        new = NewDocument(
+            resolver=directory.resolver, artifact_id=directory.artifact_id or "",
+            basename=write.name, sha256=blob.sha256, bytes=blob.bytes,
+            storage_uri=blob.storage_uri, source_url=meta.get("source_url"),
+            content_type=meta.get("content_type") or guess_content_type(write.name),
+            run_id=meta.get("run_id"), mtime_ns=write.mtime_ns, dedup_hit=blob.dedup_hit)
+        write.document = register_placed(
+            self.store.blobs, {blob.sha256: staging},
+            lambda present: catalog.write_at_path(write.ino, directory, write.name, new,
+                                                  present))
+        write.metadata = {}
+        log.debug("registered %s (%s, %d bytes)", write.name, blob.sha256[:12], blob.bytes)
+
+    def changing(self, ino: int) -> Changing:
+        """`async with writes.changing(ino) as write:` the locked OpenWrite of `ino`;
+        for a file that was not open (truncate by path) it is finalized at the end."""
+        return Changing(self, ino)
+
+
+class Changing:
+    def __init__(self, writes: Writes, ino: int) -> None:
+        self.writes = writes
+        self.transient = ino not in writes.by_ino
+        self.write = writes.open(ino)
+
+    async def __aenter__(self) -> OpenWrite:
+        await self.write.lock.acquire()
+        return self.write
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        try:
+            if self.transient:
+                try:
+                    await self.writes.finalize(self.write)
+                finally:
+                    if self.write.open_handles == 0:
+                        self.writes._forget(self.write)
+        finally:
+            self.write.lock.release()
