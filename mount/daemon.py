@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,13 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from casfs import metrics
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
+from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import Store, StoreLayout
 
+from . import control, metrics_http
 from .operations import CasfsOperations
 
 log = logging.getLogger("casfs.mount")
@@ -49,6 +53,7 @@ class MountOptions:
     allow_other: bool = False
     cache_timeout: float = 10.0
     debug: bool = False
+    metrics_port: int | None = None
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -68,12 +73,18 @@ class MountOptions:
                     values["cache_timeout"] = float(value)
                 except ValueError:
                     raise CasfsError(f"-o cache_timeout needs seconds, got {value!r}") from None
+            elif key == "metrics_port":
+                if not value.isdigit() or not 0 < int(value) < 65536:
+                    raise CasfsError(f"-o metrics_port needs a TCP port, got {value!r}")
+                values["metrics_port"] = int(value)
             else:
                 raise CasfsError(f"unknown mount option {option!r}")
         return cls(**values)  # type: ignore[arg-type]
 
     def to_strings(self) -> list[str]:
         out = [f"cache_timeout={self.cache_timeout:g}"]
+        if self.metrics_port is not None:
+            out.append(f"metrics_port={self.metrics_port}")
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
                                       ("debug", self.debug)) if on]
         return ["-o", ",".join(out)]
@@ -199,13 +210,16 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     log.info("mounted %s at %s (%s)", store.layout.root, mountpoint,
              ",".join(options.to_strings()[1:]))
     _report(ready_fd, None)
+    otel_catalog = _instrument(store)
     clean = False
     try:
-        trio.run(_serve)
+        trio.run(_serve, ops, options.metrics_port)
         clean = True
     finally:
         pyfuse3.close(unmount=True)
         pidfile.unlink(missing_ok=True)
+        if otel_catalog is not None:
+            otel_catalog.close()
         store.close()
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
     return 0
@@ -222,11 +236,34 @@ def _report(ready_fd: int | None, error: str | None) -> None:
         os.close(ready_fd)
 
 
-async def _serve() -> None:
+async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        if metrics_port is not None:
+            await nursery.start(metrics_http.serve, metrics_port,
+                                lambda: ops.control.content(control.METRICS_INO))
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+def _instrument(store: Store) -> SqliteCatalog | None:
+    """Export the counters to OpenTelemetry when its API is installed.
+
+    The SDK reads them from its own thread, so it gets a connection of its own.
+    """
+    try:
+        import opentelemetry.metrics  # noqa: F401
+    except ImportError:
+        return None
+    reader = SqliteCatalog(store.layout.catalog, readonly=True)
+    lock = threading.Lock()
+
+    def read() -> list[tuple[str, str, int]]:
+        with lock:
+            return reader.counters()
+
+    metrics.instrument(read)
+    return reader
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets EROFS), "
                 "allow_other (let other users in), cache_timeout=SECONDS (how long the kernel "
                 "caches names and attributes: the bound on how soon outside changes show), "
-                "debug")
+                "metrics_port=PORT (Prometheus metrics on 127.0.0.1:PORT), debug")
 
 
 def register(commands: Any) -> None:
