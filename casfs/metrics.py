@@ -30,16 +30,16 @@ HELP = {
 def render_prometheus(counters: Iterable[Counter],
                       gauges: Iterable[tuple[str, str, float]] = ()) -> str:
     """Counters (and gauges, with their help text) in the Prometheus text format."""
-    values: dict[str, list[tuple[str, float]]] = {name: [] for name in HELP}
-    for name, labels, value in counters:
-        values.setdefault(name, []).append((labels, value))
+    by_name: dict[str, list[tuple[str, int]]] = {name: [] for name in HELP}
+    for name, labels, count in counters:
+        by_name.setdefault(name, []).append((labels, count))
     lines = []
-    for name, samples in values.items():
+    for name, samples in by_name.items():
         lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} counter"]
-        lines += [f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
-                  for labels, value in samples or [("", 0)]]
-    for name, help_text, value in gauges:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+        lines += [f"{name}{{{labels}}} {count}" if labels else f"{name} {count}"
+                  for labels, count in samples or [("", 0)]]
+    for name, help_text, level in gauges:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {level:g}"]
     return "\n".join(lines) + "\n"
 
 

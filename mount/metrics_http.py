@@ -20,7 +20,11 @@ async def serve(port: int, render: Callable[[], bytes], *,
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
     log.info("metrics on http://127.0.0.1:%d/metrics", port)
     task_status.started()
-    await trio.serve_listeners(lambda stream: _answer(stream, render), listeners)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await _answer(stream, render)
+
+    await trio.serve_listeners(handle, listeners)
 
 
 async def _answer(stream: trio.SocketStream, render: Callable[[], bytes]) -> None:

@@ -162,8 +162,8 @@ class CasfsOperations(pyfuse3.Operations):
         if inode == ROOT_INO or self._directory(inode) is not None:
             return self._attr(inode)  # chmod/chown/utimens on a directory: accepted, not kept
         if fields.update_size:
-            async with self.writes.changing(inode) as write:
-                await self.writes.truncate(write, attr.st_size)
+            async with self.writes.changing(inode) as changing:
+                await self.writes.truncate(changing, attr.st_size)
         if fields.update_mtime:
             write = self.writes.get(inode)
             if write is not None:
