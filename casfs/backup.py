@@ -22,6 +22,7 @@ import apsw
 
 from casfs import __version__, schema
 from casfs.errors import CasfsError, StoreError
+from casfs.processes import running_mounts
 from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import CATALOG_FILE, Store, StoreLayout
 
@@ -98,7 +99,7 @@ def restore(store_root: Path, src: Path) -> Path:
     layout = StoreLayout(store_root.absolute())
     if not layout.catalog.is_file():
         raise StoreError(f"no casfs store at {store_root}")
-    running = [p for p in layout.run.glob("mount-*.json") if _alive(p)]
+    running = running_mounts(layout)
     if running:
         raise StoreError(f"{store_root} is mounted ({len(running)} mount(s)): unmount first")
     # Fold the WAL into the old catalog so that the copy we keep is complete.
@@ -119,12 +120,3 @@ def restore(store_root: Path, src: Path) -> Path:
         Path(str(layout.catalog) + suffix).unlink(missing_ok=True)
     SqliteCatalog(layout.catalog).close()  # back to WAL, migrated if the backup is older
     return kept
-
-
-def _alive(pidfile: Path) -> bool:
-    try:
-        pid = int(json.loads(pidfile.read_text())["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError):
-        return False
-    return True

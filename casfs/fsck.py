@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from casfs.blobstore import is_sha256_hex
+from casfs.processes import pid_alive
 from casfs.store import Store
 from casfs.verify import hash_blob
 
@@ -107,7 +108,7 @@ def check_staging(store: Store) -> Iterator[Problem]:
     """Named staging files left by a process that is gone (unnamed ones never stay)."""
     for entry in os.scandir(store.layout.tmp):
         match = _STAGING.match(entry.name)
-        if match is None or not _pid_alive(int(match.group(1))):
+        if match is None or not pid_alive(int(match.group(1))):
             yield Problem("staging-leftover", "left by a process that is gone",
                           entry.path, repair="delete it")
 
@@ -203,13 +204,3 @@ _REPAIRS: dict[str, Callable[[Store, Problem], bool]] = {
     "staging-leftover": _delete_staging,
     "invisible-record": _create_directory,
 }
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import trio
 from casfs import metrics
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
+from casfs.processes import mount_pid_file, pid_alive, read_pid
 from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import Store, StoreLayout
 
@@ -113,11 +113,6 @@ def mounted_store(mountpoint: Path) -> Path | None:
             if _unescape(where) == target and fstype == FS_TYPE:
                 return Path(_unescape(source))
     return None
-
-
-def pid_file(layout: StoreLayout, mountpoint: Path) -> Path:
-    key = hashlib.sha1(str(mountpoint.absolute()).encode()).hexdigest()[:16]
-    return layout.run / f"mount-{key}.json"
 
 
 def _is_stale(mountpoint: Path) -> bool:
@@ -205,7 +200,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         store.close()
         _report(ready_fd, f"cannot mount {mountpoint}: {e}")
         return 2
-    pidfile = pid_file(store.layout, mountpoint)
+    pidfile = mount_pid_file(store.layout, mountpoint)
     pidfile.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}))
     log.info("mounted %s at %s (%s)", store.layout.root, mountpoint,
              ",".join(options.to_strings()[1:]))
@@ -284,37 +279,16 @@ def unmount(mountpoint: Path, timeout: float = 60.0) -> None:
             _fusermount("-u", "-z", str(mountpoint))
             return
         raise CasfsError(f"{mountpoint} is not a casfs mount")
-    pidfile = pid_file(StoreLayout(store), mountpoint)
-    pid = _read_pid(pidfile)
+    pidfile = mount_pid_file(StoreLayout(store), mountpoint)
+    pid = read_pid(pidfile)
     result = _fusermount("-u", str(mountpoint))
     if result.returncode != 0:
         raise CasfsError(f"cannot unmount {mountpoint}: {result.stderr.strip()}")
     deadline = time.monotonic() + timeout
-    while pid is not None and _alive(pid):
+    while pid is not None and pid_alive(pid):
         if time.monotonic() > deadline:
             raise CasfsError(f"daemon {pid} of {mountpoint} did not exit in {timeout:g}s")
         time.sleep(0.05)
-
-
-def _read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(json.loads(pidfile.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours has finished its work
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
