@@ -501,6 +501,10 @@ class CasfsOperations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not name.startswith(xattrs.PREFIX_BYTES):
+            # ls -l asks every entry for security.selinux and system.posix_acl_access,
+            # and FUSE caches no answer: answer without touching the catalog.
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return xattrs.lookup(self._xattr_values(inode), name)
 
     @handler

@@ -9,6 +9,7 @@ import pyfuse3
 from casfs.records import Directory, Document
 
 PREFIX = "user.casfs."
+PREFIX_BYTES = PREFIX.encode()
 SHOWN = ("sha256", "source_url", "content_type", "artifact_id", "resolver", "run_id")
 SETTABLE = frozenset({"source_url", "content_type", "run_id"})
 

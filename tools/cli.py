@@ -20,6 +20,7 @@ from casfs.errors import CasfsError
 from casfs.store import Store
 
 from . import (
+    bench_command,
     import_commands,
     integrity_commands,
     lifecycle_commands,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     lookup_commands.register(commands)
     integrity_commands.register(commands)
     lifecycle_commands.register(commands)
+    bench_command.register(commands)
     return parser
 
 
