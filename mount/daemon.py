@@ -27,7 +27,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from casfs import metrics
+from casfs import fsck, metrics
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
 from casfs.processes import mount_pid_file, pid_alive, read_pid
@@ -184,6 +184,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     except CasfsError as e:
         _report(ready_fd, str(e))
         return 2
+    if not options.readonly:
+        _clean_staging(store)
     ops = CasfsOperations(store, readonly=options.readonly,
                           cache_timeout=options.cache_timeout)
     fuse_options = set(pyfuse3.default_options)
@@ -218,6 +220,15 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         store.close()
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
     return 0
+
+
+def _clean_staging(store: Store) -> None:
+    """Remove staging files left by processes that died (fsck's own check and repair)."""
+    leftovers = list(fsck.check_staging(store))
+    for problem in leftovers:
+        fsck.repair(store, problem)
+    if leftovers:
+        log.info("removed %d staging file(s) left by dead processes", len(leftovers))
 
 
 def _report(ready_fd: int | None, error: str | None) -> None:

@@ -186,7 +186,10 @@ class Writes:
             resolver=directory.resolver, artifact_id=directory.artifact_id or "",
             basename=write.name, sha256=blob.sha256, bytes=blob.bytes,
             storage_uri=blob.storage_uri, source_url=meta.get("source_url"),
-            content_type=meta.get("content_type") or guess_content_type(write.name),
+            # A new version keeps its content type unless it was set; a new file's is
+            # guessed from its name.
+            content_type=meta.get("content_type") or (
+                None if write.document else guess_content_type(write.name)),
             run_id=meta.get("run_id"), mtime_ns=write.mtime_ns, dedup_hit=blob.dedup_hit)
         write.document = register_placed(
             self.store.blobs, {blob.sha256: staging},

@@ -177,3 +177,14 @@ def test_umount_waits_for_the_daemon(mnt: Path, mounter: Mounter) -> None:
     code = subprocess.run([sys.executable, "-m", "casfs.tools", "umount", str(mnt)],
                           capture_output=True, text=True)
     assert code.returncode == 2 and "not a casfs mount" in code.stderr
+
+
+def test_a_set_content_type_survives_new_versions(mnt: Path) -> None:
+    path = artifact(mnt) / "data.txt"
+    path.write_bytes(b"one")
+    assert os.getxattr(path, "user.casfs.content_type") == b"text/plain"
+    os.setxattr(path, "user.casfs.content_type", b"application/x-ndjson")
+    with path.open("ab") as f:
+        f.write(b" two")
+    path.write_bytes(b"three")
+    assert os.getxattr(path, "user.casfs.content_type") == b"application/x-ndjson"
