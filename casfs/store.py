@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import apsw
+
 from casfs.blobstore import LocalBlobStore
 from casfs.errors import StoreError
 from casfs.sqlite_catalog import SqliteCatalog
@@ -76,6 +78,15 @@ class Store:
 
     @classmethod
     def open(cls, root: Path, *, readonly: bool = False) -> Store:
+        try:
+            return cls._open(root, readonly)
+        except OSError as e:
+            raise StoreError(f"cannot open the store at {root}: {e.strerror or e}") from None
+        except apsw.Error as e:
+            raise StoreError(f"cannot open the catalog of {root}: {e}") from None
+
+    @classmethod
+    def _open(cls, root: Path, readonly: bool) -> Store:
         layout = StoreLayout(root.absolute())
         if not layout.catalog.is_file():
             raise StoreError(f"no casfs store at {root} (run 'casfs init' to create one)")
