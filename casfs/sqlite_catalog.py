@@ -21,6 +21,7 @@ from casfs import naming, schema
 from casfs.catalog import BlobCheck, RegisterOutcome
 from casfs.errors import BlobsMissing, Conflict, NotFound, StoreError
 from casfs.records import Directory, Document, NewDocument, Variant
+from casfs.sqlite_ledger import SqliteBlobLedger
 from casfs.sqlite_queries import DOC_COLUMNS, SqliteQueries
 
 BUSY_TIMEOUT_MS = 10_000
@@ -43,7 +44,7 @@ def _dir(row: Any) -> Directory:
     return Directory(*row)
 
 
-class SqliteCatalog(SqliteQueries):
+class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
@@ -488,11 +489,6 @@ class SqliteCatalog(SqliteQueries):
         self._bump("casfs_ingested_files_total", labels, 1)
         self._bump("casfs_ingested_bytes_total", labels, new.bytes)
 
-    def _bump(self, name: str, labels: str, amount: int) -> None:
-        self.conn.execute("INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
-                          "ON CONFLICT (name, labels) DO UPDATE SET value = value + ?",
-                          (name, labels, amount, amount))
-
     def resolve_path(self, path: str) -> Document | None:
         """The live document at a virtual path /<resolver>/<artifact>/<basename>."""
         parts = [p for p in path.split("/") if p]
@@ -501,55 +497,6 @@ class SqliteCatalog(SqliteQueries):
         resolver = self.lookup_directory(schema.ROOT_INO, parts[0])
         artifact = resolver and self.lookup_directory(resolver.ino, parts[1])
         return self.lookup_document(artifact, parts[2]) if artifact else None
-
-    def mark_verified(self, sha256s: list[str], when: float) -> None:
-        with self._write():
-            self.conn.executemany("UPDATE blobs SET last_verified_at = ? WHERE sha256 = ?",
-                                  [(when, sha) for sha in sha256s])
-
-    def set_blob_state(self, sha256: str, state: str) -> None:
-        """Record a blob as present, quarantined or missing (inside write_transaction)."""
-        self.conn.execute("UPDATE blobs SET state = ? WHERE sha256 = ?", (state, sha256))
-
-    def close_records_of_blob(self, sha256: str, change: str) -> None:
-        """Close every live record of a blob (inside write_transaction)."""
-        self.conn.execute(f"UPDATE documents SET valid_to = ?, change = ? "
-                          f"WHERE sha256 = ? AND {_LIVE}", (time.time(), change, sha256))
-
-    def adopt_blob(self, sha256: str, size: int) -> None:
-        """Record a blob file found without a row (fsck's repair of a stray blob)."""
-        with self._write():
-            self.conn.execute(
-                "INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) ON CONFLICT "
-                "(sha256) DO UPDATE SET state = 'present', bytes = excluded.bytes",
-                (sha256, size, time.time()))
-
-    def correct_blob_size(self, sha256: str, size: int) -> None:
-        with self._write():
-            self.conn.execute("UPDATE blobs SET bytes = ? WHERE sha256 = ?", (size, sha256))
-            self.conn.execute("UPDATE documents SET bytes = ? WHERE sha256 = ?",
-                              (size, sha256))
-
-    def bump_counter(self, name: str, amount: int = 1) -> None:
-        """Add to a label-less counter (inside write_transaction)."""
-        self._bump(name, "", amount)
-
-    def add_to_counters(self, amounts: dict[str, int]) -> None:
-        """Add to label-less counters, in a transaction of their own."""
-        with self._write():
-            for name, amount in amounts.items():
-                if amount:
-                    self._bump(name, "", amount)
-
-    def counters(self) -> list[tuple[str, str, int]]:
-        """Every counter as (name, label text, value)."""
-        return [(n, labels, v) for n, labels, v in self.conn.execute(
-            "SELECT name, labels, value FROM counters ORDER BY name, labels")]
-
-    def _ensure_blob(self, sha256: str, size: int) -> None:
-        self.conn.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
-                          "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
-                          (sha256, size, time.time()))
 
     def _close(self, ino: int, change: str) -> None:
         self.conn.execute(f"UPDATE documents SET valid_to = ?, change = ? WHERE ino = ? "
