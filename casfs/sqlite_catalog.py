@@ -18,7 +18,7 @@ from typing import Any
 import apsw
 
 from casfs import naming, schema
-from casfs.catalog import BlobCheck, RegisterOutcome
+from casfs.catalog import BlobCheck, Catalog, RegisterOutcome
 from casfs.errors import BlobsMissing, Conflict, NotFound, StoreError
 from casfs.records import Directory, Document, NewDocument, Variant
 from casfs.sqlite_ledger import SqliteBlobLedger
@@ -541,3 +541,7 @@ def _content(new: NewDocument) -> dict[str, Any]:
         if getattr(new, name) is not None:
             content[name] = getattr(new, name)
     return content
+
+
+def _implements_the_protocol(catalog: SqliteCatalog) -> Catalog:
+    return catalog  # mypy checks here that SqliteCatalog is a Catalog
