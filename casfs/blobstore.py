@@ -52,6 +52,16 @@ class StagingFile:
         self.size = 0
         self._hasher = hashlib.sha256()
         self._hashed = 0
+        self._known: str | None = None  # a digest computed elsewhere (another process)
+
+    @classmethod
+    def placed_elsewhere(cls, path: Path, size: int, sha256: str) -> StagingFile:
+        """A named staging file that another process wrote, hashed and placed: kept
+        only so that its blob can be restored until the record is registered."""
+        staging = cls(path, -1)
+        staging.size = size
+        staging._known = sha256
+        return staging
 
     def write(self, data: bytes, offset: int) -> int:
         written = os.pwrite(self.fd, data, offset)
@@ -93,6 +103,8 @@ class StagingFile:
 
     def digest(self) -> str:
         """The SHA-256 of the file as it is now, hashing only what is not hashed yet."""
+        if self._known is not None:
+            return self._known
         while self._hashed < self.size:
             chunk = os.pread(self.fd, min(CHUNK, self.size - self._hashed), self._hashed)
             if not chunk:
@@ -139,14 +151,15 @@ class BlobStore(Protocol):
 class LocalBlobStore:
     """Blobs as read-only files under `cas/sha256/ab/cdef…` on a local filesystem."""
 
-    def __init__(self, cas_dir: Path, tmp_dir: Path) -> None:
+    def __init__(self, cas_dir: Path, tmp_dir: Path, *, unnamed_staging: bool = True) -> None:
         self.cas_dir = cas_dir
         self.tmp_dir = tmp_dir
         # Plain strings: these paths are built for every file, and pathlib is slow.
         self._root = os.path.join(os.path.abspath(cas_dir), "sha256")
         self._tmp = str(tmp_dir)
         self._fanout_ready: set[str] = set()
-        self._unnamed_staging = hasattr(os, "O_TMPFILE") and _libc is not None
+        self._unnamed_staging = unnamed_staging and hasattr(os, "O_TMPFILE") and \
+            _libc is not None
 
     def _blob_file(self, sha256: str) -> str:
         if not is_sha256_hex(sha256):
@@ -210,16 +223,25 @@ class LocalBlobStore:
             _fsync_dir(self.path(sha256).parent)
         return sha256, staging.size, is_new
 
-    def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:
-        """`place` for many files, with two filesystem syncs instead of two per file."""
+    def place_batch(self, stagings: list[StagingFile], *, sync_entries: bool = True
+                    ) -> list[tuple[str, int, bool]]:
+        """`place` for many files, with two filesystem syncs instead of two per file.
+
+        With sync_entries=False the new names are not synced yet: the caller calls
+        `sync_entries` before registering them (once for many batches).
+        """
         digests = [s.finish(fsync=False) for s in stagings]
         if stagings:
             _syncfs(self.tmp_dir)  # every staged byte is durable before any link
         results = [(sha, s.size, self._link(s, sha)) for s, sha in zip(stagings, digests,
                                                                         strict=True)]
-        if any(is_new for _, _, is_new in results):
-            _syncfs(self.cas_dir)  # and so are the new directory entries
+        if sync_entries and any(is_new for _, _, is_new in results):
+            self.sync_entries()
         return results
+
+    def sync_entries(self) -> None:
+        """Make the names of newly placed blobs durable."""
+        _syncfs(self.cas_dir)
 
     def restore(self, staging: StagingFile, sha256: str) -> None:
         """Put a placed blob back after it was removed meanwhile (gc, quarantine)."""

@@ -1,33 +1,39 @@
 """Importing legacy download runs through the one ingest path.
 
 Preview (the default) reads every line, finds every file and says what would be
-imported, skipped and why, without hashing or changing anything. Apply stages
-files in batches: worker threads copy each file into `tmp/` while hashing it
-(with `move`, link it there and remove the original once its record is
-committed); the batch is committed with one filesystem sync
-(`LocalBlobStore.place_batch`) and registered in one transaction. A line whose
-key is already live with the same (or an unstated) hash is skipped without
-re-hashing, which is what makes a second run add nothing and an interrupted
-run resume quickly.
+imported, skipped and why, without hashing or changing anything. Apply sends the
+files in chunks to worker processes (threads would serialize on the GIL: measured
+2.5x slower), which copy each into a named staging file while hashing it (with
+`move`, link it there instead), refuse the ones whose hash is not the line's, sync
+the filesystem once and only then link the rest into `cas/` (law 1). This process
+makes the new names durable once per batch of 256 and registers the batch in one
+transaction, checking the blobs are still there (law 2); the next batch is staged
+meanwhile. A line whose key is already live with the same (or an unstated) hash is
+skipped without re-hashing, which is what makes a second run add nothing and an
+interrupted run resume quickly. With `move`, originals are removed only after their
+records are committed.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casfs.blobstore import StagingFile
+from casfs.blobstore import LocalBlobStore, StagingFile
 from casfs.ingest import guess_content_type, register_placed, stage_file
 from casfs.manifest import Entry, Problem, Skip, read_manifest
 from casfs.records import NewDocument
 from casfs.store import Store
 
 BATCH_FILES = 256
-WORKERS = 4
+CHUNK = 32  # files per task sent to a worker process
+WORKERS = 3  # processes: the staging work is GIL-bound in threads (measured 2.5x)
 ERRORS_KEPT = 1000  # errors and warnings kept in the report (memory stays flat);
 # every error also goes to the on_error callback
 
@@ -68,7 +74,7 @@ class Progress:
     imported_bytes: int
 
 
-_Staged = tuple[StagingFile, str] | str  # (staging file, its hash), or what failed
+_Pending = tuple[Path, Entry, "Future[list[_Placed | str]]", int]  # its chunk's task, index
 ErrorSink = Callable[[dict[str, Any]], None]
 ProgressSink = Callable[[Progress], None]
 
@@ -81,7 +87,10 @@ def import_manifests(store: Store, manifests: Iterable[Path], *, apply: bool = F
     importer = _Importer(store, report, move=move, on_error=on_error)
     total = sum(m.stat().st_size for m in manifests)
     done = 0
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="casfs-import") as pool:
+    # forkserver: workers start from a clean interpreter, not a fork of this process
+    # with its open catalog connection.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
         importer.pool = pool
         try:
             for manifest in manifests:
@@ -110,9 +119,10 @@ class _Importer:
         self.report = report
         self.move = move
         self.on_error = on_error
-        self.batch: list[tuple[Path, Entry, Future[_Staged]]] = []  # being staged
-        self.staged: list[tuple[Path, Entry, Future[_Staged]]] = []  # next to commit
-        self.pool: ThreadPoolExecutor | None = None
+        self.chunk: list[tuple[Path, Entry]] = []  # not yet sent to a worker
+        self.batch: list[_Pending] = []  # being staged
+        self.staged: list[_Pending] = []  # next to commit
+        self.pool: Executor | None = None
 
     def error(self, manifest: Path, line: int, reason: str) -> None:
         item = {"manifest": str(manifest), "line": line, "reason": reason}
@@ -144,106 +154,99 @@ class _Importer:
             self.report.would_import += 1
             self.report.bytes += size
             return
-        # Staging starts now, in a worker, while this thread reads the next lines.
-        assert self.pool is not None
-        self.batch.append((manifest, entry, self.pool.submit(self._stage, entry)))
+        # Staging starts soon, in a worker process, while this one reads on.
+        self.chunk.append((manifest, entry))
+        if len(self.chunk) >= CHUNK:
+            self._submit_chunk()
         if len(self.batch) >= BATCH_FILES:
             # Double buffering: the workers stage this batch while this thread
             # commits the one before it.
             previous, self.staged, self.batch = self.staged, self.batch, []
             self._finish(previous)
 
+    def _submit_chunk(self) -> None:
+        """Send the files read so far to a worker, as one task (one round of pickling)."""
+        chunk, self.chunk = self.chunk, []
+        if not chunk:
+            return
+        assert self.pool is not None
+        future = self.pool.submit(stage_in_worker,
+                                  [(str(e.path), e.sha256) for _, e in chunk],
+                                  str(self.store.layout.cas), str(self.store.layout.tmp),
+                                  self.move)
+        self.batch += [(manifest, entry, future, i) for i, (manifest, entry) in enumerate(chunk)]
+
     def flush(self) -> None:
         """Check, commit and register everything staged so far."""
+        self._submit_chunk()
         previous, current, self.staged, self.batch = self.staged, self.batch, [], []
         self._finish(previous)
         self._finish(current)
 
     def abandon(self) -> None:
         """Remove what unfinished batches staged (after an interruption)."""
-        batches, self.staged, self.batch = self.staged + self.batch, [], []
-        for _, _, future in batches:
-            result = future.result()
-            if not isinstance(result, str):
-                result[0].discard()
+        batches, self.staged, self.batch, self.chunk = self.staged + self.batch, [], [], []
+        for future in {id(f): f for _, _, f, _ in batches}.values():
+            for result in future.result():
+                if not isinstance(result, str):
+                    Path(result.path).unlink(missing_ok=True)
 
-    def _finish(self, batch: list[tuple[Path, Entry, Future[_Staged]]]) -> None:
+    def _finish(self, batch: list[_Pending]) -> None:
         if not batch:
             return
-        keep: list[tuple[Path, Entry, StagingFile]] = []
+        keep: list[tuple[Path, Entry, _Placed]] = []
         try:
             self._check(batch, keep)
         except BaseException:
-            for _, _, staging in keep:
-                staging.discard()
             self.staged = batch + self.staged
             self.abandon()
             raise
         self._commit(keep)
 
-    def _check(self, batch: list[tuple[Path, Entry, Future[_Staged]]],
-               keep: list[tuple[Path, Entry, StagingFile]]) -> None:
-        for manifest, entry, future in batch:
-            result = future.result()
+    def _check(self, batch: list[_Pending], keep: list[tuple[Path, Entry, _Placed]]) -> None:
+        for manifest, entry, future, index in batch:
+            result = future.result()[index]
             if isinstance(result, str):
                 self.error(manifest, entry.line, result)
                 continue
-            staging, sha256 = result
-            if entry.sha256 is not None and entry.sha256 != sha256:
-                staging.discard()
-                self.error(manifest, entry.line,
-                           f"sha256 mismatch: the line says {entry.sha256}, "
-                           f"{entry.path} hashes to {sha256}")
-                continue
-            if entry.content_length is not None and entry.content_length != staging.size \
+            if entry.content_length is not None and entry.content_length != result.size \
                     and len(self.report.warnings) < ERRORS_KEPT:
                 self.report.warnings.append({
                     "manifest": str(manifest), "line": entry.line,
                     "reason": f"content_length {entry.content_length} but the file has "
-                              f"{staging.size} bytes"})
-            keep.append((manifest, entry, staging))
+                              f"{result.size} bytes"})
+            keep.append((manifest, entry, result))
 
-    def _commit(self, keep: list[tuple[Path, Entry, StagingFile]]) -> None:
-        stagings = [staging for _, _, staging in keep]
+    def _commit(self, keep: list[tuple[Path, Entry, _Placed]]) -> None:
+        """Register a batch the workers placed; its staging files go afterwards."""
+        stagings = {p.sha256: StagingFile.placed_elsewhere(Path(p.path), p.size, p.sha256)
+                    for _, _, p in keep}
         try:
-            placed = self.store.blobs.place_batch(stagings)
+            if any(p.is_new for _, _, p in keep):
+                self.store.blobs.sync_entries()
             documents = [NewDocument(
                 resolver=entry.resolver, artifact_id=entry.artifact_id,
-                basename=entry.basename, sha256=sha256, bytes=size,
-                storage_uri=self.store.blobs.uri(sha256), source_url=entry.source_url,
+                basename=entry.basename, sha256=placed.sha256, bytes=placed.size,
+                storage_uri=self.store.blobs.uri(placed.sha256), source_url=entry.source_url,
                 content_type=entry.content_type or guess_content_type(entry.basename),
-                run_id=entry.run_id, created_at=entry.created_at, dedup_hit=not is_new)
-                for (_, entry, _), (sha256, size, is_new) in zip(keep, placed, strict=True)]
-            by_hash = {sha256: staging for (sha256, _, _), staging in zip(placed, stagings,
-                                                                          strict=True)}
+                run_id=entry.run_id, created_at=entry.created_at,
+                dedup_hit=not placed.is_new) for _, entry, placed in keep]
             registered = register_placed(
-                self.store.blobs, by_hash,
+                self.store.blobs, stagings,
                 lambda present: self.store.catalog.register_many(documents, present))
         finally:
-            for staging in stagings:
-                staging.discard()
-        for (_, outcome), (_, size, is_new) in zip(registered, placed, strict=True):
+            for _, _, placed in keep:  # every staging file, the same bytes twice included
+                Path(placed.path).unlink(missing_ok=True)
+        for (_, outcome), (_, _, placed) in zip(registered, keep, strict=True):
             if outcome == "unchanged":
                 self.report.already_imported += 1
                 continue
             self.report.imported += 1
-            self.report.bytes += size
-            self.report.dedup_hits += not is_new
+            self.report.bytes += placed.size
+            self.report.dedup_hits += not placed.is_new
         if self.move:  # only now that the records are committed
             for _, entry, _ in keep:
                 entry.path.unlink(missing_ok=True)
-
-    def _stage(self, entry: Entry) -> _Staged:
-        """Copy (or move) one file into staging and hash it; a string says what failed."""
-        try:
-            staging = self.store.blobs.adopt(entry.path) if self.move else None
-            if staging is None:
-                staging = stage_file(self.store.blobs, entry.path)
-            return staging, staging.digest()
-        except FileNotFoundError:
-            return f"missing file {entry.path}"
-        except OSError as e:
-            return f"cannot read {entry.path}: {e.strerror or e}"
 
 
 def manifests_in(paths: Iterable[Path]) -> list[Path]:
@@ -255,3 +258,62 @@ def manifests_in(paths: Iterable[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+_worker_blobs: dict[tuple[str, str], LocalBlobStore] = {}
+
+
+@dataclass(frozen=True)
+class _Placed:
+    path: str  # the named staging file, kept until the record is registered
+    size: int
+    sha256: str
+    is_new: bool
+
+
+def stage_in_worker(items: list[tuple[str, str | None]], cas: str, tmp: str,
+                    move: bool) -> list[_Placed | str]:
+    """In a worker process: copy (with `move`: link) each (source, expected sha256) into
+    a named staging file, hash it, and place the ones whose hash is as expected, with
+    one filesystem sync before any link (law 1). A string says why one was not."""
+    blobs = _worker_blobs.get((cas, tmp))
+    if blobs is None:
+        blobs = _worker_blobs[(cas, tmp)] = LocalBlobStore(Path(cas), Path(tmp),
+                                                           unnamed_staging=False)
+    results: list[_Placed | str] = []
+    staged: list[tuple[int, StagingFile]] = []
+    try:
+        for source, expected in items:
+            result = _stage_one(blobs, source, move, expected)
+            if isinstance(result, str):
+                results.append(result)
+            else:
+                staged.append((len(results), result))
+                results.append("")
+        placed = blobs.place_batch([s for _, s in staged], sync_entries=False)
+    except BaseException:
+        for _, staging in staged:
+            staging.discard()
+        raise
+    for (index, staging), (sha256, size, is_new) in zip(staged, placed, strict=True):
+        os.close(staging.fd)  # the named file stays until the main process registers it
+        assert staging.path is not None
+        results[index] = _Placed(str(staging.path), size, sha256, is_new)
+    return results
+
+
+def _stage_one(blobs: LocalBlobStore, source: str, move: bool,
+               expected: str | None) -> StagingFile | str:
+    try:
+        staging = blobs.adopt(Path(source)) if move else None
+        if staging is None:
+            staging = stage_file(blobs, Path(source))
+        sha256 = staging.digest()
+    except FileNotFoundError:
+        return f"missing file {source}"
+    except OSError as e:
+        return f"cannot read {source}: {e.strerror or e}"
+    if expected is not None and expected != sha256:
+        staging.discard()
+        return f"sha256 mismatch: the line says {expected}, {source} hashes to {sha256}"
+    return staging
