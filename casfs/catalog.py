@@ -75,6 +75,9 @@ class Catalog(Protocol):
     def find_by_key(self, artifact_id: str, source_url: str, resolver: str) -> Document | None:
         ...
 
+    def live_hashes_by_key(self, keys: list[tuple[str, str, str]]
+                           ) -> dict[tuple[str, str, str], str]: ...
+
     def register(self, new: NewDocument,
                  present: BlobCheck | None = None) -> tuple[Document, RegisterOutcome]: ...
 

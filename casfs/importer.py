@@ -140,33 +140,44 @@ class _Importer:
             self.error(manifest, outcome.line, outcome.reason)
             return
         entry = outcome
-        existing = self.store.catalog.find_by_key(entry.artifact_id, entry.source_url,
-                                                  entry.resolver)
-        if existing is not None and entry.sha256 in (None, existing.sha256):
+        if self.report.apply:
+            # Staging starts soon, in a worker process, while this one reads on; what
+            # is imported already is sorted out a chunk at a time (_submit_chunk).
+            self.chunk.append((manifest, entry))
+            if len(self.chunk) >= CHUNK:
+                self._submit_chunk()
+            if len(self.batch) >= BATCH_FILES:
+                # Double buffering: the workers stage this batch while this process
+                # commits the one before it.
+                previous, self.staged, self.batch = self.staged, self.batch, []
+                self._finish(previous)
+            return
+        if self._already_imported([entry]) == [True]:
             self.report.already_imported += 1
             return
-        if not self.report.apply:
-            try:
-                size = entry.path.stat().st_size
-            except OSError as e:
-                self.error(manifest, entry.line, f"missing file {entry.path}: {e.strerror}")
-                return
-            self.report.would_import += 1
-            self.report.bytes += size
+        try:
+            size = entry.path.stat().st_size
+        except OSError as e:
+            self.error(manifest, entry.line, f"missing file {entry.path}: {e.strerror}")
             return
-        # Staging starts soon, in a worker process, while this one reads on.
-        self.chunk.append((manifest, entry))
-        if len(self.chunk) >= CHUNK:
-            self._submit_chunk()
-        if len(self.batch) >= BATCH_FILES:
-            # Double buffering: the workers stage this batch while this thread
-            # commits the one before it.
-            previous, self.staged, self.batch = self.staged, self.batch, []
-            self._finish(previous)
+        self.report.would_import += 1
+        self.report.bytes += size
+
+    def _already_imported(self, entries: list[Entry]) -> list[bool]:
+        """Whether each entry's key is live with the same (or an unstated) hash: such a
+        line adds nothing, and is skipped without being read or hashed."""
+        live = self.store.catalog.live_hashes_by_key(
+            [(e.artifact_id, e.source_url, e.resolver) for e in entries])
+        return [(e.artifact_id, e.source_url, e.resolver) in live
+                and e.sha256 in (None, live[(e.artifact_id, e.source_url, e.resolver)])
+                for e in entries]
 
     def _submit_chunk(self) -> None:
         """Send the files read so far to a worker, as one task (one round of pickling)."""
-        chunk, self.chunk = self.chunk, []
+        pending, self.chunk = self.chunk, []
+        done = self._already_imported([entry for _, entry in pending])
+        self.report.already_imported += sum(done)
+        chunk = [item for item, skip in zip(pending, done, strict=True) if not skip]
         if not chunk:
             return
         assert self.pool is not None

@@ -51,6 +51,7 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         self.conn = apsw.Connection(str(path), flags=flags)
         self._reserved_inos = range(0)
         self._directories_seen: dict[tuple[str, str | None], Directory] = {}
+        self._counter_deltas = {}
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
             self.conn.execute("PRAGMA journal_mode = WAL")
@@ -77,10 +78,13 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         # Directories found in this transaction stay valid until it ends; another
         # process may remove one as soon as it commits.
         self._directories_seen = {}
+        self._counter_deltas = {}
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._flush_counters()
         except BaseException:
+            self._counter_deltas = {}
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")

@@ -17,6 +17,7 @@ _LIVE = "valid_to IS NULL"
 
 class SqliteBlobLedger:
     conn: apsw.Connection
+    _counter_deltas: dict[tuple[str, str], int]
 
     def _write(self) -> AbstractContextManager[None]:
         raise NotImplementedError  # provided by SqliteCatalog
@@ -55,9 +56,17 @@ class SqliteBlobLedger:
                           f"WHERE sha256 = ? AND {_LIVE}", (time.time(), change, sha256))
 
     def _bump(self, name: str, labels: str, amount: int) -> None:
-        self.conn.execute("INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
-                          "ON CONFLICT (name, labels) DO UPDATE SET value = value + ?",
-                          (name, labels, amount, amount))
+        """Add to a counter; written once per transaction by `_flush_counters`."""
+        self._counter_deltas[(name, labels)] = \
+            self._counter_deltas.get((name, labels), 0) + amount
+
+    def _flush_counters(self) -> None:
+        """Write the counters this transaction added to (just before it commits)."""
+        deltas, self._counter_deltas = self._counter_deltas, {}
+        self.conn.executemany(
+            "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
+            [(name, labels, amount) for (name, labels), amount in deltas.items()])
 
     def bump_counter(self, name: str, amount: int = 1) -> None:
         """Add to a label-less counter (inside write_transaction)."""

@@ -113,6 +113,18 @@ class SqliteQueries:
             return str(state)
         return "absent"
 
+    def live_hashes_by_key(self, keys: list[tuple[str, str, str]]
+                           ) -> dict[tuple[str, str, str], str]:
+        """{(artifact_id, source_url, resolver): sha256} of the keys that are live."""
+        if not keys:
+            return {}
+        values = ", ".join("(?, ?, ?)" for _ in keys)
+        rows = self.conn.execute(
+            "SELECT artifact_id, source_url, resolver, sha256 FROM documents "
+            f"WHERE valid_to IS NULL AND (artifact_id, source_url, resolver) IN (VALUES {values})",
+            [part for key in keys for part in key])
+        return {(a, u, r): sha for a, u, r, sha in rows}
+
     def blob_size(self, sha256: str) -> int | None:
         for (size,) in self.conn.execute("SELECT bytes FROM blobs WHERE sha256 = ?", (sha256,)):
             return int(size)
