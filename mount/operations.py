@@ -300,10 +300,14 @@ class CasfsOperations(pyfuse3.Operations):
             return self._new_handle(Handle(inode, False, doc.sha256))
         self._writable()
         write = self.writes.open(inode)
-        if flags & os.O_TRUNC:
-            async with write.lock:
-                await self.writes.truncate(write, 0)
-        write.open_handles += 1
+        write.open_handles += 1  # before any await: a release meanwhile must not forget it
+        try:
+            if flags & os.O_TRUNC:
+                async with self.writes.hold(write):
+                    await self.writes.truncate(write, 0)
+        except BaseException:
+            self.writes.release(write)
+            raise
         sha = None if write.dirty or write.document is None else write.document.sha256
         return self._new_handle(Handle(inode, True, sha))
 
@@ -354,15 +358,14 @@ class CasfsOperations(pyfuse3.Operations):
         handle = self.handles[fh]
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
-        write = self.writes.open(handle.ino)
-        async with write.lock:
+        async with self.writes.hold(self.writes.open(handle.ino)) as write:
             return await self.writes.write(write, buf, off)
 
     async def _finalize_handle(self, fh: int) -> None:
         handle = self.handles.get(fh)
         write = self.writes.get(handle.ino) if handle and handle.writable else None
         if write is not None:
-            async with write.lock:
+            async with self.writes.hold(write):
                 await self.writes.finalize(write)
 
     @handler
@@ -463,7 +466,7 @@ class CasfsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EEXIST)
         write = self.writes.get(inode)
         if write is not None:
-            async with write.lock:
+            async with self.writes.hold(write):
                 await self.writes.finalize(write)
         linked = self.catalog.link_document(inode, directory, text)
         return self._counted(self.attrs.document(linked))

@@ -14,6 +14,8 @@ import errno
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -103,9 +105,13 @@ class Writes:
             del self._by_name[(write.parent_ino, write.name)]
 
     def release(self, write: OpenWrite) -> None:
-        """One handle less; the last one drops unfinalized bytes (nothing half-done)."""
+        """One handle less; the last one drops unfinalized bytes (nothing half-done).
+
+        While a change by path (`changing`) holds the file, it finalizes and forgets
+        it when it is done instead.
+        """
         write.open_handles -= 1
-        if write.open_handles == 0:
+        if write.open_handles == 0 and not write.lock.locked():
             self._forget(write)
 
     def _forget(self, write: OpenWrite) -> None:
@@ -114,6 +120,19 @@ class Writes:
             write.staging = None
         self.by_ino.pop(write.ino, None)
         self.drop_name(write)
+
+    @asynccontextmanager
+    async def hold(self, write: OpenWrite) -> AsyncIterator[OpenWrite]:
+        """Lock `write` for a change; if its last handle went meanwhile, forget it after.
+
+        `release` leaves a locked file alone, so whoever holds the lock tidies up.
+        """
+        async with write.lock:
+            try:
+                yield write
+            finally:
+                if write.open_handles == 0 and self.by_ino.get(write.ino) is write:
+                    self._forget(write)
 
     # -- changing bytes (call with write.lock held) --------------------------------
     async def copy_on_write(self, write: OpenWrite) -> StagingFile:
@@ -217,7 +236,7 @@ class Changing:
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
         try:
-            if self.transient:
+            if self.transient or self.write.open_handles == 0:
                 try:
                     await self.writes.finalize(self.write)
                 finally:
