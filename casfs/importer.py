@@ -198,7 +198,11 @@ class _Importer:
         """Remove what unfinished batches staged (after an interruption)."""
         batches, self.staged, self.batch, self.chunk = self.staged + self.batch, [], [], []
         for future in {id(f): f for _, _, f, _ in batches}.values():
-            for result in future.result():
+            try:
+                results = future.result()
+            except Exception:  # a worker that died: mount start and fsck clean up
+                continue
+            for result in results:
                 if not isinstance(result, str):
                     Path(result.path).unlink(missing_ok=True)
 
