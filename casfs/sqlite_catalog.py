@@ -357,8 +357,14 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         raise AssertionError("unreachable")
 
     def write_at_path(self, ino: int, directory: Directory, basename: str,
-                      new: NewDocument, present: BlobCheck | None = None) -> Document:
-        """Make the document at this path (inode `ino`) hold new bytes: the mount's write."""
+                      new: NewDocument, present: BlobCheck | None = None,
+                      supersede: int | None = None) -> Document:
+        """Make the document at this path (inode `ino`) hold new bytes: the mount's write.
+
+        `supersede` is the id of a version the same open file registered earlier (a
+        close of a duplicated descriptor, an fsync): if it is still the live one, it
+        takes the new bytes in place, so history keeps one version per open file.
+        """
         assert directory.artifact_id is not None
         with self._write():
             self._require_present([new.sha256], present)
@@ -367,6 +373,10 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
             occupant = self.lookup_document(directory, basename)
             if occupant is not None and occupant.ino != ino:
                 self._close(occupant.ino, "replaced")
+            if previous is not None and previous.id == supersede and \
+                    (previous.resolver, previous.artifact_id, previous.basename) == (
+                        directory.resolver, directory.artifact_id, basename):
+                return self._update_content(previous, _content(new))
             if previous is not None:
                 self._close(ino, "overwrite")
                 return self._insert_version(
@@ -518,6 +528,13 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
             source_url=new.source_url, basename=basename, content_type=new.content_type,
             bytes=new.bytes, sha256=new.sha256, storage_uri=new.storage_uri, run_id=new.run_id,
             created_at=created, updated_at=now, mtime_ns=mtime_ns, valid_from=now)
+
+    def _update_content(self, doc: Document, content: dict[str, Any]) -> Document:
+        fields = {**content, "updated_at": time.time()}
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        row = self._one(f"UPDATE documents SET {assignments} WHERE id = ? "
+                        f"RETURNING {_DOC_COLUMNS}", (*fields.values(), doc.id))
+        return _doc(row)
 
     def _insert_version(self, previous: Document, **changes: Any) -> Document:
         """The next version of `previous` (already closed), with `changes` applied."""

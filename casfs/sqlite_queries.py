@@ -136,6 +136,15 @@ class SqliteQueries:
             return int(total)
         return 0
 
+    def last_at_path(self, resolver: str, artifact_id: str, basename: str) -> Document | None:
+        """The newest version, live or closed, that was ever at this place."""
+        for row in self.conn.execute(
+                f"SELECT {DOC_COLUMNS} FROM documents WHERE resolver = ? AND artifact_id = ? "
+                "AND basename = ? ORDER BY valid_to IS NOT NULL, valid_from DESC, id DESC "
+                "LIMIT 1", (resolver, artifact_id, basename)):
+            return Document(*row)
+        return None
+
     def blobs_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Stored hashes that start with `prefix` (lowercase hex), at most `limit`."""
         rows = self.conn.execute("SELECT sha256 FROM blobs WHERE sha256 >= ? AND sha256 < ? "

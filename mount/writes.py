@@ -42,6 +42,7 @@ class OpenWrite:
     failed_errno: int | None = None  # a write failed: the next flush reports it
     mtime_ns: int = field(default_factory=time.time_ns)
     metadata: dict[str, str | None] = field(default_factory=dict)  # xattrs set before close
+    session_version: int | None = None  # the version this open file registered last
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -213,7 +214,8 @@ class Writes:
         write.document = register_placed(
             self.store.blobs, {blob.sha256: staging},
             lambda present: catalog.write_at_path(write.ino, directory, write.name, new,
-                                                  present))
+                                                  present, supersede=write.session_version))
+        write.session_version = write.document.id
         write.metadata = {}
         log.debug("registered %s (%s, %d bytes)", write.name, blob.sha256[:12], blob.bytes)
 

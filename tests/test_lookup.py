@@ -124,3 +124,35 @@ def test_dedup_report(store_path: Path, catalog: dict) -> None:  # type: ignore[
     assert [c["sha256"] for c in conflicts] == [hashlib.sha256(catalog["shared"]).hexdigest()]
     human = casfs(store_path, "dedup-report", "--top", "1")
     assert "ratio" in human.stdout and "/arxiv/W4415231999/x.bin" in human.stdout
+
+
+def test_history_follows_a_document_through_overwrites_renames_and_unlink(
+        store_path: Path, tmp_path: Path) -> None:
+    from casfs.store import Store
+
+    src = tmp_path / "paper.pdf"
+    put = ["put", str(src), "--resolver", "arxiv", "--artifact", "W1",
+           "--source-url", "https://arxiv.example/1"]
+    for content in (b"version one", b"version two"):
+        src.write_bytes(content)
+        assert casfs(store_path, *put).returncode == 0
+    with Store.open(store_path) as store:
+        doc = store.catalog.resolve_path("/arxiv/W1/paper.pdf")
+        assert doc is not None
+        target = store.catalog.ensure_directory("arxiv", "W2")
+        store.catalog.rename_document(doc.ino, target, "renamed.pdf", replace=False)
+        store.catalog.unlink_document(doc.ino)
+    for path in ("/arxiv/W2/renamed.pdf", "/arxiv/W1/paper.pdf"):
+        result = casfs(store_path, "history", path, "--json")
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout)
+        assert [r["change"] for r in rows] == ["overwrite", "rename", "unlink"]
+        assert [r["path"] for r in rows] == ["/arxiv/W1/paper.pdf"] * 2 + [
+            "/arxiv/W2/renamed.pdf"]
+        assert rows[0]["sha256"] == hashlib.sha256(b"version one").hexdigest()
+        assert all(r["blob"] == "present" for r in rows)
+    human = casfs(store_path, "history", "/arxiv/W2/renamed.pdf")
+    assert "(unlink)" in human.stdout and "/arxiv/W2/renamed.pdf" in human.stdout
+    missing = casfs(store_path, "history", "/arxiv/W9/none.pdf")
+    assert missing.returncode == 1 and "nothing was ever" in missing.stderr
+    assert casfs(store_path, "history", "not/a/valid/path/x").returncode == 2

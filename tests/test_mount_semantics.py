@@ -188,3 +188,19 @@ def test_a_set_content_type_survives_new_versions(mnt: Path) -> None:
         f.write(b" two")
     path.write_bytes(b"three")
     assert os.getxattr(path, "user.casfs.content_type") == b"application/x-ndjson"
+
+
+def test_one_open_file_makes_one_version(mnt: Path, mounter: Mounter) -> None:
+    """A shell redirection closes a duplicated descriptor before writing; fsync
+    finalizes too. Each close is durable, but history keeps one version per open."""
+    path = artifact(mnt) / "log.txt"
+    subprocess.run(["bash", "-c", f"echo first > '{path}'"], check=True)
+    assert path.read_bytes() == b"first\n"
+    with path.open("ab") as f:
+        f.write(b"second\n")
+        f.flush()
+        os.fsync(f.fileno())
+        f.write(b"third\n")
+    assert path.read_bytes() == b"first\nsecond\nthird\n"
+    versions = history(mounter.store_path, "unpaywall/W1/log.txt")
+    assert len(versions) == 2 and versions[0][1] == "overwrite"

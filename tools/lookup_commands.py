@@ -10,7 +10,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from casfs.errors import CasfsError
-from casfs.records import DocumentFilter, Found
+from casfs.naming import dir_name_for, identifier_for_dir_name
+from casfs.records import Document, DocumentFilter, Found
+from casfs.schema import ROOT_INO
 
 from . import argtypes
 from .output import human_bytes, iso_time, print_json
@@ -53,6 +55,15 @@ def register(commands: Any) -> None:
     _output_options(p)
     p.add_argument("--jsonl", action="store_true", help="one JSON record a line, streamed")
     p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser(
+        "history", help="every version of a document",
+        description="Every version of the document at PATH (/<resolver>/<artifact>/<name>), "
+                    "or of the last one that was there: when each was current, why it "
+                    "ended (overwrite, rename, unlink, ...), where it was, and its bytes.")
+    p.add_argument("path")
+    _output_options(p)
+    p.set_defaults(func=cmd_history)
 
     p = commands.add_parser("dedup-report", help="what deduplication saves, and where",
                             description="Logical and physical bytes, the dedup ratio, the "
@@ -133,6 +144,42 @@ def cmd_search(args: argparse.Namespace, ctx: Context) -> int:
         min_size=args.min_size, max_size=args.max_size, limit=args.limit)
     with ctx.open_store(readonly=True) as store:
         return _emit(store.catalog.search(query), args)
+
+
+def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
+    parts = [p for p in args.path.split("/") if p]
+    if len(parts) != 3:
+        raise CasfsError(f"{args.path!r}: give a path /<resolver>/<artifact>/<name>")
+    with ctx.open_store(readonly=True) as store:
+        catalog = store.catalog
+        resolver_dir = catalog.lookup_directory(ROOT_INO, parts[0])
+        artifact_dir = resolver_dir and catalog.lookup_directory(resolver_dir.ino, parts[1])
+        resolver = resolver_dir.resolver if resolver_dir else identifier_for_dir_name(parts[0])
+        artifact = (artifact_dir.artifact_id if artifact_dir and artifact_dir.artifact_id
+                    else identifier_for_dir_name(parts[1]))
+        last = catalog.last_at_path(resolver, artifact, parts[2])
+        if last is None:
+            print(f"nothing was ever at {args.path}", file=sys.stderr)
+            return 1
+        versions = catalog.history(last.ino)
+        states = {v.sha256: catalog.blob_state(v.sha256) for v in versions}
+    rows = [{**record(Found(v, _historic_path(v))), "valid_from": iso_time(v.valid_from),
+             "valid_to": iso_time(v.valid_to), "change": v.change,
+             "blob": states[v.sha256]} for v in versions]
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        until = row["valid_to"] or "now"
+        ended = f" ({row['change']})" if row["change"] else ""
+        gone = "" if row["blob"] == "present" else f"  [blob {row['blob']}]"
+        print(f"{row['valid_from']} .. {until}{ended}\t{row['path']}\t"
+              f"{human_bytes(row['bytes'])}\t{row['sha256'][:12]}{gone}")
+    return 0
+
+
+def _historic_path(doc: Document) -> str:
+    return f"/{dir_name_for(doc.resolver)}/{dir_name_for(doc.artifact_id)}/{doc.basename}"
 
 
 def cmd_dedup_report(args: argparse.Namespace, ctx: Context) -> int:
