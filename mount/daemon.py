@@ -54,6 +54,7 @@ class MountOptions:
     cache_timeout: float = 10.0
     debug: bool = False
     metrics_port: int | None = None
+    noxattr: bool = False
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -66,7 +67,7 @@ class MountOptions:
                 continue
             if key == "ro":
                 values["readonly"] = True
-            elif key in ("allow_other", "debug"):
+            elif key in ("allow_other", "debug", "noxattr"):
                 values[key] = True
             elif key == "cache_timeout":
                 try:
@@ -86,7 +87,7 @@ class MountOptions:
         if self.metrics_port is not None:
             out.append(f"metrics_port={self.metrics_port}")
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
-                                      ("debug", self.debug)) if on]
+                                      ("debug", self.debug), ("noxattr", self.noxattr)) if on]
         return ["-o", ",".join(out)]
 
 
@@ -187,7 +188,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     if not options.readonly:
         _clean_staging(store)
     ops = CasfsOperations(store, readonly=options.readonly,
-                          cache_timeout=options.cache_timeout)
+                          cache_timeout=options.cache_timeout, xattrs=not options.noxattr)
     fuse_options = set(pyfuse3.default_options)
     fuse_options |= {f"fsname={store.layout.root}", "subtype=casfs"}
     if options.readonly:

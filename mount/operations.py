@@ -40,9 +40,11 @@ READDIR_PAGE = 500
 class CasfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, store: Store, *, readonly: bool, cache_timeout: float) -> None:
+    def __init__(self, store: Store, *, readonly: bool, cache_timeout: float,
+                 xattrs: bool = True) -> None:
         super().__init__()
         self.store = store
+        self.xattrs = xattrs
         self.catalog = store.catalog
         self.readonly = readonly
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
@@ -502,8 +504,15 @@ class CasfsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return xattrs.document_xattrs(doc, self.catalog.directory_of(doc), {})
 
+    def _xattrs_on(self) -> None:
+        """With -o noxattr, ENOSYS: the kernel then stops asking, for the whole mount
+        (and `ls -l` stops paying two round trips per entry)."""
+        if not self.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        self._xattrs_on()
         if not name.startswith(xattrs.PREFIX_BYTES):
             # ls -l asks every entry for security.selinux and system.posix_acl_access,
             # and FUSE caches no answer: answer without touching the catalog.
@@ -512,16 +521,19 @@ class CasfsOperations(pyfuse3.Operations):
 
     @handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        self._xattrs_on()
         return xattrs.names(self._xattr_values(inode))
 
     @handler
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
+        self._xattrs_on()
         self._writable()
         self._set_metadata(inode, xattrs.settable_key(name), xattrs.decode_value(value))
 
     @handler
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._xattrs_on()
         self._writable()
         self._set_metadata(inode, xattrs.settable_key(name), None)
 

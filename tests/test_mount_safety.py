@@ -181,3 +181,16 @@ def test_a_full_filesystem_gives_the_writer_an_error_and_leaves_nothing(
     blobs = [p for p in (small_store / "cas").rglob("*") if p.is_file()]
     assert len(blobs) == 2 and all(p.stat().st_size <= 4 for p in blobs)
     assert list((small_store / "tmp").iterdir()) == []
+
+
+def test_noxattr_turns_extended_attributes_off(mounter: Mounter) -> None:
+    mnt = mounter.mount()
+    (mnt / "r" / "a").mkdir(parents=True)
+    (mnt / "r" / "a" / "f.txt").write_bytes(b"x")
+    mnt = mounter.remount("noxattr")
+    path = mnt / "r" / "a" / "f.txt"
+    assert errno_of(lambda: os.getxattr(path, "user.casfs.sha256")) == errno.EOPNOTSUPP
+    assert errno_of(lambda: os.listxattr(path)) == errno.EOPNOTSUPP
+    listing = subprocess.run(["ls", "-l", str(path.parent)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "f.txt" in listing and path.read_bytes() == b"x"

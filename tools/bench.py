@@ -115,10 +115,10 @@ class Bench:
         self.memory: dict[str, float] = {}
 
     @contextmanager
-    def mounted(self, store: Path, name: str) -> Iterator[Path]:
+    def mounted(self, store: Path, name: str, noxattr: bool = False) -> Iterator[Path]:
         mountpoint = self.work / f"mnt-{name}"
         mountpoint.mkdir(exist_ok=True)
-        daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
+        daemon.start(store, mountpoint, MountOptions(cache_timeout=300, noxattr=noxattr))
         try:
             yield mountpoint
         finally:
@@ -224,6 +224,15 @@ class Bench:
                          timed(lambda: run(ls_mount), repeat=3), goal="<= 1.5x"))
             self.add(Row("find over the tree", timed(lambda: run(["find", str(native)]), 3),
                          timed(lambda: run(["find", str(mnt)]), repeat=3)))
+        with self.mounted(store, "main", noxattr=True) as mnt:
+            drop_dentries()
+            ls_mount = ["ls", "-l", str(mnt / "bench" / "small")]
+            self.add(Row(f"ls -l of {self.files:,} entries, first, -o noxattr",
+                         timed(lambda: run(ls_native)), timed(lambda: run(ls_mount)),
+                         goal="<= 2x"))
+            self.add(Row(f"ls -l of {self.files:,} entries, repeated, -o noxattr",
+                         timed(lambda: run(ls_native), repeat=3),
+                         timed(lambda: run(ls_mount), repeat=3), goal="<= 1.5x"))
 
     def scale(self) -> None:
         """Lookup and readdir on a small and a large catalog: the cost must not grow."""

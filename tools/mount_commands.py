@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets EROFS), "
                 "allow_other (let other users in), cache_timeout=SECONDS (how long the kernel "
                 "caches names and attributes: the bound on how soon outside changes show), "
-                "metrics_port=PORT (Prometheus metrics on 127.0.0.1:PORT), debug")
+                "metrics_port=PORT (Prometheus metrics on 127.0.0.1:PORT), noxattr (no "
+                "extended attributes at all: makes ls -l fast, drops user.casfs.*), debug")
 
 
 def register(commands: Any) -> None:
