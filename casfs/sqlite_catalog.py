@@ -106,6 +106,13 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
                 return self._next_ino()
         return self._next_ino()
 
+    def reserve_inos(self, count: int) -> range:
+        """A block of inode numbers nobody else will use (for a mount's new files)."""
+        with self._write():
+            row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
+                            "RETURNING value", (count,))
+        return range(int(row[0]) - count, int(row[0]))
+
     def _next_ino(self) -> int:
         """The next reserved inode number; reserving a block needs a write transaction."""
         if not self._reserved_inos:

@@ -35,6 +35,7 @@ from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import Store, StoreLayout
 
 from . import control, metrics_http
+from .catalog_writer import CatalogWriter
 from .operations import CasfsOperations
 
 log = logging.getLogger("casfs.mount")
@@ -187,7 +188,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         return 2
     if not options.readonly:
         _clean_staging(store)
-    ops = CasfsOperations(store, readonly=options.readonly,
+    writer = None if options.readonly else CatalogWriter(store.layout.catalog)
+    ops = CasfsOperations(store, writer, readonly=options.readonly,
                           cache_timeout=options.cache_timeout, xattrs=not options.noxattr)
     fuse_options = set(pyfuse3.default_options)
     fuse_options |= {f"fsname={store.layout.root}", "subtype=casfs"}
@@ -200,6 +202,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     try:
         pyfuse3.init(ops, str(mountpoint), fuse_options)
     except RuntimeError as e:
+        if writer is not None:
+            writer.close()
         store.close()
         _report(ready_fd, f"cannot mount {mountpoint}: {e}")
         return 2
@@ -218,6 +222,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         pidfile.unlink(missing_ok=True)
         if otel_catalog is not None:
             otel_catalog.close()
+        if writer is not None:
+            writer.close()
         store.close()
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
     return 0

@@ -28,6 +28,7 @@ from casfs.store import Store
 from . import control, xattrs
 from .attributes import Attributes
 from .boundary import handler
+from .catalog_writer import CatalogWriter
 from .control import Control
 from .files import Handle
 from .writes import OpenWrite, Writes
@@ -40,15 +41,17 @@ READDIR_PAGE = 500
 class CasfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, store: Store, *, readonly: bool, cache_timeout: float,
-                 xattrs: bool = True) -> None:
+    def __init__(self, store: Store, writer: CatalogWriter | None, *, readonly: bool,
+                 cache_timeout: float, xattrs: bool = True) -> None:
         super().__init__()
         self.store = store
         self.xattrs = xattrs
         self.catalog = store.catalog
         self.readonly = readonly
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
-        self.writes = Writes(store)
+        # A read-only mount has no writer: every writing handler refuses first.
+        self._writer = writer
+        self.writes = Writes(store, writer)
         self.control = Control(store, self.attrs, self._gauges)
         self.control.started_ns = time.time_ns()
         self.handles: dict[int, Handle] = {}
@@ -64,6 +67,12 @@ class CasfsOperations(pyfuse3.Operations):
                  len(self.lookups))]
 
     # -- helpers ----------------------------------------------------------------
+    @property
+    def write_catalog(self) -> CatalogWriter:
+        if self._writer is None:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return self._writer
+
     def _refuse(self, what: str, code: int) -> pyfuse3.FUSEError:
         """An operation the tree does not allow; logged once per kind."""
         if what not in self._refused:
@@ -171,7 +180,8 @@ class CasfsOperations(pyfuse3.Operations):
             if write is not None:
                 write.mtime_ns = attr.st_mtime_ns
             if write is None or not write.dirty:
-                self.catalog.set_mtime(inode, attr.st_mtime_ns)
+                mtime_ns = attr.st_mtime_ns
+                await self.write_catalog(lambda c: c.set_mtime(inode, mtime_ns))
         # Mode and ownership are accepted and not kept: blobs stay read-only in the
         # CAS, and what `cp -a` / `rsync -a` ask for must not fail.
         return self._attr(inode)
@@ -246,7 +256,7 @@ class CasfsOperations(pyfuse3.Operations):
             raise self._refuse("mkdir below an artifact directory", errno.EPERM)
         if parent_inode == ROOT_INO and text in naming.RESERVED_ROOT_NAMES:
             raise pyfuse3.FUSEError(errno.EPERM)
-        created = self.catalog.make_directory(parent_inode, text)
+        created = await self.write_catalog(lambda c: c.make_directory(parent_inode, text))
         return self._counted(self.attrs.directory(created.ino, created.mtime_ns))
 
     @handler
@@ -260,7 +270,7 @@ class CasfsOperations(pyfuse3.Operations):
         if self.writes.in_directory(directory.ino):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         try:
-            self.catalog.remove_directory(directory.ino)
+            await self.write_catalog(lambda c: c.remove_directory(directory.ino))
         except Conflict:
             raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
 
@@ -328,7 +338,7 @@ class CasfsOperations(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EEXIST)
             info = await self.open(existing.st_ino, flags, ctx)
             return info, self._counted(self._attr(existing.st_ino))
-        write = self.writes.create(self.catalog.allocate_ino(), directory.ino, text)
+        write = self.writes.create(await self.write_catalog.new_ino(), directory.ino, text)
         write.open_handles = 1
         info = self._new_handle(Handle(write.ino, True, None))
         return info, self._counted(self.attrs.open_write(write))
@@ -399,7 +409,7 @@ class CasfsOperations(pyfuse3.Operations):
             write.unlinked = True
             self.writes.drop_name(write)
             if write.document is not None:
-                self.catalog.unlink_document(write.ino)
+                await self.write_catalog(lambda c: c.unlink_document(write.ino))
             return
         directory = self._directory(parent_inode)
         doc = self.catalog.lookup_document(directory, text) if directory and \
@@ -407,7 +417,7 @@ class CasfsOperations(pyfuse3.Operations):
         if doc is None:
             raise pyfuse3.FUSEError(errno.EISDIR if self._child(parent_inode, text)
                                     else errno.ENOENT)
-        self.catalog.unlink_document(doc.ino)
+        await self.write_catalog(lambda c: c.unlink_document(doc.ino))
 
     @handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -424,7 +434,7 @@ class CasfsOperations(pyfuse3.Operations):
         noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
         source_dir = self.catalog.lookup_directory(parent_inode_old, old)
         if source_dir is not None:
-            self._rename_directory(source_dir, parent_inode_new, new, noreplace)
+            await self._rename_directory(source_dir, parent_inode_new, new, noreplace)
             return
         source = self._child(parent_inode_old, old)
         if source is None:
@@ -439,22 +449,25 @@ class CasfsOperations(pyfuse3.Operations):
             await self.unlink(parent_inode_new, name_new, ctx)
         write = self.writes.get(source.st_ino)
         if write is None or write.document is not None:
-            self.catalog.rename_document(source.st_ino, target_dir, new, replace=False)
+            ino = source.st_ino
+            await self.write_catalog(
+                lambda c: c.rename_document(ino, target_dir, new, replace=False))
         if write is not None:
             self.writes.move(write, target_dir.ino, new)
 
-    def _rename_directory(self, source: Directory, parent_new: int, new: str,
-                          noreplace: bool) -> None:
+    async def _rename_directory(self, source: Directory, parent_new: int, new: str,
+                                noreplace: bool) -> None:
         target = self.catalog.lookup_directory(parent_new, new)
         if target is not None and target.ino != source.ino:
             if noreplace:
                 raise pyfuse3.FUSEError(errno.EEXIST)
             try:
-                self.catalog.remove_directory(target.ino)  # only an empty one may be replaced
+                await self.write_catalog(  # only an empty one may be replaced
+                    lambda c: c.remove_directory(target.ino))
             except Conflict:
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
         try:
-            self.catalog.rename_directory(source.ino, parent_new, new)
+            await self.write_catalog(lambda c: c.rename_directory(source.ino, parent_new, new))
         except NotFound:
             raise self._refuse("rename of a directory to another depth", errno.EPERM) from None
 
@@ -470,7 +483,7 @@ class CasfsOperations(pyfuse3.Operations):
         if write is not None:
             async with self.writes.hold(write):
                 await self.writes.finalize(write)
-        linked = self.catalog.link_document(inode, directory, text)
+        linked = await self.write_catalog(lambda c: c.link_document(inode, directory, text))
         return self._counted(self.attrs.document(linked))
 
     @handler
@@ -529,21 +542,22 @@ class CasfsOperations(pyfuse3.Operations):
                        ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_on()
         self._writable()
-        self._set_metadata(inode, xattrs.settable_key(name), xattrs.decode_value(value))
+        await self._set_metadata(inode, xattrs.settable_key(name), xattrs.decode_value(value))
 
     @handler
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_on()
         self._writable()
-        self._set_metadata(inode, xattrs.settable_key(name), None)
+        await self._set_metadata(inode, xattrs.settable_key(name), None)
 
-    def _set_metadata(self, inode: int, key: str, value: str | None) -> None:
+    async def _set_metadata(self, inode: int, key: str, value: str | None) -> None:
         if inode == ROOT_INO or self.control.owns(inode) or self._directory(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
         write: OpenWrite | None = self.writes.get(inode)
         if write is not None and (write.dirty or write.document is None):
             write.metadata[key] = value  # applied when the file is finalized
             return
-        updated = self.catalog.update_metadata(inode, **{key: value})
+        updated = await self.write_catalog(
+            lambda c: c.update_metadata(inode, **{key: value}))
         if write is not None:
             write.document = updated

@@ -27,6 +27,8 @@ from casfs.ingest import guess_content_type, place_blob, register_placed
 from casfs.records import Document, NewDocument
 from casfs.store import Store
 
+from .catalog_writer import CatalogWriter
+
 log = logging.getLogger("casfs.mount")
 
 
@@ -59,8 +61,9 @@ class OpenWrite:
 class Writes:
     """Every file open for writing in one mount, by inode and by (parent, name)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, writer: CatalogWriter | None) -> None:
         self.store = store
+        self.writer = writer  # None on a read-only mount, which never finalizes
         self.by_ino: dict[int, OpenWrite] = {}
         self._by_name: dict[tuple[int, str], OpenWrite] = {}
 
@@ -211,10 +214,12 @@ class Writes:
             content_type=meta.get("content_type") or (
                 None if write.document else guess_content_type(write.name)),
             run_id=meta.get("run_id"), mtime_ns=write.mtime_ns, dedup_hit=blob.dedup_hit)
-        write.document = register_placed(
+        assert self.writer is not None
+        supersede = write.session_version
+        write.document = await self.writer(lambda writing: register_placed(
             self.store.blobs, {blob.sha256: staging},
-            lambda present: catalog.write_at_path(write.ino, directory, write.name, new,
-                                                  present, supersede=write.session_version))
+            lambda present: writing.write_at_path(write.ino, directory, write.name, new,
+                                                  present, supersede=supersede)))
         write.session_version = write.document.id
         write.metadata = {}
         log.debug("registered %s (%s, %d bytes)", write.name, blob.sha256[:12], blob.bytes)
