@@ -1,12 +1,18 @@
 """The FUSE front end: shows a store's catalog as /<resolver>/<artifact_id>/<basename>.
 
-`operations` holds the pyfuse3 handlers, `files` the state of files open for
-writing, `xattrs` the user.casfs.* attributes, `daemon` the process that runs a
-mount. The filesystem knows the store only through `casfs.store.Store` and the
-ingest path in `casfs.ingest`.
+`operations` holds the pyfuse3 handlers (thin), `writes` the files open for writing,
+`attributes` what stat shows, `xattrs` the user.casfs.* attributes, `control` the
+mount's own /.casfs, `boundary` turns exceptions into errnos, `catalog_writer` runs
+catalog writes, `daemon` the process that runs a mount. The filesystem knows the
+store only through `casfs.store.Store` and the ingest path in `casfs.ingest`.
 
-Concurrency rules: every handler runs on the one trio thread, so in-memory state
-needs no locks except where a handler awaits in the middle of a change to one
-file (`OpenWrite.lock`). Disk I/O on bytes (copy, hash, fsync, link) runs in
-worker threads; catalog queries run on the trio thread (they are short).
+Concurrency rules:
+- Every handler runs on the one trio thread, so in-memory state needs no locks
+  except where a handler awaits in the middle of a change to one file
+  (`OpenWrite.lock`, taken through `Writes.hold`).
+- Disk I/O on bytes (copy, hash, fsync, link) runs in worker threads.
+- Catalog reads run on the trio thread, on the store's connection (short, indexed).
+- Catalog writes run on one worker thread with a connection of their own
+  (`CatalogWriter`), in the order they were asked for; the reading connection sees
+  each as soon as it commits (WAL).
 """
