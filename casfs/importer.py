@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -28,6 +30,7 @@ from typing import Any
 from casfs.blobstore import LocalBlobStore, StagingFile
 from casfs.ingest import guess_content_type, register_placed, stage_file
 from casfs.manifest import Entry, Problem, Skip, read_manifest
+from casfs.processes import pid_alive
 from casfs.records import NewDocument
 from casfs.store import Store
 
@@ -90,7 +93,8 @@ def import_manifests(store: Store, manifests: Iterable[Path], *, apply: bool = F
     # forkserver: workers start from a clean interpreter, not a fork of this process
     # with its open catalog connection.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
+    with ProcessPoolExecutor(WORKERS, mp_context=context, initializer=_follow_owner,
+                             initargs=(os.getpid(),)) as pool:
         importer.pool = pool
         try:
             for manifest in manifests:
@@ -276,6 +280,17 @@ def manifests_in(paths: Iterable[Path]) -> list[Path]:
 
 
 _worker_blobs: dict[tuple[str, str], LocalBlobStore] = {}
+
+
+def _follow_owner(owner: int) -> None:
+    """In each worker: exit when the importing process is gone (killed, even with
+    SIGKILL), instead of waiting forever for work that will not come."""
+    def watch() -> None:
+        while pid_alive(owner):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="casfs-owner-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,8 @@ def test_an_import_killed_halfway_ends_like_an_uninterrupted_one(tmp_path: Path)
         Store.init(store).close()
     proc = subprocess.Popen([sys.executable, "-m", "casfs.tools", "--store", str(interrupted),
                              "import-manifest", str(run.manifest), "--apply"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.monotonic() + 60
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, "import ended too soon"
@@ -153,8 +154,12 @@ def test_an_import_killed_halfway_ends_like_an_uninterrupted_one(tmp_path: Path)
             if store.catalog.stats()["documents"] >= 256:
                 break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # the importer only: its workers must notice
     proc.wait()
+    workers_gone = time.monotonic() + 10
+    while _session_alive(proc.pid):
+        assert time.monotonic() < workers_gone, "the import's workers outlived it"
+        time.sleep(0.1)
     with Store.open(interrupted, readonly=True) as store:
         assert store.catalog.stats()["documents"] < 3000, "killed too late to prove anything"
     resumed = import_json(interrupted, str(run.manifest), "--apply")
@@ -166,6 +171,20 @@ def test_an_import_killed_halfway_ends_like_an_uninterrupted_one(tmp_path: Path)
         with Store.open(store, readonly=True) as opened:
             for doc in opened.catalog.iter_live_documents():
                 assert opened.blobs.has(doc.sha256)
+
+
+def _session_alive(session: int) -> bool:
+    """Whether any process of this session (the importer's workers) still runs."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session and fields[0] != "Z":
+                return True
+    return False
 
 
 def test_move_removes_originals_only_once_registered(tmp_path: Path, store_path: Path) -> None:
