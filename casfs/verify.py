@@ -143,6 +143,8 @@ def _fail(store: Store, hashed: Hashed) -> Failure | None:
     path = store.blobs.path(hashed.sha256)
     quarantined_to = None
     with store.catalog.write_transaction():
+        if store.catalog.blob_state(hashed.sha256) != "present":
+            return None  # deleted by gc (or already recorded) since the selection was read
         try:
             st = os.stat(path)
             current: tuple[int, int] | None = (st.st_dev, st.st_ino)

@@ -204,3 +204,18 @@ def test_gc_and_verify_refuse_bad_arguments(store_path: Path) -> None:
         result = casfs(store_path, *args)
         assert result.returncode == 2, args
     assert os.path.exists(store_path / "catalog.db")
+
+
+def test_a_blob_gc_deletes_during_verify_is_no_failure(store_path: Path,
+                                                       tmp_path: Path) -> None:
+    from casfs import verify as verifying
+
+    sha = put(store_path, tmp_path, "gone.pdf", b"collected meanwhile")
+    unlink(store_path, "/unpaywall/W1/gone.pdf")
+    with Store.open(store_path) as store:
+        selection = list(verifying.select(store.catalog))  # the snapshot verify works from
+        assert selection == [(sha, len(b"collected meanwhile"))]
+    assert gc_json(store_path, "--grace", "0", "--keep-history", "0", "--apply")["removed"] == 1
+    with Store.open(store_path) as store:
+        report = verifying.verify(store, selection)
+    assert report.checked == 1 and report.failures == []
