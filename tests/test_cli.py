@@ -134,3 +134,23 @@ def test_mount_8_mounts_a_fuse_casfs_fstab_entry(store_path: Path, tmp_path: Pat
     finally:
         cli.main(["umount", str(mnt)])
     assert not os.path.ismount(mnt)
+
+
+def test_bash_completion_knows_every_command_and_option(tmp_path: Path) -> None:
+    script = tmp_path / "casfs.bash"
+    result = run("completion", "bash")
+    assert result.returncode == 0
+    script.write_text(result.stdout)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in ("casfs", *words))
+        out = subprocess.run(
+            ["bash", "-c", f"source {script}; COMP_WORDS=({line}); "
+                           f"COMP_CWORD={len(words)}; _casfs; echo \"${{COMPREPLY[@]}}\""],
+            capture_output=True, text=True, check=True).stdout
+        return out.split()
+
+    assert complete("imp") == ["import-manifest"]
+    assert "--keep-history" in complete("--store", "/s", "gc", "--")
+    assert set(complete("")) >= {"init", "mount", "umount", "put", "stats", "verify", "gc",
+                                 "fsck", "backup", "restore", "history", "bench"}

@@ -21,6 +21,7 @@ from casfs.store import Store
 
 from . import (
     bench_command,
+    completion,
     import_commands,
     integrity_commands,
     lifecycle_commands,
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     integrity_commands.register(commands)
     lifecycle_commands.register(commands)
     bench_command.register(commands)
+    completion.register(commands)
     return parser
 
 
