@@ -1,6 +1,8 @@
 """The FUSE front end: shows a store's catalog as /<resolver>/<artifact_id>/<basename>.
 
-`operations` holds the pyfuse3 handlers (thin), `writes` the files open for writing,
+`operations` holds the pyfuse3 handlers for names, attributes and files, built on
+`base` (shared state and helpers) with `directories` and `xattr_handlers`; `writes`
+the files open for writing,
 `attributes` what stat shows, `xattrs` the user.casfs.* attributes, `control` the
 mount's own /.casfs, `boundary` turns exceptions into errnos, `catalog_writer` runs
 catalog writes, `daemon` the process that runs a mount. The filesystem knows the

@@ -4,7 +4,8 @@ Depth 1 and 2 are directories from the catalog's `directories` table, depth 3 ar
 documents. Reads come from blobs; writes go through `Writes` (staged, finalized on
 flush/fsync through the one ingest path); `/.casfs` is the mount's own directory
 (`Control`). Every handler is wrapped by `boundary.handler`: only a FUSEError can
-leave one.
+leave one. This module has the handlers for names, attributes and files; the
+directory and xattr handlers and the shared state are in their own modules.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import errno
 import logging
 import os
 import stat
-import time
 from typing import Any
 
 import pyfuse3
@@ -21,120 +21,18 @@ import trio
 
 from casfs import naming
 from casfs.errors import Conflict, InvalidName, NotFound
-from casfs.records import Directory, Document
+from casfs.records import Directory
 from casfs.schema import ROOT_INO
-from casfs.store import Store
 
-from . import control, xattrs
-from .attributes import Attributes
 from .boundary import handler
-from .catalog_writer import CatalogWriter
-from .control import Control
+from .directories import DirectoryHandlers
 from .files import Handle
-from .writes import OpenWrite, Writes
+from .xattr_handlers import XattrHandlers
 
 log = logging.getLogger("casfs.mount")
 
-READDIR_PAGE = 500
 
-
-class CasfsOperations(pyfuse3.Operations):
-    enable_writeback_cache = False
-
-    def __init__(self, store: Store, writer: CatalogWriter | None, *, readonly: bool,
-                 cache_timeout: float, xattrs: bool = True) -> None:
-        super().__init__()
-        self.store = store
-        self.xattrs = xattrs
-        self.catalog = store.catalog
-        self.readonly = readonly
-        self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
-        # A read-only mount has no writer: every writing handler refuses first.
-        self._writer = writer
-        self.writes = Writes(store, writer)
-        self.control = Control(store, self.attrs, self._gauges)
-        self.control.started_ns = time.time_ns()
-        self.handles: dict[int, Handle] = {}
-        self.lookups: dict[int, int] = {}
-        self.opened_sha: dict[int, str] = {}  # what the kernel may hold in its page cache
-        self._next_fh = 1
-        self._refused: set[str] = set()
-
-    def _gauges(self) -> list[tuple[str, str, float]]:
-        return [("casfs_mount_open_files", "Files open for writing in this mount.",
-                 len(self.writes.by_ino)),
-                ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
-                 len(self.lookups))]
-
-    # -- helpers ----------------------------------------------------------------
-    @property
-    def write_catalog(self) -> CatalogWriter:
-        if self._writer is None:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        return self._writer
-
-    def _refuse(self, what: str, code: int) -> pyfuse3.FUSEError:
-        """An operation the tree does not allow; logged once per kind."""
-        if what not in self._refused:
-            self._refused.add(what)
-            log.info("refused: %s (%s)", what, errno.errorcode.get(code, code))
-        return pyfuse3.FUSEError(code)
-
-    def _writable(self) -> None:
-        if self.readonly:
-            raise pyfuse3.FUSEError(errno.EROFS)
-
-    def _directory(self, ino: int) -> Directory | None:
-        if ino == ROOT_INO or self.control.owns(ino):
-            return None
-        return self.catalog.get_directory(ino)
-
-    def _artifact_dir(self, ino: int, what: str) -> Directory:
-        """The artifact directory `ino`, or EPERM: files live only at depth 3."""
-        directory = self._directory(ino)
-        if directory is None and ino != ROOT_INO and self.catalog.get_document(ino):
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if directory is None or directory.artifact_id is None:
-            raise self._refuse(f"{what} outside an artifact directory", errno.EPERM)
-        return directory
-
-    def _counted(self, attr: pyfuse3.EntryAttributes) -> pyfuse3.EntryAttributes:
-        self.lookups[attr.st_ino] = self.lookups.get(attr.st_ino, 0) + 1
-        return attr
-
-    def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
-        if ino == ROOT_INO:
-            return self.attrs.directory(ROOT_INO, 0)
-        if self.control.owns(ino):
-            return self.control.attr(ino)
-        write = self.writes.get(ino)
-        if write is not None:
-            return self.attrs.open_write(write)
-        doc = self.catalog.get_document(ino)
-        if doc is not None:
-            return self.attrs.document(doc)
-        directory = self._directory(ino)
-        if directory is not None:
-            return self.attrs.directory(ino, directory.mtime_ns)
-        raise pyfuse3.FUSEError(errno.ENOENT)
-
-    def _child(self, parent_ino: int, name: str) -> pyfuse3.EntryAttributes | None:
-        """The attributes of `name` in `parent_ino`, or None when there is none."""
-        write = self.writes.named(parent_ino, name)
-        if write is not None:
-            return self.attrs.open_write(write)
-        if self.control.owns(parent_ino) or (parent_ino == ROOT_INO and name == control.NAME):
-            return self.control.lookup(parent_ino, name)
-        directory = self._directory(parent_ino)
-        if parent_ino == ROOT_INO or (directory and directory.artifact_id is None):
-            child = self.catalog.lookup_directory(parent_ino, name)
-            return self.attrs.directory(child.ino, child.mtime_ns) if child else None
-        if directory is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR if self.catalog.get_document(parent_ino)
-                                    else errno.ENOENT)
-        doc = self.catalog.lookup_document(directory, name)
-        return self.attrs.document(doc) if doc else None
-
+class CasfsOperations(DirectoryHandlers, XattrHandlers):
     # -- names and attributes ----------------------------------------------------
     @handler
     async def lookup(self, parent_inode: int, name: bytes,
@@ -195,84 +93,6 @@ class CasfsOperations(pyfuse3.Operations):
             setattr(data, name, getattr(st, name))
         data.f_namemax = naming.NAME_MAX
         return data
-
-    # -- directories ------------------------------------------------------------
-    @handler
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        if inode in (ROOT_INO, control.DIR_INO):
-            return inode
-        if self.control.owns(inode) or self._directory(inode) is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR if self.control.owns(inode)
-                                    or self.catalog.get_document(inode) else errno.ENOENT)
-        return inode
-
-    @handler
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """List a directory in pages by inode, resuming after `start_id` (the last inode)."""
-        if self.control.owns(fh):
-            for name, attr in self.control.entries():
-                if attr.st_ino > start_id and pyfuse3.readdir_reply(
-                        token, name.encode(), attr, attr.st_ino):
-                    self._counted(attr)
-            return
-        directory = self._directory(fh)
-        after = start_id
-        while True:
-            entries: list[tuple[str, pyfuse3.EntryAttributes]]
-            if directory is None or directory.artifact_id is None:
-                dirs = self.catalog.list_directories(fh, after, READDIR_PAGE)
-                full = len(dirs) == READDIR_PAGE
-                entries = [(d.name, self.attrs.directory(d.ino, d.mtime_ns)) for d in dirs]
-            else:
-                docs = self.catalog.list_documents(directory, after, READDIR_PAGE)
-                full = len(docs) == READDIR_PAGE
-                entries = self._with_open_writes(fh, docs, after, full)
-            for name, attr in entries:
-                if not pyfuse3.readdir_reply(token, name.encode(), attr, attr.st_ino):
-                    return
-                self._counted(attr)
-                after = attr.st_ino
-            if not full:
-                return
-
-    def _with_open_writes(self, dir_ino: int, docs: list[Document], after: int,
-                          full: bool) -> list[tuple[str, pyfuse3.EntryAttributes]]:
-        """Catalog entries of a page plus files open for writing in the same inode range."""
-        last = docs[-1].ino if full else None
-        entries = {d.ino: (d.basename, self.attrs.document(d)) for d in docs
-                   if self.writes.get(d.ino) is None}
-        for w in self.writes.in_directory(dir_ino):
-            if w.ino > after and (last is None or w.ino <= last):
-                entries[w.ino] = (w.name, self.attrs.open_write(w))
-        return [entries[ino] for ino in sorted(entries)]
-
-    @handler
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        self._writable()
-        text = naming.check_component(name)
-        parent = self._directory(parent_inode)
-        if parent_inode != ROOT_INO and (parent is None or parent.artifact_id is not None):
-            raise self._refuse("mkdir below an artifact directory", errno.EPERM)
-        if parent_inode == ROOT_INO and text in naming.RESERVED_ROOT_NAMES:
-            raise pyfuse3.FUSEError(errno.EPERM)
-        created = await self.write_catalog(lambda c: c.make_directory(parent_inode, text))
-        return self._counted(self.attrs.directory(created.ino, created.mtime_ns))
-
-    @handler
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._writable()
-        text = naming.check_component(name)
-        directory = self.catalog.lookup_directory(parent_inode, text)
-        if directory is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR if self._child(parent_inode, text)
-                                    else errno.ENOENT)
-        if self.writes.in_directory(directory.ino):
-            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        try:
-            await self.write_catalog(lambda c: c.remove_directory(directory.ino))
-        except Conflict:
-            raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
 
     # -- files: open, read, write, close -----------------------------------------
     def _new_handle(self, handle: Handle) -> pyfuse3.FileInfo:
@@ -497,67 +317,3 @@ class CasfsOperations(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
         raise self._refuse("mknod (devices, fifos, sockets)", errno.EPERM)
-
-    # -- extended attributes ------------------------------------------------------
-    def _xattr_values(self, inode: int) -> dict[str, str]:
-        if inode == ROOT_INO or self.control.owns(inode):
-            return {}
-        directory = self._directory(inode)
-        if directory is not None:
-            return xattrs.directory_xattrs(directory)
-        write = self.writes.get(inode)
-        if write is not None:
-            parent = self.catalog.get_directory(write.parent_ino)
-            if parent is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            return xattrs.document_xattrs(None if write.dirty else write.document, parent,
-                                          write.metadata)
-        doc = self.catalog.get_document(inode)
-        if doc is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return xattrs.document_xattrs(doc, self.catalog.directory_of(doc), {})
-
-    def _xattrs_on(self) -> None:
-        """With -o noxattr, ENOSYS: the kernel then stops asking, for the whole mount
-        (and `ls -l` stops paying two round trips per entry)."""
-        if not self.xattrs:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
-
-    @handler
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        self._xattrs_on()
-        if not name.startswith(xattrs.PREFIX_BYTES):
-            # ls -l asks every entry for security.selinux and system.posix_acl_access,
-            # and FUSE caches no answer: answer without touching the catalog.
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        return xattrs.lookup(self._xattr_values(inode), name)
-
-    @handler
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        self._xattrs_on()
-        return xattrs.names(self._xattr_values(inode))
-
-    @handler
-    async def setxattr(self, inode: int, name: bytes, value: bytes,
-                       ctx: pyfuse3.RequestContext) -> None:
-        self._xattrs_on()
-        self._writable()
-        await self._set_metadata(inode, xattrs.settable_key(name), xattrs.decode_value(value))
-
-    @handler
-    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._xattrs_on()
-        self._writable()
-        await self._set_metadata(inode, xattrs.settable_key(name), None)
-
-    async def _set_metadata(self, inode: int, key: str, value: str | None) -> None:
-        if inode == ROOT_INO or self.control.owns(inode) or self._directory(inode):
-            raise pyfuse3.FUSEError(errno.EPERM)
-        write: OpenWrite | None = self.writes.get(inode)
-        if write is not None and (write.dirty or write.document is None):
-            write.metadata[key] = value  # applied when the file is finalized
-            return
-        updated = await self.write_catalog(
-            lambda c: c.update_metadata(inode, **{key: value}))
-        if write is not None:
-            write.document = updated

@@ -1,0 +1,125 @@
+"""What every group of handlers shares: the mount's state and the helpers on it.
+
+`CasfsOperations` (operations.py) is this base plus its handler groups:
+directories (directories.py), extended attributes (xattr_handlers.py), and names,
+attributes and files (operations.py itself).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+
+import pyfuse3
+
+from casfs.records import Directory
+from casfs.schema import ROOT_INO
+from casfs.store import Store
+
+from . import control
+from .attributes import Attributes
+from .catalog_writer import CatalogWriter
+from .control import Control
+from .files import Handle
+from .writes import Writes
+
+log = logging.getLogger("casfs.mount")
+
+
+class OperationsBase(pyfuse3.Operations):
+    enable_writeback_cache = False
+
+    def __init__(self, store: Store, writer: CatalogWriter | None, *, readonly: bool,
+                 cache_timeout: float, xattrs: bool = True) -> None:
+        super().__init__()
+        self.store = store
+        self.xattrs = xattrs
+        self.catalog = store.catalog
+        self.readonly = readonly
+        self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
+        # A read-only mount has no writer: every writing handler refuses first.
+        self._writer = writer
+        self.writes = Writes(store, writer)
+        self.control = Control(store, self.attrs, self._gauges)
+        self.control.started_ns = time.time_ns()
+        self.handles: dict[int, Handle] = {}
+        self.lookups: dict[int, int] = {}
+        self.opened_sha: dict[int, str] = {}  # what the kernel may hold in its page cache
+        self._next_fh = 1
+        self._refused: set[str] = set()
+
+    def _gauges(self) -> list[tuple[str, str, float]]:
+        return [("casfs_mount_open_files", "Files open for writing in this mount.",
+                 len(self.writes.by_ino)),
+                ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
+                 len(self.lookups))]
+
+    # -- helpers ----------------------------------------------------------------
+    @property
+    def write_catalog(self) -> CatalogWriter:
+        if self._writer is None:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return self._writer
+
+    def _refuse(self, what: str, code: int) -> pyfuse3.FUSEError:
+        """An operation the tree does not allow; logged once per kind."""
+        if what not in self._refused:
+            self._refused.add(what)
+            log.info("refused: %s (%s)", what, errno.errorcode.get(code, code))
+        return pyfuse3.FUSEError(code)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise pyfuse3.FUSEError(errno.EROFS)
+
+    def _directory(self, ino: int) -> Directory | None:
+        if ino == ROOT_INO or self.control.owns(ino):
+            return None
+        return self.catalog.get_directory(ino)
+
+    def _artifact_dir(self, ino: int, what: str) -> Directory:
+        """The artifact directory `ino`, or EPERM: files live only at depth 3."""
+        directory = self._directory(ino)
+        if directory is None and ino != ROOT_INO and self.catalog.get_document(ino):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if directory is None or directory.artifact_id is None:
+            raise self._refuse(f"{what} outside an artifact directory", errno.EPERM)
+        return directory
+
+    def _counted(self, attr: pyfuse3.EntryAttributes) -> pyfuse3.EntryAttributes:
+        self.lookups[attr.st_ino] = self.lookups.get(attr.st_ino, 0) + 1
+        return attr
+
+    def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
+        if ino == ROOT_INO:
+            return self.attrs.directory(ROOT_INO, 0)
+        if self.control.owns(ino):
+            return self.control.attr(ino)
+        write = self.writes.get(ino)
+        if write is not None:
+            return self.attrs.open_write(write)
+        doc = self.catalog.get_document(ino)
+        if doc is not None:
+            return self.attrs.document(doc)
+        directory = self._directory(ino)
+        if directory is not None:
+            return self.attrs.directory(ino, directory.mtime_ns)
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    def _child(self, parent_ino: int, name: str) -> pyfuse3.EntryAttributes | None:
+        """The attributes of `name` in `parent_ino`, or None when there is none."""
+        write = self.writes.named(parent_ino, name)
+        if write is not None:
+            return self.attrs.open_write(write)
+        if self.control.owns(parent_ino) or (parent_ino == ROOT_INO and name == control.NAME):
+            return self.control.lookup(parent_ino, name)
+        directory = self._directory(parent_ino)
+        if parent_ino == ROOT_INO or (directory and directory.artifact_id is None):
+            child = self.catalog.lookup_directory(parent_ino, name)
+            return self.attrs.directory(child.ino, child.mtime_ns) if child else None
+        if directory is None:
+            raise pyfuse3.FUSEError(errno.ENOTDIR if self.catalog.get_document(parent_ino)
+                                    else errno.ENOENT)
+        doc = self.catalog.lookup_document(directory, name)
+        return self.attrs.document(doc) if doc else None

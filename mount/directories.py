@@ -1,0 +1,97 @@
+"""Handlers for directories: open, list (paged by inode), make, remove."""
+
+from __future__ import annotations
+
+import errno
+
+import pyfuse3
+
+from casfs import naming
+from casfs.errors import Conflict
+from casfs.records import Document
+from casfs.schema import ROOT_INO
+
+from . import control
+from .base import OperationsBase
+from .boundary import handler
+
+READDIR_PAGE = 500
+
+
+class DirectoryHandlers(OperationsBase):
+    @handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if inode in (ROOT_INO, control.DIR_INO):
+            return inode
+        if self.control.owns(inode) or self._directory(inode) is None:
+            raise pyfuse3.FUSEError(errno.ENOTDIR if self.control.owns(inode)
+                                    or self.catalog.get_document(inode) else errno.ENOENT)
+        return inode
+
+    @handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        """List a directory in pages by inode, resuming after `start_id` (the last inode)."""
+        if self.control.owns(fh):
+            for name, attr in self.control.entries():
+                if attr.st_ino > start_id and pyfuse3.readdir_reply(
+                        token, name.encode(), attr, attr.st_ino):
+                    self._counted(attr)
+            return
+        directory = self._directory(fh)
+        after = start_id
+        while True:
+            entries: list[tuple[str, pyfuse3.EntryAttributes]]
+            if directory is None or directory.artifact_id is None:
+                dirs = self.catalog.list_directories(fh, after, READDIR_PAGE)
+                full = len(dirs) == READDIR_PAGE
+                entries = [(d.name, self.attrs.directory(d.ino, d.mtime_ns)) for d in dirs]
+            else:
+                docs = self.catalog.list_documents(directory, after, READDIR_PAGE)
+                full = len(docs) == READDIR_PAGE
+                entries = self._with_open_writes(fh, docs, after, full)
+            for name, attr in entries:
+                if not pyfuse3.readdir_reply(token, name.encode(), attr, attr.st_ino):
+                    return
+                self._counted(attr)
+                after = attr.st_ino
+            if not full:
+                return
+
+    def _with_open_writes(self, dir_ino: int, docs: list[Document], after: int,
+                          full: bool) -> list[tuple[str, pyfuse3.EntryAttributes]]:
+        """Catalog entries of a page plus files open for writing in the same inode range."""
+        last = docs[-1].ino if full else None
+        entries = {d.ino: (d.basename, self.attrs.document(d)) for d in docs
+                   if self.writes.get(d.ino) is None}
+        for w in self.writes.in_directory(dir_ino):
+            if w.ino > after and (last is None or w.ino <= last):
+                entries[w.ino] = (w.name, self.attrs.open_write(w))
+        return [entries[ino] for ino in sorted(entries)]
+
+    @handler
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._writable()
+        text = naming.check_component(name)
+        parent = self._directory(parent_inode)
+        if parent_inode != ROOT_INO and (parent is None or parent.artifact_id is not None):
+            raise self._refuse("mkdir below an artifact directory", errno.EPERM)
+        if parent_inode == ROOT_INO and text in naming.RESERVED_ROOT_NAMES:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        created = await self.write_catalog(lambda c: c.make_directory(parent_inode, text))
+        return self._counted(self.attrs.directory(created.ino, created.mtime_ns))
+
+    @handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        text = naming.check_component(name)
+        directory = self.catalog.lookup_directory(parent_inode, text)
+        if directory is None:
+            raise pyfuse3.FUSEError(errno.ENOTDIR if self._child(parent_inode, text)
+                                    else errno.ENOENT)
+        if self.writes.in_directory(directory.ino):
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        try:
+            await self.write_catalog(lambda c: c.remove_directory(directory.ino))
+        except Conflict:
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
