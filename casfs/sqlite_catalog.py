@@ -85,6 +85,9 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
             self._flush_counters()
         except BaseException:
             self._counter_deltas = {}
+            # The block of inode numbers may have been reserved by this transaction,
+            # and the rollback gives it back: never hand its numbers out (a gap is fine).
+            self._reserved_inos = range(0)
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
@@ -95,30 +98,20 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         return None
 
     # -- the tree ---------------------------------------------------------------
-    def allocate_ino(self) -> int:
-        """An inode number for a file that is not registered yet (the mount's create).
-
-        Numbers are reserved from the catalog in blocks, so creating a file costs no
-        transaction; unused numbers of a block are simply never seen.
-        """
-        if not self._reserved_inos:
-            with self._write():
-                return self._next_ino()
-        return self._next_ino()
-
     def reserve_inos(self, count: int) -> range:
         """A block of inode numbers nobody else will use (for a mount's new files)."""
         with self._write():
-            row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
-                            "RETURNING value", (count,))
+            return self._reserve(count)
+
+    def _reserve(self, count: int) -> range:
+        row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
+                        "RETURNING value", (count,))
         return range(int(row[0]) - count, int(row[0]))
 
     def _next_ino(self) -> int:
-        """The next reserved inode number; reserving a block needs a write transaction."""
+        """The next inode number of this connection's block (inside a write transaction)."""
         if not self._reserved_inos:
-            row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
-                            "RETURNING value", (INO_BLOCK,))
-            self._reserved_inos = range(int(row[0]) - INO_BLOCK, int(row[0]))
+            self._reserved_inos = self._reserve(INO_BLOCK)
         ino = self._reserved_inos.start
         self._reserved_inos = self._reserved_inos[1:]
         return ino

@@ -251,7 +251,7 @@ def _report(ready_fd: int | None, error: str | None) -> None:
 
 async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signal)
         if metrics_port is not None:
             await nursery.start(metrics_http.serve, metrics_port,
                                 lambda: ops.control.content(control.METRICS_INO))
@@ -279,7 +279,7 @@ def _instrument(store: Store) -> SqliteCatalog | None:
     return reader
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal %d: unmounting", signum)

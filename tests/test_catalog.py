@@ -162,8 +162,8 @@ def test_ingest_file_stores_once_and_counts_dedup_hits(store: Store, tmp_path: P
 def test_allocated_inodes_never_collide_across_connections(store: Store) -> None:
     other = SqliteCatalog(store.layout.catalog)
     try:
-        mine = {store.catalog.allocate_ino() for _ in range(300)}
-        theirs = {other.allocate_ino() for _ in range(300)}
+        mine = set(store.catalog.reserve_inos(150)) | set(store.catalog.reserve_inos(150))
+        theirs = set(other.reserve_inos(300))
         doc, _ = store.catalog.register(new())
         directory = store.catalog.ensure_directory("x", "y")
     finally:
@@ -219,3 +219,17 @@ def test_ingest_counters_move(store: Store) -> None:
     counters = {(n, labels): v for n, labels, v in store.catalog.counters()}
     assert counters[("casfs_dedup_hits_total", 'resolver="unpaywall"')] == 1
     assert counters[("casfs_ingested_bytes_total", 'resolver="unpaywall"')] == 10
+
+
+def test_inodes_reserved_in_a_rolled_back_transaction_are_not_handed_out(store: Store) -> None:
+    with pytest.raises(apsw.ConstraintError):  # fails after reserving a block of inodes
+        store.catalog.register(new(basename=None))
+    assert store.catalog.stats()["documents"] == 0
+    other = SqliteCatalog(store.layout.catalog)
+    try:
+        theirs = set(other.reserve_inos(600))
+    finally:
+        other.close()
+    doc, _ = store.catalog.register(new())
+    assert doc.ino not in theirs
+    assert store.catalog.directory_of(doc).ino not in theirs
