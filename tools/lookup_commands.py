@@ -6,7 +6,6 @@ import argparse
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from casfs.errors import CasfsError
@@ -15,13 +14,11 @@ from casfs.records import Document, DocumentFilter, Found
 from casfs.schema import ROOT_INO
 
 from . import argtypes
-from .output import human_bytes, iso_time, print_json
+from .output import human_bytes, iso_time, print_json, record
 
 if TYPE_CHECKING:
     from .cli import Context
 
-RECORD_FIELDS = ("id", "artifact_id", "resolver", "source_url", "sha256", "bytes",
-                 "content_type", "basename", "run_id", "created_at", "updated_at")
 
 
 def register(commands: Any) -> None:
@@ -78,16 +75,6 @@ def register(commands: Any) -> None:
 
 def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="a JSON array of records")
-
-
-def record(found: Found) -> dict[str, Any]:
-    """The JSON shape of a document, the same for every lookup command."""
-    values = asdict(found.document)
-    out = {key: values[key] for key in RECORD_FIELDS}
-    out["created_at"] = iso_time(out["created_at"])
-    out["updated_at"] = iso_time(out["updated_at"])
-    out["path"] = found.path
-    return out
 
 
 def _emit(found: Iterable[Found], args: argparse.Namespace) -> int:

@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+
+from casfs.records import Found
 
 
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
+
+
+RECORD_FIELDS = ("id", "artifact_id", "resolver", "source_url", "sha256", "bytes",
+                 "content_type", "basename", "run_id", "created_at", "updated_at")
+
+
+def record(found: Found) -> dict[str, Any]:
+    """The JSON shape of a document, the same for every lookup command."""
+    values = asdict(found.document)
+    out = {key: values[key] for key in RECORD_FIELDS}
+    out["created_at"] = iso_time(out["created_at"])
+    out["updated_at"] = iso_time(out["updated_at"])
+    out["path"] = found.path
+    return out
 
 
 def iso_time(seconds: float | None) -> str | None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from casfs.config import config_path, write_config
 from casfs.errors import CasfsError
 from casfs.ingest import ingest_file
-from casfs.records import Document
+from casfs.records import Found
 from casfs.store import Store
 
-from .output import human_bytes, iso_time, print_json
+from .output import human_bytes, print_json, record
 
 if TYPE_CHECKING:
     from .cli import Context
@@ -57,14 +57,6 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def document_json(store: Store, doc: Document) -> dict[str, Any]:
-    record = asdict(doc)
-    for key in ("created_at", "updated_at", "valid_from", "valid_to"):
-        record[key] = iso_time(record[key])
-    record["path"] = store.catalog.virtual_path(doc)
-    return record
-
-
 def cmd_put(args: argparse.Namespace, ctx: Context) -> int:
     if not args.file.is_file():
         raise CasfsError(f"{args.file}: not a readable file")
@@ -74,7 +66,8 @@ def cmd_put(args: argparse.Namespace, ctx: Context) -> int:
                              name=args.name, content_type=args.content_type,
                              run_id=args.run_id)
         if args.json:
-            print_json({**document_json(store, result.document), "outcome": result.outcome,
+            path = store.catalog.virtual_path(result.document)
+            print_json({**record(Found(result.document, path)), "outcome": result.outcome,
                         "dedup_hit": result.dedup_hit})
         else:
             note = " (bytes already stored)" if result.dedup_hit else ""
