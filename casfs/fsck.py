@@ -52,24 +52,29 @@ def check_records(store: Store) -> Iterator[Problem]:
     """Live records whose blob is missing, quarantined, of the wrong size, or whose
     directory is missing (they would be invisible: law 5)."""
     for usage in store.catalog.live_blob_usage():
-        doc = store.catalog.get_document(usage.example_ino)
-        where = store.catalog.virtual_path(doc) if doc and store.catalog.find_directory(
-            doc.resolver, doc.artifact_id) else None
         if usage.state != "present" or not store.blobs.has(usage.sha256):
             what = "missing" if usage.state == "present" else usage.state
             yield Problem("missing-blob", f"{usage.records} live record(s) use a blob that "
-                          f"is {what}", where, usage.sha256,
+                          f"is {what}", _path_of(store, usage.example_ino), usage.sha256,
                           "close those records (history keeps them)")
         elif usage.record_bytes != usage.blob_bytes:
             yield Problem("size-mismatch", f"records say {usage.record_bytes} bytes, the "
-                          f"blob row {usage.blob_bytes}", where, usage.sha256,
-                          "re-hash and correct or quarantine")
+                          f"blob row {usage.blob_bytes}", _path_of(store, usage.example_ino),
+                          usage.sha256, "re-hash and correct or quarantine")
     for doc in store.catalog.records_without_directory():
         yield Problem("invisible-record", f"no directory for {doc.resolver}/{doc.artifact_id}",
                       f"{doc.resolver}/{doc.artifact_id}/{doc.basename}",
                       repair="create the directory", key=(doc.resolver, doc.artifact_id))
     for path, count in store.catalog.path_collisions():
         yield Problem("path-collision", f"{count} live records at one path", path)
+
+
+def _path_of(store: Store, ino: int) -> str | None:
+    """The virtual path of a live record, for a problem's report (None if invisible)."""
+    doc = store.catalog.get_document(ino)
+    if doc is None or store.catalog.find_directory(doc.resolver, doc.artifact_id) is None:
+        return None
+    return store.catalog.virtual_path(doc)
 
 
 def check_blob_files(store: Store) -> Iterator[Problem]:
