@@ -44,3 +44,11 @@ class BlobsMissing(CasfsError):
     def __init__(self, sha256s: list[str]) -> None:
         super().__init__(f"{len(sha256s)} blob(s) vanished before registration")
         self.sha256s = sha256s
+
+
+class UnreadableSource(CasfsError):
+    """A file to be stored cannot be read (as opposed to the store failing to take it)."""
+
+    def __init__(self, source: object, error: OSError) -> None:
+        super().__init__(f"cannot read {source}: {error.strerror or error}")
+        self.missing = isinstance(error, FileNotFoundError)

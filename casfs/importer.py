@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from casfs.blobstore import LocalBlobStore, StagingFile
+from casfs.errors import UnreadableSource
 from casfs.ingest import guess_content_type, register_placed, stage_file
 from casfs.manifest import Entry, Problem, Skip, read_manifest
 from casfs.processes import pid_alive
@@ -339,10 +340,12 @@ def _stage_one(blobs: LocalBlobStore, source: str, move: bool,
         if staging is None:
             staging = stage_file(blobs, Path(source))
         sha256 = staging.digest()
-    except FileNotFoundError:
+    except UnreadableSource as e:
+        return f"missing file {source}" if e.missing else str(e)
+    except FileNotFoundError:  # adopt (--move): the file went away meanwhile
         return f"missing file {source}"
     except OSError as e:
-        return f"cannot read {source}: {e.strerror or e}"
+        return f"cannot store {source}: {e.strerror or e}"
     if expected is not None and expected != sha256:
         staging.discard()
         return f"sha256 mismatch: the line says {expected}, {source} hashes to {sha256}"

@@ -25,7 +25,7 @@ from typing import TypeVar
 from casfs import naming
 from casfs.blobstore import CHUNK, BlobStore, StagingFile
 from casfs.catalog import BlobCheck, RegisterOutcome
-from casfs.errors import BlobsMissing, CasfsError, InvalidName
+from casfs.errors import BlobsMissing, CasfsError, InvalidName, UnreadableSource
 from casfs.records import Document, NewDocument
 from casfs.store import Store
 
@@ -73,21 +73,33 @@ def guess_content_type(basename: str) -> str | None:
 
 
 def stage_file(blobs: BlobStore, source: Path) -> StagingFile:
-    """Copy `source` into a new staging file, hashing while it streams."""
-    staging = blobs.stage()
+    """Copy `source` into a new staging file, hashing while it streams.
+
+    UnreadableSource when `source` cannot be read; OSError when the store cannot take
+    the bytes (a full disk, say).
+    """
     try:
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise UnreadableSource(source, e) from None
+    try:
+        staging = blobs.stage()
         try:
             offset = 0
-            while chunk := os.read(fd, CHUNK):
+            while True:
+                try:
+                    chunk = os.read(fd, CHUNK)
+                except OSError as e:
+                    raise UnreadableSource(source, e) from None
+                if not chunk:
+                    return staging
                 staging.write(chunk, offset)
                 offset += len(chunk)
-        finally:
-            os.close(fd)
-    except BaseException:
-        staging.discard()
-        raise
-    return staging
+        except BaseException:
+            staging.discard()
+            raise
+    finally:
+        os.close(fd)
 
 
 def ingest_file(store: Store, source: Path, *, resolver: str, artifact_id: str,
@@ -101,7 +113,7 @@ def ingest_file(store: Store, source: Path, *, resolver: str, artifact_id: str,
     try:
         staging = stage_file(store.blobs, source)
     except OSError as e:
-        raise CasfsError(f"cannot read {source}: {e.strerror}") from None
+        raise CasfsError(f"cannot store {source}: {e.strerror or e}") from None
     try:
         blob = place_blob(store.blobs, staging)
         new = NewDocument(

@@ -154,3 +154,26 @@ def test_bash_completion_knows_every_command_and_option(tmp_path: Path) -> None:
     assert "--keep-history" in complete("--store", "/s", "gc", "--")
     assert set(complete("")) >= {"init", "mount", "umount", "put", "stats", "verify", "gc",
                                  "fsck", "backup", "restore", "history", "bench"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts a tmpfs)")
+def test_a_full_store_says_so_changes_nothing_and_exits_2(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        store = small / "store"
+        assert run("--store", str(store), "init").returncode == 0
+        big = tmp_path / "big.pdf"
+        big.write_bytes(os.urandom(3 << 20))
+        result = run("--store", str(store), "put", str(big), "--resolver", "r",
+                     "--artifact", "a")
+        assert result.returncode == 2
+        assert "cannot store" in result.stderr and "No space left" in result.stderr
+        assert "Traceback" not in result.stderr and "cannot read" not in result.stderr
+        assert list((store / "tmp").iterdir()) == []
+        assert json.loads(run("--store", str(store), "stats", "--json").stdout)[
+            "documents"] == 0
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import apsw
+
 from casfs import __version__
 from casfs.config import Config, load_config, resolve_store
 from casfs.errors import CasfsError
@@ -79,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as e:  # the machine said no (a full disk, a permission): one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"casfs: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except apsw.Error as e:
+        print(f"casfs: error: the catalog: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("casfs: interrupted", file=sys.stderr)
         return 130
