@@ -100,6 +100,16 @@ class Catalog(Protocol):
 
     def set_mtime(self, ino: int, mtime_ns: int) -> None: ...
 
+    def set_directory_mtime(self, ino: int, mtime_ns: int) -> None:
+        """Keep a directory's mtime (utimens: `touch -d`, `rsync -a`, `cp -a`); the
+        root's is kept too (ROOT_INO). Adding or removing entries does not change it."""
+        ...
+
+    def root_mtime_ns(self) -> int | None:
+        """The root directory's mtime: the one set, else when its first directory was
+        made; None for an empty catalog."""
+        ...
+
     def update_metadata(self, ino: int, *, source_url: str | None = ...,
                         content_type: str | None = ..., run_id: str | None = ...) -> Document:
         ...
@@ -135,8 +145,12 @@ class Catalog(Protocol):
     def blobs_to_verify(self, *, sample: float | None = None,
                         limit: int | None = None) -> Iterator[tuple[str, int]]: ...
 
-    def garbage_blobs(self, policy: GcPolicy, now: float
-                      ) -> Iterator[tuple[str, int, float, str | None]]: ...
+    def garbage_blobs(self, policy: GcPolicy, now: float, after: str, limit: int
+                      ) -> list[tuple[str, int, float, str | None]]:
+        """One page of garbage, in hash order after `after`: read whole, so that no
+        read cursor stays open across the caller's write transactions (a stale
+        snapshot cannot become a write transaction, and gc would never progress)."""
+        ...
 
     def is_garbage(self, sha256: str, policy: GcPolicy, now: float) -> bool: ...
 

@@ -37,6 +37,11 @@ class Conflict(CasfsError):
     """The change would break a uniqueness rule (a live path or key already taken)."""
 
 
+class CatalogBusy(CasfsError):
+    """A write transaction could not start: other writers kept the catalog locked for
+    longer than the busy timeout. Nothing was changed; trying again is safe."""
+
+
 class BlobsMissing(CasfsError):
     """A registration found that blobs it needs are gone (removed by gc or quarantined
     after they were placed). The caller restores them from staging and tries again."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from casfs import naming
+from casfs.errors import CatalogBusy
 from casfs.records import GcPolicy
 from casfs.store import Store
 
@@ -49,29 +50,32 @@ class GcReport:
 
 
 def find_garbage(store: Store, policy: GcPolicy, now: float | None = None
-                 ) -> Iterator[Garbage]:
-    for sha256, size, first_seen, last in store.catalog.garbage_blobs(policy, now or time.time()):
-        yield _garbage(sha256, size, first_seen, last)
+                 ) -> Iterator[list[Garbage]]:
+    """The garbage in pages of BATCH blobs; no catalog read is open between pages."""
+    now = now or time.time()
+    after = ""
+    while page := store.catalog.garbage_blobs(policy, now, after, BATCH):
+        yield [_garbage(*row) for row in page]
+        after = page[-1][0]
 
 
 def collect(store: Store, policy: GcPolicy, *, apply: bool,
             on_blob: Callable[[Garbage], None] | None = None) -> GcReport:
     """Preview (apply=False) or delete the garbage; resumable: a rerun goes on."""
     report = GcReport(apply=apply)
-    now = time.time()
-    batch: list[Garbage] = []
-    for garbage in find_garbage(store, policy, now):
-        report.blobs += 1
-        report.bytes += garbage.bytes
-        if on_blob:
-            on_blob(garbage)
+    for page in find_garbage(store, policy, time.time()):
+        for garbage in page:
+            report.blobs += 1
+            report.bytes += garbage.bytes
+            if on_blob:
+                on_blob(garbage)
         if apply:
-            batch.append(garbage)
-            if len(batch) >= BATCH:
-                _delete(store, policy, batch, report)
-                batch = []
-    if batch:
-        _delete(store, policy, batch, report)
+            try:
+                _delete(store, policy, page, report)
+            except CatalogBusy as e:
+                raise CatalogBusy(
+                    f"{e}. gc deleted {report.removed} blob(s) before that; run it again "
+                    "to go on (it resumes), at a quieter time if this repeats") from None
     return report
 
 

@@ -19,7 +19,7 @@ import apsw
 
 from casfs import naming, schema
 from casfs.catalog import BlobCheck, Catalog, RegisterOutcome
-from casfs.errors import BlobsMissing, Conflict, NotFound, StoreError
+from casfs.errors import BlobsMissing, CatalogBusy, Conflict, NotFound, StoreError
 from casfs.records import Directory, Document, NewDocument, Variant
 from casfs.sqlite_ledger import SqliteBlobLedger
 from casfs.sqlite_queries import DOC_COLUMNS, SqliteQueries
@@ -79,7 +79,11 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         # process may remove one as soon as it commits.
         self._directories_seen = {}
         self._counter_deltas = {}
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except apsw.BusyError:
+            raise CatalogBusy(f"the catalog stayed locked by other writers for "
+                              f"{BUSY_TIMEOUT_MS // 1000} s; nothing was changed") from None
         try:
             yield
             self._flush_counters()
@@ -436,6 +440,23 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         with self._write():
             self.conn.execute(f"UPDATE documents SET mtime_ns = ?, updated_at = ? "
                               f"WHERE ino = ? AND {_LIVE}", (mtime_ns, time.time(), ino))
+
+    def set_directory_mtime(self, ino: int, mtime_ns: int) -> None:
+        with self._write():
+            if ino == schema.ROOT_INO:
+                self.conn.execute("INSERT INTO meta (key, value) VALUES ('root_mtime_ns', ?) "
+                                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                  (mtime_ns,))
+            elif not self._one("UPDATE directories SET mtime_ns = ? WHERE ino = ? RETURNING 1",
+                               (mtime_ns, ino)):
+                raise NotFound(f"no directory {ino}")
+
+    def root_mtime_ns(self) -> int | None:
+        row = self._one("SELECT value FROM meta WHERE key = 'root_mtime_ns'")
+        if row is not None:
+            return int(row[0])
+        row = self._one("SELECT min(created_at) FROM directories")
+        return None if row is None or row[0] is None else int(row[0] * 1e9)
 
     _UNSET: Any = ...
 

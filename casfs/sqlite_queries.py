@@ -61,12 +61,14 @@ class SqliteQueries:
             args.append(limit)
         yield from self.conn.execute(sql, args)
 
-    def garbage_blobs(self, policy: GcPolicy, now: float
-                      ) -> Iterator[tuple[str, int, float, str | None]]:
+    def garbage_blobs(self, policy: GcPolicy, now: float, after: str, limit: int
+                      ) -> list[tuple[str, int, float, str | None]]:
         """(sha256, bytes, first_seen, JSON [resolver, artifact, basename, closed at] of
-        the record that last used it) for every blob no kept record references."""
+        the record that last used it) for the next `limit` blobs after `after` that no
+        kept record references; a list, so the read is over when it returns."""
         sql, args = _garbage_sql(policy, one=False)
-        yield from self.conn.execute(sql, {**args, "now": now})
+        return list(self.conn.execute(sql, {**args, "now": now, "after": after,
+                                            "limit": limit}))
 
     def is_garbage(self, sha256: str, policy: GcPolicy, now: float) -> bool:
         sql, args = _garbage_sql(policy, one=True)
@@ -209,7 +211,8 @@ def _garbage_sql(policy: GcPolicy, one: bool) -> tuple[str, dict[str, Any]]:
            "FROM blobs b WHERE b.state != 'deleted' AND b.first_seen < :now - :grace "
            f"AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 AND {kept}) "
            "AND NOT EXISTS (SELECT 1 FROM variants v WHERE v.sha256 = b.sha256) ")
-    sql += "AND b.sha256 = :sha" if one else "ORDER BY b.sha256"
+    sql += "AND b.sha256 = :sha" if one else \
+        "AND b.sha256 > :after ORDER BY b.sha256 LIMIT :limit"
     return sql, args
 
 

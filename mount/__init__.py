@@ -1,8 +1,8 @@
 """The FUSE front end: shows a store's catalog as /<resolver>/<artifact_id>/<basename>.
 
 `operations` holds the pyfuse3 handlers for names, attributes and files, built on
-`base` (shared state and helpers) with `directories` and `xattr_handlers`; `writes`
-the files open for writing,
+`base` (shared state and helpers) with `directories` and `xattr_handlers`;
+`open_files` the files open in the mount (one per inode, pinned, staged writes),
 `attributes` what stat shows, `xattrs` the user.casfs.* attributes, `control` the
 mount's own /.casfs, `boundary` turns exceptions into errnos, `catalog_writer` runs
 catalog writes, `daemon` the process that runs a mount. The filesystem knows the
@@ -11,7 +11,7 @@ store only through `casfs.store.Store` and the ingest path in `casfs.ingest`.
 Concurrency rules:
 - Every handler runs on the one trio thread, so in-memory state needs no locks
   except where a handler awaits in the middle of a change to one file
-  (`OpenWrite.lock`, taken through `Writes.hold`).
+  (`OpenFile.lock`, taken through `OpenFiles.hold`).
 - Disk I/O on bytes (copy, hash, fsync, link) runs in worker threads.
 - Catalog reads run on the trio thread, on the store's connection (short, indexed).
 - Catalog writes run on one worker thread with a connection of their own

@@ -1,4 +1,9 @@
-"""Entry attributes: what stat shows for directories, documents and open files."""
+"""Entry attributes: what stat shows for directories, documents and open files.
+
+`Attributes` also remembers which version of each document the kernel was last
+shown (`shown`), so that an open can tell when the kernel holds a size that is no
+longer the file's and must be told to drop it (see `OperationsBase._open_file`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pyfuse3
 
 from casfs.records import Document
 
-from .writes import OpenWrite
+from .open_files import OpenFile
 
 
 class Attributes:
@@ -18,6 +23,8 @@ class Attributes:
         self.readonly = readonly
         self.cache_timeout = cache_timeout
         self.uid, self.gid = os.getuid(), os.getgid()
+        # inode -> version_key of the document the kernel last got attributes of
+        self.shown: dict[int, int] = {}
 
     def _base(self, ino: int, mode: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
@@ -35,18 +42,31 @@ class Attributes:
         return attr
 
     def file(self, ino: int, size: int, mtime_ns: int, ctime: float,
-             read_only: bool = False) -> pyfuse3.EntryAttributes:
+             nlink: int = 1, read_only: bool = False) -> pyfuse3.EntryAttributes:
         mode = 0o444 if self.readonly or read_only else 0o644
         attr = self._base(ino, stat.S_IFREG | mode)
-        attr.st_nlink = 1
+        attr.st_nlink = nlink
         attr.st_size = size
         attr.st_blocks = (size + 511) // 512
         attr.st_atime_ns = attr.st_mtime_ns = mtime_ns
         attr.st_ctime_ns = int(ctime * 1e9)
         return attr
 
-    def document(self, doc: Document) -> pyfuse3.EntryAttributes:
-        return self.file(doc.ino, doc.bytes, doc.mtime_ns, doc.updated_at)
+    def document(self, doc: Document, nlink: int = 1) -> pyfuse3.EntryAttributes:
+        self.shown[doc.ino] = version_key(doc)
+        return self.file(doc.ino, doc.bytes, doc.mtime_ns, doc.updated_at, nlink)
 
-    def open_write(self, write: OpenWrite) -> pyfuse3.EntryAttributes:
-        return self.file(write.ino, write.size, write.mtime_ns, time.time())
+    def open_file(self, file: OpenFile) -> pyfuse3.EntryAttributes:
+        nlink = 0 if file.unlinked else 1
+        if not file.dirty and file.document is not None:
+            attr = self.document(file.document, nlink)
+            attr.st_ino = file.ino  # the same inode, also for a version renamed elsewhere
+            attr.st_mtime_ns = attr.st_atime_ns = file.mtime_ns
+            return attr
+        return self.file(file.ino, file.size, file.mtime_ns, time.time(), nlink)
+
+
+def version_key(doc: Document) -> int:
+    """A short key of a document's bytes (64 bits of the hash: enough to tell versions
+    of one file apart, and a small int to keep per inode)."""
+    return int(doc.sha256[:16], 16)

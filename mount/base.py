@@ -22,7 +22,7 @@ from .attributes import Attributes
 from .catalog_writer import CatalogWriter
 from .control import Control
 from .files import Handle
-from .writes import Writes
+from .open_files import OpenFiles
 
 log = logging.getLogger("casfs.mount")
 
@@ -40,18 +40,20 @@ class OperationsBase(pyfuse3.Operations):
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
         # A read-only mount has no writer: every writing handler refuses first.
         self._writer = writer
-        self.writes = Writes(store, writer)
+        self.files = OpenFiles(store, writer)
         self.control = Control(store, self.attrs, self._gauges)
         self.control.started_ns = time.time_ns()
         self.handles: dict[int, Handle] = {}
         self.lookups: dict[int, int] = {}
-        self.opened_sha: dict[int, str] = {}  # what the kernel may hold in its page cache
+        # inode -> version_key of the bytes the kernel may hold in its page cache
+        self.cached: dict[int, int] = {}
         self._next_fh = 1
         self._refused: set[str] = set()
+        self._root_mtime_ns: int | None = None
 
     def _gauges(self) -> list[tuple[str, str, float]]:
         return [("casfs_mount_open_files", "Files open for writing in this mount.",
-                 len(self.writes.by_ino)),
+                 self.files.writing_count()),
                 ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
                  len(self.lookups))]
 
@@ -68,6 +70,11 @@ class OperationsBase(pyfuse3.Operations):
             self._refused.add(what)
             log.info("refused: %s (%s)", what, errno.errorcode.get(code, code))
         return pyfuse3.FUSEError(code)
+
+    def _root_mtime(self) -> int:
+        if self._root_mtime_ns is None:
+            self._root_mtime_ns = self.catalog.root_mtime_ns() or self.control.started_ns
+        return self._root_mtime_ns
 
     def _writable(self) -> None:
         if self.readonly:
@@ -93,12 +100,12 @@ class OperationsBase(pyfuse3.Operations):
 
     def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
         if ino == ROOT_INO:
-            return self.attrs.directory(ROOT_INO, 0)
+            return self.attrs.directory(ROOT_INO, self._root_mtime())
         if self.control.owns(ino):
             return self.control.attr(ino)
-        write = self.writes.get(ino)
-        if write is not None:
-            return self.attrs.open_write(write)
+        file = self.files.get(ino)
+        if file is not None:
+            return self.attrs.open_file(file)
         doc = self.catalog.get_document(ino)
         if doc is not None:
             return self.attrs.document(doc)
@@ -109,9 +116,9 @@ class OperationsBase(pyfuse3.Operations):
 
     def _child(self, parent_ino: int, name: str) -> pyfuse3.EntryAttributes | None:
         """The attributes of `name` in `parent_ino`, or None when there is none."""
-        write = self.writes.named(parent_ino, name)
-        if write is not None:
-            return self.attrs.open_write(write)
+        file = self.files.named(parent_ino, name)
+        if file is not None:
+            return self.attrs.open_file(file)
         if self.control.owns(parent_ino) or (parent_ino == ROOT_INO and name == control.NAME):
             return self.control.lookup(parent_ino, name)
         directory = self._directory(parent_ino)
@@ -122,4 +129,7 @@ class OperationsBase(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR if self.catalog.get_document(parent_ino)
                                     else errno.ENOENT)
         doc = self.catalog.lookup_document(directory, name)
-        return self.attrs.document(doc) if doc else None
+        if doc is None:
+            return None
+        file = self.files.get(doc.ino)  # open here: shown as this mount has it open
+        return self.attrs.open_file(file) if file else self.attrs.document(doc)

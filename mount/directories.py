@@ -59,13 +59,19 @@ class DirectoryHandlers(OperationsBase):
 
     def _with_open_writes(self, dir_ino: int, docs: list[Document], after: int,
                           full: bool) -> list[tuple[str, pyfuse3.EntryAttributes]]:
-        """Catalog entries of a page plus files open for writing in the same inode range."""
+        """Catalog entries of a page, as this mount has them open, plus files being
+        written here that the catalog does not have yet, in the same inode range."""
         last = docs[-1].ino if full else None
-        entries = {d.ino: (d.basename, self.attrs.document(d)) for d in docs
-                   if self.writes.get(d.ino) is None}
-        for w in self.writes.in_directory(dir_ino):
-            if w.ino > after and (last is None or w.ino <= last):
-                entries[w.ino] = (w.name, self.attrs.open_write(w))
+        entries: dict[int, tuple[str, pyfuse3.EntryAttributes]] = {}
+        for d in docs:
+            file = self.files.get(d.ino)
+            if file is None:
+                entries[d.ino] = (d.basename, self.attrs.document(d))
+            elif file.parent_ino is None:  # open for reading only
+                entries[d.ino] = (d.basename, self.attrs.open_file(file))
+        for f in self.files.in_directory(dir_ino):
+            if f.ino > after and (last is None or f.ino <= last) and f.name is not None:
+                entries[f.ino] = (f.name, self.attrs.open_file(f))
         return [entries[ino] for ino in sorted(entries)]
 
     @handler
@@ -89,7 +95,7 @@ class DirectoryHandlers(OperationsBase):
         if directory is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR if self._child(parent_inode, text)
                                     else errno.ENOENT)
-        if self.writes.in_directory(directory.ino):
+        if self.files.in_directory(directory.ino):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         try:
             await self.write_catalog(lambda c: c.remove_directory(directory.ino))

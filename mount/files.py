@@ -1,4 +1,5 @@
-"""What one open() of a file in the mount holds."""
+"""What one open() of a file in the mount holds: little, since the bytes of a file
+are its inode's (`open_files.OpenFile`), whichever descriptor reads them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,4 @@ from dataclasses import dataclass
 class Handle:
     ino: int
     writable: bool
-    sha256: str | None  # the blob read through this handle when the file is clean
-    blob_fd: int = -1
     content: bytes | None = None  # a generated file (/.casfs/metrics): its snapshot

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import stat
+from collections.abc import Awaitable
 from typing import Any
 
 import pyfuse3
@@ -24,9 +25,11 @@ from casfs.errors import Conflict, InvalidName, NotFound
 from casfs.records import Directory
 from casfs.schema import ROOT_INO
 
+from .attributes import version_key
 from .boundary import handler
 from .directories import DirectoryHandlers
 from .files import Handle
+from .open_files import OpenFile
 from .xattr_handlers import XattrHandlers
 
 log = logging.getLogger("casfs.mount")
@@ -59,7 +62,8 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                 self.lookups[ino] = left
             else:
                 self.lookups.pop(ino, None)
-                self.opened_sha.pop(ino, None)
+                self.cached.pop(ino, None)
+                self.attrs.shown.pop(ino, None)
 
     @handler
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -69,15 +73,20 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         if self.control.owns(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
         if inode == ROOT_INO or self._directory(inode) is not None:
-            return self._attr(inode)  # chmod/chown/utimens on a directory: accepted, not kept
+            if fields.update_mtime:  # touch -d, rsync -a, cp -a; mode and owner: not kept
+                mtime_ns = attr.st_mtime_ns
+                await self.write_catalog(lambda c: c.set_directory_mtime(inode, mtime_ns))
+                if inode == ROOT_INO:
+                    self._root_mtime_ns = mtime_ns
+            return self._attr(inode)
         if fields.update_size:
-            async with self.writes.changing(inode) as changing:
-                await self.writes.truncate(changing, attr.st_size)
+            async with self.files.changing(inode) as changing:
+                await self.files.truncate(changing, attr.st_size)
         if fields.update_mtime:
-            write = self.writes.get(inode)
-            if write is not None:
-                write.mtime_ns = attr.st_mtime_ns
-            if write is None or not write.dirty:
+            file = self.files.get(inode)
+            if file is not None:
+                file.mtime_ns = attr.st_mtime_ns
+            if file is None or not file.dirty:
                 mtime_ns = attr.st_mtime_ns
                 await self.write_catalog(lambda c: c.set_mtime(inode, mtime_ns))
         # Mode and ownership are accepted and not kept: blobs stay read-only in the
@@ -95,23 +104,35 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         return data
 
     # -- files: open, read, write, close -----------------------------------------
-    def _new_handle(self, handle: Handle) -> pyfuse3.FileInfo:
+    def _new_handle(self, handle: Handle) -> int:
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = handle
-        info = pyfuse3.FileInfo(fh=fh)
-        if handle.content is not None:
-            info.direct_io = True  # generated: its size is not known to the kernel
-            return info
-        # Blobs never change, so the kernel may keep cached pages, unless this inode
-        # now shows other bytes than when it was last opened.
-        info.keep_cache = handle.sha256 is not None and \
-            self.opened_sha.get(handle.ino) == handle.sha256
-        if handle.sha256 is not None:
-            self.opened_sha[handle.ino] = handle.sha256
+        return fh
+
+    def _page_cache_valid(self, file: OpenFile) -> bool:
+        """Whether the kernel's cached pages of the inode are this file's bytes, and
+        remember that they will be from now on."""
+        key = None if file.document is None else version_key(file.document)
+        valid = key is not None and self.cached.get(file.ino) == key
+        if key is None:
+            self.cached.pop(file.ino, None)
         else:
-            self.opened_sha.pop(handle.ino, None)
-        return info
+            self.cached[file.ino] = key
+        return valid
+
+    async def _took_new_version(self, file: OpenFile) -> bool:
+        """At the first open of an inode here: is this version other than the one the
+        kernel has attributes of (written by another mount, host or tool)? Then the
+        kernel's size is stale: drop it, or reads stop at the old size or run past
+        the new one. False when the kernel's view is this version."""
+        assert file.document is not None
+        shown = self.attrs.shown.get(file.ino)
+        if shown is None or shown == version_key(file.document):
+            return False
+        self.attrs.shown[file.ino] = version_key(file.document)
+        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, file.ino, True)
+        return True
 
     @handler
     async def open(self, inode: int, flags: int,
@@ -120,28 +141,32 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         if self.control.owns(inode):
             if writable:
                 raise pyfuse3.FUSEError(errno.EACCES)
-            return self._new_handle(Handle(inode, False, None,
-                                           content=self.control.content(inode)))
-        write = self.writes.get(inode)
-        if not writable:
-            if write is not None and write.dirty:
-                return self._new_handle(Handle(inode, False, None))
-            doc = write.document if write else self.catalog.get_document(inode)
-            if doc is None:
-                raise pyfuse3.FUSEError(errno.EISDIR if self._directory(inode) else errno.ENOENT)
-            return self._new_handle(Handle(inode, False, doc.sha256))
-        self._writable()
-        write = self.writes.open(inode)
-        write.open_handles += 1  # before any await: a release meanwhile must not forget it
+            info = pyfuse3.FileInfo(fh=self._new_handle(Handle(
+                inode, False, content=self.control.content(inode))))
+            info.direct_io = True  # generated: its size is not known to the kernel
+            return info
+        if writable:
+            self._writable()
         try:
-            if flags & os.O_TRUNC:
-                async with self.writes.hold(write):
-                    await self.writes.truncate(write, 0)
-        except BaseException:
-            self.writes.release(write)
+            file, made = self.files.open(inode, for_writing=writable)
+        except pyfuse3.FUSEError as e:
+            if e.errno == errno.ENOENT and self._directory(inode) is not None:
+                raise pyfuse3.FUSEError(errno.EISDIR) from None
             raise
-        sha = None if write.dirty or write.document is None else write.document.sha256
-        return self._new_handle(Handle(inode, True, sha))
+        file.open_handles += 1  # before any await: a release meanwhile must not forget it
+        try:
+            if made:
+                await self._took_new_version(file)
+            if writable and flags & os.O_TRUNC:
+                async with self.files.hold(file):
+                    await self.files.truncate(file, 0)
+        except BaseException:
+            self.files.release(file)
+            raise
+        info = pyfuse3.FileInfo(fh=self._new_handle(Handle(inode, writable)))
+        # Blobs never change, so cached pages stay good while they are this version's.
+        info.keep_cache = not made or self._page_cache_valid(file)
+        return info
 
     @handler
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -158,47 +183,53 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                 raise pyfuse3.FUSEError(errno.EEXIST)
             info = await self.open(existing.st_ino, flags, ctx)
             return info, self._counted(self._attr(existing.st_ino))
-        write = self.writes.create(await self.write_catalog.new_ino(), directory.ino, text)
-        write.open_handles = 1
-        info = self._new_handle(Handle(write.ino, True, None))
-        return info, self._counted(self.attrs.open_write(write))
+        file = self.files.create(await self.write_catalog.new_ino(), directory.ino, text)
+        file.open_handles = 1
+        self.cached.pop(file.ino, None)
+        info = pyfuse3.FileInfo(fh=self._new_handle(Handle(file.ino, True)))
+        return info, self._counted(self.attrs.open_file(file))
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.handles[fh]
         if handle.content is not None:
             return handle.content[off:off + size]
-        write = self.writes.get(handle.ino)
-        if write is not None and write.staging is not None:
-            return await trio.to_thread.run_sync(write.staging.read, size, off)
-        if handle.sha256 is None:  # opened while dirty; finalized since
-            doc = write.document if write else self.catalog.get_document(handle.ino)
-            if doc is None:
-                return b""
-            handle.sha256 = doc.sha256
-        if handle.blob_fd < 0:
-            try:
-                handle.blob_fd = self.store.blobs.open_blob(handle.sha256)
-            except FileNotFoundError:
-                log.error("blob %s of inode %d is missing (run casfs fsck)",
-                          handle.sha256, handle.ino)
-                raise pyfuse3.FUSEError(errno.EIO) from None
-        return await trio.to_thread.run_sync(os.pread, handle.blob_fd, size, off)
+        file = self.files.get(handle.ino)
+        if file is None:  # cannot happen while the handle is open
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return await file.read(size, off)
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
-        async with self.writes.hold(self.writes.open(handle.ino)) as write:
-            return await self.writes.write(write, buf, off)
+        file = self.files.get(handle.ino)
+        if file is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        async with self.files.hold(file):
+            return await self.files.write(file, buf, off)
+
+    async def _finalizing(self, file: OpenFile, change: Awaitable[None]) -> None:
+        """Await a change that may finalize `file`; when finalizing fails, the file is
+        back at its last version, so the kernel must drop what it has of the lost one."""
+        try:
+            await change
+        except pyfuse3.FUSEError:
+            if not file.dirty:
+                self.cached.pop(file.ino, None)
+                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, file.ino, False)
+            raise
+        if file.document is not None and not file.dirty:
+            # The kernel's pages of this inode are the bytes just registered.
+            self.cached[file.ino] = self.attrs.shown[file.ino] = version_key(file.document)
 
     async def _finalize_handle(self, fh: int) -> None:
         handle = self.handles.get(fh)
-        write = self.writes.get(handle.ino) if handle and handle.writable else None
-        if write is not None:
-            async with self.writes.hold(write):
-                await self.writes.finalize(write)
+        file = self.files.get(handle.ino) if handle and handle.writable else None
+        if file is not None:
+            async with self.files.hold(file):
+                await self._finalizing(file, self.files.finalize(file))
 
     @handler
     async def flush(self, fh: int) -> None:
@@ -211,11 +242,9 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
     @handler
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
-        if handle.blob_fd >= 0:
-            os.close(handle.blob_fd)
-        write = self.writes.get(handle.ino) if handle.writable else None
-        if write is not None:
-            self.writes.release(write)
+        file = self.files.get(handle.ino) if handle.content is None else None
+        if file is not None:
+            self.files.release(file)
 
     # -- names: unlink, rename, link ---------------------------------------------
     @handler
@@ -224,12 +253,12 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         if self.control.owns(parent_inode):
             raise pyfuse3.FUSEError(errno.EPERM)
         text = naming.check_component(name)
-        write = self.writes.named(parent_inode, text)
-        if write is not None:
-            write.unlinked = True
-            self.writes.drop_name(write)
-            if write.document is not None:
-                await self.write_catalog(lambda c: c.unlink_document(write.ino))
+        file = self.files.named(parent_inode, text)
+        if file is not None:
+            if file.document is not None:
+                ino = file.ino
+                await self.write_catalog(lambda c: c.unlink_document(ino))
+            self.files.unlinked(file)
             return
         directory = self._directory(parent_inode)
         doc = self.catalog.lookup_document(directory, text) if directory and \
@@ -238,6 +267,9 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             raise pyfuse3.FUSEError(errno.EISDIR if self._child(parent_inode, text)
                                     else errno.ENOENT)
         await self.write_catalog(lambda c: c.unlink_document(doc.ino))
+        file = self.files.get(doc.ino)
+        if file is not None:  # open here for reading only: it stays readable until closed
+            self.files.unlinked(file)
 
     @handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -267,13 +299,13 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             if stat.S_ISDIR(target.st_mode):
                 raise pyfuse3.FUSEError(errno.EISDIR)
             await self.unlink(parent_inode_new, name_new, ctx)
-        write = self.writes.get(source.st_ino)
-        if write is None or write.document is not None:
+        file = self.files.get(source.st_ino)
+        if file is None or file.document is not None:
             ino = source.st_ino
             await self.write_catalog(
                 lambda c: c.rename_document(ino, target_dir, new, replace=False))
-        if write is not None:
-            self.writes.move(write, target_dir.ino, new)
+        if file is not None and file.parent_ino is not None:
+            self.files.move(file, target_dir.ino, new)
 
     async def _rename_directory(self, source: Directory, parent_new: int, new: str,
                                 noreplace: bool) -> None:
@@ -299,10 +331,10 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         directory = self._artifact_dir(new_parent_inode, "link")
         if self._child(new_parent_inode, text) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
-        write = self.writes.get(inode)
-        if write is not None:
-            async with self.writes.hold(write):
-                await self.writes.finalize(write)
+        file = self.files.get(inode)
+        if file is not None:
+            async with self.files.hold(file):
+                await self._finalizing(file, self.files.finalize(file))
         linked = await self.write_catalog(lambda c: c.link_document(inode, directory, text))
         return self._counted(self.attrs.document(linked))
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import errno
 
 import pyfuse3
+import trio
 
 from casfs.schema import ROOT_INO
 
 from . import xattrs
 from .base import OperationsBase
 from .boundary import handler
-from .writes import OpenWrite
+from .open_files import OpenFile
 
 
 class XattrHandlers(OperationsBase):
@@ -21,13 +22,18 @@ class XattrHandlers(OperationsBase):
         directory = self._directory(inode)
         if directory is not None:
             return xattrs.directory_xattrs(directory)
-        write = self.writes.get(inode)
-        if write is not None:
-            parent = self.catalog.get_directory(write.parent_ino)
+        file = self.files.get(inode)
+        if file is not None:
+            if file.parent_ino is not None:
+                parent = self.catalog.get_directory(file.parent_ino)
+            elif file.document is not None:
+                parent = self.catalog.directory_of(file.document)
+            else:
+                parent = None
             if parent is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-            return xattrs.document_xattrs(None if write.dirty else write.document, parent,
-                                          write.metadata)
+            return xattrs.document_xattrs(None if file.dirty else file.document, parent,
+                                          file.metadata)
         doc = self.catalog.get_document(inode)
         if doc is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -58,22 +64,39 @@ class XattrHandlers(OperationsBase):
                        ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_on()
         self._writable()
-        await self._set_metadata(inode, xattrs.settable_key(name), xattrs.decode_value(value))
+        await self._set_metadata(inode, name, xattrs.decode_value(value))
 
     @handler
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_on()
         self._writable()
-        await self._set_metadata(inode, xattrs.settable_key(name), None)
+        if not name.startswith(xattrs.PREFIX_BYTES):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # foreign ones are never kept
+        await self._set_metadata(inode, name, None)
 
-    async def _set_metadata(self, inode: int, key: str, value: str | None) -> None:
-        if inode == ROOT_INO or self.control.owns(inode) or self._directory(inode):
+    async def _current_values(self, inode: int) -> dict[str, str]:
+        """The attributes as they are, with the hash of a file still being written."""
+        values = self._xattr_values(inode)
+        file = self.files.get(inode)
+        if file is not None and file.dirty:
+            async with file.lock:
+                if file.staging is not None:
+                    values["sha256"] = await trio.to_thread.run_sync(file.staging.digest)
+        return values
+
+    async def _set_metadata(self, inode: int, name: bytes, value: str | None) -> None:
+        if self.control.owns(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
-        write: OpenWrite | None = self.writes.get(inode)
-        if write is not None and (write.dirty or write.document is None):
-            write.metadata[key] = value  # applied when the file is finalized
+        key = xattrs.change(name, value, await self._current_values(inode))
+        if key is None:
+            return
+        if inode == ROOT_INO or self._directory(inode):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        file: OpenFile | None = self.files.get(inode)
+        if file is not None and (file.dirty or file.document is None):
+            file.metadata[key] = value  # applied when the file is finalized
             return
         updated = await self.write_catalog(
             lambda c: c.update_metadata(inode, **{key: value}))
-        if write is not None:
-            write.document = updated
+        if file is not None:
+            file.document = updated  # the same bytes: the pin stays

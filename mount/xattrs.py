@@ -31,17 +31,28 @@ def directory_xattrs(directory: Directory) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def settable_key(raw_name: bytes) -> str:
-    """The field a setxattr/removexattr name sets, or a FUSEError saying why not."""
+def change(raw_name: bytes, value: str | None, current: dict[str, str]) -> str | None:
+    """The field a setxattr (or, with value None, removexattr) changes, None when it
+    changes nothing, or a FUSEError saying why not.
+
+    Setting an attribute to the value it has is no change, so a copy made with
+    `cp -a`, `rsync -aX` or `mv` goes back in. Other `user.*` attributes (a browser's
+    or `wget --xattr`'s `user.xdg.origin.url`) are accepted and not kept; other
+    namespaces are not supported.
+    """
     name = raw_name.decode("utf-8", errors="replace")
     if not name.startswith(PREFIX):
+        if name.startswith("user."):
+            return None
         raise pyfuse3.FUSEError(errno.ENOTSUP)
     key = name[len(PREFIX):]
-    if key in SETTABLE:
-        return key
-    if key in SHOWN:
+    if key not in SHOWN:
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+    if current.get(key) == value:
+        return None
+    if key not in SETTABLE:
         raise pyfuse3.FUSEError(errno.EPERM)  # the hash and the placement are not settable
-    raise pyfuse3.FUSEError(errno.ENOTSUP)
+    return key
 
 
 def decode_value(raw: bytes) -> str | None:

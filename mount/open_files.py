@@ -1,0 +1,346 @@
+"""Files open in the mount: one `OpenFile` per inode, shared by all its descriptors.
+
+The kernel keeps one page cache and one size per inode, so every descriptor of an
+inode on one mount must be served the same bytes, or a read fills the cache with
+bytes another descriptor does not expect and a short read shrinks the size the
+kernel holds (which is how appends used to land over earlier lines). Those bytes
+are the OpenFile's: its staging file while it has writes not yet finalized, else
+the blob of `document`, the version this mount shows. Reads go by inode, never by
+what a descriptor saw when it was opened.
+
+An OpenFile pins its bytes from the first open to the last release: it holds an
+open descriptor on its blob (`BlobPin`), so unlink, rename-over, an overwrite on
+another mount and gc do not reach a file that is open (law 8). While an inode is
+open here, its version moves only through this mount's own writes; a version
+registered elsewhere is taken at the first open after the last descriptor here
+closed (close-to-open; the README's "Consistency" section is the user's version).
+
+Writes stage a copy of the blob on the first change (copy-on-write); flush and
+fsync finalize the staging file through the one ingest path, so a close() that
+returned 0 means stored and registered (law 6), and the file's bytes are then the
+new blob's.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import pyfuse3
+import trio
+
+from casfs.blobstore import StagingFile
+from casfs.ingest import guess_content_type, place_blob, register_placed
+from casfs.records import Document, NewDocument
+from casfs.store import Store
+
+from .catalog_writer import CatalogWriter
+
+log = logging.getLogger("casfs.mount")
+
+
+class BlobPin:
+    """An open descriptor on a blob, closed once retired and no read is using it.
+
+    A read runs in a worker thread; the descriptor it reads from must not be
+    closed (and its number reused) under it when a finalize moves the file on.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._readers = 0
+        self._retired = False
+
+    async def pread(self, size: int, offset: int) -> bytes:
+        self._readers += 1
+        try:
+            return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
+        finally:
+            self._readers -= 1
+            self._close_if_done()
+
+    def retire(self) -> None:
+        self._retired = True
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self._retired and self._readers == 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class OpenFile:
+    ino: int
+    document: Document | None  # the version shown; None for a file never finalized
+    pin: BlobPin | None = None  # the document's bytes, None when it has none
+    # Where the file is, once known: always for files opened for writing, which are
+    # found by name until they are closed (a new file is in no catalog yet).
+    parent_ino: int | None = None
+    name: str | None = None
+    staging: StagingFile | None = None  # bytes not yet finalized, None when clean
+    open_handles: int = 0
+    unlinked: bool = False
+    failed_errno: int | None = None  # a write failed: the next flush reports it
+    mtime_ns: int = field(default_factory=time.time_ns)
+    metadata: dict[str, str | None] = field(default_factory=dict)  # xattrs set before close
+    session_version: int | None = None  # the version this open file registered last
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def dirty(self) -> bool:
+        return self.staging is not None
+
+    @property
+    def size(self) -> int:
+        if self.staging is not None:
+            return self.staging.size
+        return self.document.bytes if self.document else 0
+
+    async def read(self, size: int, offset: int) -> bytes:
+        """The file's current bytes: staged ones while dirty, else the pinned blob's."""
+        if self.staging is not None:
+            async with self.lock:  # a finalize must not close the staging file under us
+                if self.staging is not None:
+                    return await trio.to_thread.run_sync(self.staging.read, size, offset)
+        pin = self.pin
+        if pin is None:
+            return b""
+        return await pin.pread(size, offset)
+
+
+class OpenFiles:
+    """Every file open in one mount, by inode, and those being written by name."""
+
+    def __init__(self, store: Store, writer: CatalogWriter | None) -> None:
+        self.store = store
+        self.writer = writer  # None on a read-only mount, which never finalizes
+        self.by_ino: dict[int, OpenFile] = {}
+        self._by_name: dict[tuple[int, str], OpenFile] = {}
+
+    def get(self, ino: int) -> OpenFile | None:
+        return self.by_ino.get(ino)
+
+    def named(self, parent_ino: int, name: str) -> OpenFile | None:
+        return self._by_name.get((parent_ino, name))
+
+    def in_directory(self, dir_ino: int) -> list[OpenFile]:
+        return [f for f in self._by_name.values() if f.parent_ino == dir_ino]
+
+    def writing_count(self) -> int:
+        return len(self._by_name)
+
+    def create(self, ino: int, parent_ino: int, name: str) -> OpenFile:
+        """A new, empty file (create): dirty from the start, so close registers it."""
+        file = OpenFile(ino=ino, document=None, staging=self.store.blobs.stage(),
+                        parent_ino=parent_ino, name=name)
+        self.by_ino[ino] = file
+        self._by_name[(parent_ino, name)] = file
+        return file
+
+    def open(self, ino: int, *, for_writing: bool) -> tuple[OpenFile, bool]:
+        """The OpenFile of an existing file, made and pinned on first use; True when
+        it was made now (and so shows the catalog's current version)."""
+        file = self.by_ino.get(ino)
+        made = file is None
+        if file is None:
+            doc = self.store.catalog.get_document(ino)
+            if doc is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            file = OpenFile(ino=ino, document=doc, pin=self._pin(doc), mtime_ns=doc.mtime_ns)
+            self.by_ino[ino] = file
+        if for_writing:
+            self.locate(file)
+        return file, made
+
+    def locate(self, file: OpenFile) -> None:
+        """Learn where the file is, so that it is found by name until it is closed."""
+        if file.parent_ino is not None or file.unlinked:
+            return
+        assert file.document is not None  # a file without one was made by create
+        parent = self.store.catalog.directory_of(file.document)
+        self.move(file, parent.ino, file.document.basename)
+
+    def _pin(self, doc: Document) -> BlobPin | None:
+        if doc.bytes == 0:
+            return None
+        try:
+            return BlobPin(self.store.blobs.open_blob(doc.sha256))
+        except FileNotFoundError:
+            log.error("blob %s of inode %d is missing (run casfs fsck)", doc.sha256, doc.ino)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    def move(self, file: OpenFile, parent_ino: int, name: str) -> None:
+        self.drop_name(file)
+        file.parent_ino, file.name = parent_ino, name
+        self._by_name[(parent_ino, name)] = file
+
+    def drop_name(self, file: OpenFile) -> None:
+        if file.parent_ino is not None and file.name is not None and \
+                self._by_name.get((file.parent_ino, file.name)) is file:
+            del self._by_name[(file.parent_ino, file.name)]
+
+    def unlinked(self, file: OpenFile) -> None:
+        """Its name is gone; descriptors still open keep reading its bytes."""
+        file.unlinked = True
+        self.drop_name(file)
+
+    def release(self, file: OpenFile) -> None:
+        """One handle less; the last one drops unfinalized bytes (nothing half-done)
+        and the pin. While a change holds the file, that change tidies up instead."""
+        file.open_handles -= 1
+        if file.open_handles == 0 and not file.lock.locked():
+            self._forget(file)
+
+    def _forget(self, file: OpenFile) -> None:
+        if file.staging is not None:
+            file.staging.discard()
+            file.staging = None
+        if file.pin is not None:
+            file.pin.retire()
+            file.pin = None
+        self.by_ino.pop(file.ino, None)
+        self.drop_name(file)
+
+    @asynccontextmanager
+    async def hold(self, file: OpenFile) -> AsyncIterator[OpenFile]:
+        """Lock `file` for a change; if its last handle went meanwhile, forget it after."""
+        async with file.lock:
+            try:
+                yield file
+            finally:
+                if file.open_handles == 0 and self.by_ino.get(file.ino) is file:
+                    self._forget(file)
+
+    # -- changing bytes (call with file.lock held) ---------------------------------
+    async def copy_on_write(self, file: OpenFile) -> StagingFile:
+        """The staging file of `file`, made from its pinned blob on the first change."""
+        if file.staging is not None:
+            return file.staging
+        staging = self.store.blobs.stage()
+        if file.pin is not None:
+            try:
+                await trio.to_thread.run_sync(staging.copy_from, file.pin.fd)
+            except BaseException:
+                staging.discard()
+                raise
+        file.staging = staging
+        return staging
+
+    async def write(self, file: OpenFile, data: bytes, offset: int) -> int:
+        try:
+            staging = await self.copy_on_write(file)
+            written = await trio.to_thread.run_sync(staging.write, data, offset)
+        except OSError as e:
+            file.failed_errno = e.errno or errno.EIO
+            raise
+        file.mtime_ns = time.time_ns()
+        return written
+
+    async def truncate(self, file: OpenFile, size: int) -> None:
+        if size == file.size:
+            return
+        if size == 0 and file.staging is None:
+            file.staging = self.store.blobs.stage()  # nothing to copy
+        staging = await self.copy_on_write(file)
+        await trio.to_thread.run_sync(staging.truncate, size)
+        file.mtime_ns = time.time_ns()
+
+    async def finalize(self, file: OpenFile) -> None:
+        """Store and register a dirty file (law 6); errors reach the closing writer.
+
+        Afterwards the file's bytes are the new blob's, for every descriptor."""
+        if file.failed_errno is not None:
+            code, file.failed_errno = file.failed_errno, None
+            if file.staging is not None:
+                file.staging.discard()
+                file.staging = None
+            raise pyfuse3.FUSEError(code)
+        if file.staging is None or file.unlinked:
+            return  # nothing to register; an unlinked file's bytes stay readable
+        staging = file.staging
+        try:
+            document = await self._place_and_register(file, staging)
+        except BaseException:
+            file.staging = None  # nothing half-done stays: back to the last version
+            staging.discard()
+            raise
+        if document is None:
+            return  # unlinked meanwhile
+        new_pin = self._pin(document)
+        if file.pin is not None:
+            file.pin.retire()
+        file.document, file.pin, file.staging = document, new_pin, None
+        staging.discard()
+
+    async def _place_and_register(self, file: OpenFile, staging: StagingFile
+                                  ) -> Document | None:
+        try:
+            blob = await trio.to_thread.run_sync(place_blob, self.store.blobs, staging)
+        except OSError as e:
+            log.error("finalizing %s failed: %s", file.name, e)
+            raise pyfuse3.FUSEError(errno.ENOSPC if e.errno == errno.ENOSPC
+                                    else errno.EIO) from None
+        if file.unlinked:
+            return None
+        self.locate(file)
+        assert file.parent_ino is not None and file.name is not None
+        name = file.name
+        catalog = self.store.catalog
+        directory = catalog.get_directory(file.parent_ino)
+        if directory is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        meta = file.metadata
+        new = NewDocument(
+            resolver=directory.resolver, artifact_id=directory.artifact_id or "",
+            basename=name, sha256=blob.sha256, bytes=blob.bytes,
+            storage_uri=blob.storage_uri, source_url=meta.get("source_url"),
+            # A new version keeps its content type unless it was set; a new file's is
+            # guessed from its name.
+            content_type=meta.get("content_type") or (
+                None if file.document else guess_content_type(name)),
+            run_id=meta.get("run_id"), mtime_ns=file.mtime_ns, dedup_hit=blob.dedup_hit)
+        assert self.writer is not None
+        supersede = file.session_version
+        document = await self.writer(lambda writing: register_placed(
+            self.store.blobs, {blob.sha256: staging},
+            lambda present: writing.write_at_path(file.ino, directory, name, new,
+                                                  present, supersede=supersede)))
+        file.session_version = document.id
+        file.metadata = {}
+        log.debug("registered %s (%s, %d bytes)", name, blob.sha256[:12], blob.bytes)
+        return document
+
+    def changing(self, ino: int) -> Changing:
+        """`async with files.changing(ino) as file:` the locked OpenFile of `ino`; for
+        a file that was not open (truncate by path) it is finalized at the end."""
+        return Changing(self, ino)
+
+
+class Changing:
+    def __init__(self, files: OpenFiles, ino: int) -> None:
+        self.files = files
+        self.transient = ino not in files.by_ino
+        self.file, _ = files.open(ino, for_writing=True)
+
+    async def __aenter__(self) -> OpenFile:
+        await self.file.lock.acquire()
+        return self.file
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        try:
+            if self.transient or self.file.open_handles == 0:
+                try:
+                    await self.files.finalize(self.file)
+                finally:
+                    if self.file.open_handles == 0:
+                        self.files._forget(self.file)
+        finally:
+            self.file.lock.release()
