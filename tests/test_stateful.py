@@ -4,6 +4,9 @@ observation compared with a small in-memory model of what casfs promises.
 The model is casfs's semantics, not POSIX's where they differ on purpose: a link
 is a second record for the same bytes, so writing one later leaves the other
 alone (copy-on-write); a content type set with setxattr survives rewrites.
+Steps with descriptors held open check law 8: a descriptor reads its own writes
+after fsync, a second descriptor reads them too, mapped writes are read back, and
+an open file stays readable after unlink and rename-over.
 
 CI runs a bounded number of examples; CASFS_STATEFUL_EXAMPLES=2000 (and
 CASFS_STATEFUL_STEPS) runs more.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import errno
 import itertools
 import mimetypes
+import mmap
 import os
 from pathlib import Path
 
@@ -110,6 +114,67 @@ class FileModel(RuleBasedStateMachine):
         with path.open("ab") as f:
             f.write(content)
         self.files[path].extend(content)
+
+    @precondition(lambda self: self.files)
+    @rule(data=st.data(), content=st.binary(min_size=1, max_size=5000))
+    def write_fsync_and_read_back(self, data: st.DataObject, content: bytes) -> None:
+        """Through one descriptor, and a second one opened before the write."""
+        path = self._file(data)
+        buffer = self.files[path]
+        offset = data.draw(st.integers(0, len(buffer)))
+        buffer[offset:offset + len(content)] = content
+        reader = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.pwrite(fd, content, offset)
+            for _ in range(data.draw(st.integers(1, 2))):
+                os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert os.fstat(fd).st_size == len(buffer)
+            assert os.pread(fd, len(buffer) + 10, 0) == bytes(buffer)
+            assert os.fstat(reader).st_size == len(buffer)
+            assert os.pread(reader, len(buffer) + 10, 0) == bytes(buffer)
+        finally:
+            os.close(fd)
+            os.close(reader)
+
+    @precondition(lambda self: any(self.files.values()))
+    @rule(data=st.data(), content=st.binary(min_size=1, max_size=3000))
+    def mapped_write(self, data: st.DataObject, content: bytes) -> None:
+        path = data.draw(st.sampled_from(sorted(p for p, b in self.files.items() if b)))
+        buffer = self.files[path]
+        offset = data.draw(st.integers(0, len(buffer) - 1))
+        content = content[:len(buffer) - offset]
+        with path.open("r+b") as f, mmap.mmap(f.fileno(), len(buffer)) as mapped:
+            mapped[offset:offset + len(content)] = content
+            mapped.flush()
+            buffer[offset:offset + len(content)] = content
+            assert mapped[:] == bytes(buffer)
+
+    @precondition(lambda self: self.files)
+    @rule(data=st.data())
+    def unlink_while_open(self, data: st.DataObject) -> None:
+        path = self._file(data)
+        content = bytes(self.files.pop(path))
+        del self.meta[path]
+        with path.open("rb") as reader:
+            head = reader.read(len(content) // 2)
+            path.unlink()
+            assert os.fstat(reader.fileno()).st_size == len(content)
+            assert head + reader.read() == content
+
+    @precondition(lambda self: len(self.files) >= 2)
+    @rule(data=st.data())
+    def rename_over_while_open(self, data: st.DataObject) -> None:
+        source = self._file(data)
+        target = data.draw(st.sampled_from(sorted(p for p in self.files if p != source)))
+        content = bytes(self.files[target])
+        with target.open("rb") as reader:
+            os.rename(source, target)
+            assert os.fstat(reader.fileno()).st_size == len(content)
+            assert reader.read() == content
+        self.files[target] = self.files.pop(source)
+        self.meta[target] = self.meta.pop(source)
 
     @precondition(lambda self: self.files)
     @rule(data=st.data(), name=st.sampled_from(NAMES))
