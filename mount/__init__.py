@@ -8,6 +8,15 @@ mount's own /.casfs, `boundary` turns exceptions into errnos, `catalog_writer` r
 catalog writes, `daemon` the process that runs a mount. The filesystem knows the
 store only through `casfs.store.Store` and the ingest path in `casfs.ingest`.
 
+Consistency (law 8; the README's "Consistency" section says it for users):
+- On one mount every descriptor of a file reads the same bytes, the file's current
+  ones, because the kernel keeps one page cache and one size per inode: reads go
+  by inode through `OpenFile`, never by what a descriptor saw at open.
+- The first open pins the version shown (an open descriptor on its blob) until the
+  last release; unlink, rename-over, other mounts' overwrites and gc do not reach it.
+- Other mounts' versions are taken at the first open after the last close here
+  (close-to-open); the open drops the kernel's cached size of the old version.
+
 Concurrency rules:
 - Every handler runs on the one trio thread, so in-memory state needs no locks
   except where a handler awaits in the middle of a change to one file
