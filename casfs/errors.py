@@ -37,9 +37,35 @@ class Conflict(CasfsError):
     """The change would break a uniqueness rule (a live path or key already taken)."""
 
 
-class CatalogBusy(CasfsError):
+class UniqueViolation(Conflict):
+    """A statement would have broken a unique index of the catalog (a backend raises
+    it; the catalog's rules turn it into a collision name, a retry or a Conflict)."""
+
+
+class CatalogError(CasfsError):
+    """The catalog database failed (what the driver said is in the message)."""
+
+
+class CatalogBusy(CatalogError):
     """A write transaction could not start: other writers kept the catalog locked for
     longer than the busy timeout. Nothing was changed; trying again is safe."""
+
+
+class CatalogRace(CatalogError):
+    """A write transaction lost a race with another writer (a deadlock broken by the
+    server); nothing of it was committed, and running it again is safe."""
+
+
+class CatalogFull(CatalogError):
+    """The catalog's disk is full."""
+
+
+class CatalogReadOnly(CatalogError):
+    """A write to a catalog opened read-only (or on a read-only file or server)."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The catalog's server cannot be reached now; a later call may work again."""
 
 
 class BlobsMissing(CasfsError):

@@ -12,15 +12,13 @@ as a tombstone (state 'deleted') for the history that still names them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from casfs import naming
 from casfs.errors import CatalogBusy
-from casfs.records import GcPolicy
+from casfs.records import GcPolicy, LastUse
 from casfs.store import Store
 
 BATCH = 500
@@ -55,7 +53,7 @@ def find_garbage(store: Store, policy: GcPolicy, now: float | None = None
     now = now or time.time()
     after = ""
     while page := store.catalog.garbage_blobs(policy, now, after, BATCH):
-        yield [_garbage(*row) for row in page]
+        yield [_garbage(store, *row) for row in page]
         after = page[-1][0]
 
 
@@ -85,8 +83,9 @@ def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcRepo
     with store.catalog.write_transaction():
         now = time.time()
         for garbage in batch:
-            if not store.catalog.is_garbage(garbage.sha256, policy, now):
-                continue  # referenced again since the scan
+            if not store.catalog.lock_blob_for_removal(garbage.sha256) or \
+                    not store.catalog.is_garbage(garbage.sha256, policy, now):
+                continue  # being registered, or referenced again since the scan
             store.catalog.set_blob_state(garbage.sha256, "deleted")
             store.blobs.path(garbage.sha256).unlink(missing_ok=True)
             removed += 1
@@ -97,10 +96,9 @@ def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcRepo
     report.removed_bytes += removed_bytes
 
 
-def _garbage(sha256: str, size: int, first_seen: float, last: str | None) -> Garbage:
-    path = used = None
-    if last:
-        resolver, artifact_id, basename, valid_to = json.loads(last)
-        path = f"/{naming.dir_name_for(resolver)}/{naming.dir_name_for(artifact_id)}/{basename}"
-        used = valid_to
-    return Garbage(sha256, size, first_seen, path, used)
+def _garbage(store: Store, sha256: str, size: int, first_seen: float,
+             last: LastUse | None) -> Garbage:
+    if last is None:
+        return Garbage(sha256, size, first_seen, None, None)
+    path = store.catalog.path_at(last.resolver, last.artifact_id, last.basename)
+    return Garbage(sha256, size, first_seen, path, last.valid_to)

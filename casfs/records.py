@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +135,12 @@ class BlobUsage:
     blob_bytes: int
     records: int
     example_ino: int
+
+
+class LastUse(NamedTuple):
+    """Where the record that last used a blob was, and when it was closed (gc)."""
+
+    resolver: str
+    artifact_id: str
+    basename: str
+    valid_to: float | None

@@ -1,27 +1,36 @@
 """A store directory: its layout on disk, and opening or creating one.
 
     <store>/
-      catalog.db         the catalog (APSW/SQLite, WAL)
+      store.toml         where the catalog and the blobs are, when not here (optional)
+      catalog.db         the catalog (APSW/SQLite, WAL), unless store.toml names another
       cas/sha256/ab/...  blobs, named by hash
       tmp/               staging for writes and imports (same filesystem as cas/)
       quarantine/        blobs whose bytes no longer match their name
       run/               pid files of running mounts
       log/               mount logs
+
+A store that several hosts share has one such directory on each host (its staging,
+logs and pid files are the host's own) whose `store.toml` names the shared catalog,
+`catalog = "postgresql://USER@HOST/DB"`. No password is ever written there: libpq
+takes it from PGPASSWORD, ~/.pgpass or PGPASSFILE.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import apsw
+import tomli_w
 
 from casfs.blobstore import LocalBlobStore
-from casfs.errors import StoreError
-from casfs.sqlite_catalog import SqliteCatalog
+from casfs.catalog import Catalog, open_catalog, sqlite_url
+from casfs.errors import CasfsError, StoreError
 
 CATALOG_FILE = "catalog.db"
+STORE_FILE = "store.toml"
 SUBDIRS = ("cas/sha256", "tmp", "quarantine", "run", "log")
 
 
@@ -32,6 +41,10 @@ class StoreLayout:
     @property
     def catalog(self) -> Path:
         return self.root / CATALOG_FILE
+
+    @property
+    def store_file(self) -> Path:
+        return self.root / STORE_FILE
 
     @property
     def cas(self) -> Path:
@@ -54,18 +67,52 @@ class StoreLayout:
         return self.root / "log"
 
 
+@dataclass(frozen=True)
+class Locations:
+    """Where a store's catalog is (a URL); read from store.toml, else the default."""
+
+    catalog: str
+
+    @classmethod
+    def read(cls, layout: StoreLayout) -> Locations:
+        if not layout.store_file.is_file():
+            return cls(sqlite_url(layout.catalog))
+        try:
+            values = tomllib.loads(layout.store_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise StoreError(f"{layout.store_file}: {e}") from None
+        catalog = values.get("catalog", sqlite_url(layout.catalog))
+        if not isinstance(catalog, str):
+            raise StoreError(f"{layout.store_file}: catalog must be a URL string")
+        return cls(catalog)
+
+    def write(self, layout: StoreLayout) -> None:
+        if urlsplit(self.catalog).password:
+            raise StoreError("a catalog URL with a password is never written to the config: "
+                             "give the password in PGPASSWORD, ~/.pgpass or PGPASSFILE")
+        if self.catalog == sqlite_url(layout.catalog):
+            layout.store_file.unlink(missing_ok=True)
+            return
+        partial = layout.store_file.with_suffix(".toml.part")
+        partial.write_text(tomli_w.dumps({"catalog": self.catalog}))
+        os.replace(partial, layout.store_file)
+
+
 class Store:
     """An open store: its catalog and its blobs. Close it when done."""
 
-    def __init__(self, layout: StoreLayout, catalog: SqliteCatalog,
-                 blobs: LocalBlobStore) -> None:
+    def __init__(self, layout: StoreLayout, locations: Locations, catalog: Catalog,
+                 blobs: LocalBlobStore, *, readonly: bool = False) -> None:
         self.layout = layout
+        self.locations = locations
         self.catalog = catalog
         self.blobs = blobs
+        self.readonly = readonly
 
     @classmethod
-    def init(cls, root: Path) -> Store:
-        """Create a store at `root` (or open the one that is there)."""
+    def init(cls, root: Path, *, catalog: str | None = None) -> Store:
+        """Create a store at `root` (or open the one that is there); with `catalog`, a
+        URL, this host's part of a store whose catalog is there (created if empty)."""
         layout = StoreLayout(root.absolute())
         try:
             for sub in SUBDIRS:
@@ -73,7 +120,9 @@ class Store:
             os.chmod(layout.root, 0o755)
         except OSError as e:
             raise StoreError(f"cannot create a store at {root}: {e.strerror}") from None
-        SqliteCatalog(layout.catalog).close()
+        locations = Locations(catalog) if catalog else Locations.read(layout)
+        open_catalog(locations.catalog).close()  # creates or migrates the schema
+        locations.write(layout)
         return cls.open(root)
 
     @classmethod
@@ -82,21 +131,30 @@ class Store:
             return cls._open(root, readonly)
         except OSError as e:
             raise StoreError(f"cannot open the store at {root}: {e.strerror or e}") from None
-        except apsw.Error as e:
+        except CasfsError as e:
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"cannot open the catalog of {root}: {e}") from None
+
+    def open_catalog(self, *, readonly: bool | None = None) -> Catalog:
+        """Another connection to this store's catalog (for another thread)."""
+        return open_catalog(self.locations.catalog,
+                            readonly=self.readonly if readonly is None else readonly)
 
     @classmethod
     def _open(cls, root: Path, readonly: bool) -> Store:
         layout = StoreLayout(root.absolute())
-        if not layout.catalog.is_file():
+        locations = Locations.read(layout)
+        if not layout.catalog.is_file() and not layout.store_file.is_file():
             raise StoreError(f"no casfs store at {root} (run 'casfs init' to create one)")
         for sub in SUBDIRS:
             if not (layout.root / sub).is_dir():
                 raise StoreError(f"store {root} is damaged: {sub}/ is missing")
         if not readonly and not os.access(layout.tmp, os.W_OK):
             raise StoreError(f"store {root} is not writable (tmp/)")
-        catalog = SqliteCatalog(layout.catalog, readonly=readonly)
-        return cls(layout, catalog, LocalBlobStore(layout.cas, layout.tmp))
+        catalog = open_catalog(locations.catalog, readonly=readonly)
+        return cls(layout, locations, catalog, LocalBlobStore(layout.cas, layout.tmp),
+                   readonly=readonly)
 
     def close(self) -> None:
         self.catalog.close()

@@ -9,9 +9,10 @@ hours of single registrations. Only for empty benchmark stores.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
-import apsw
-
+from casfs.catalog.database import Database
+from casfs.catalog.sql_catalog import SqlCatalog
 from casfs.ingest import place_blob
 from casfs.store import Store
 
@@ -27,41 +28,43 @@ def fill(store: Store, *, resolver: str, artifacts: int, per_artifact: int,
         blob = place_blob(store.blobs, staging)
     finally:
         staging.discard()
-    conn = store.catalog.conn
+    catalog = store.catalog
+    assert isinstance(catalog, SqlCatalog), "synthetic catalogs need an SQL catalog"
     now = time.time()
     now_ns = int(now * 1e9)
-    resolver_dir = store.catalog.ensure_directory(resolver, None)
-    with store.catalog.write_transaction():
-        conn.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
-                     "ON CONFLICT DO NOTHING", (blob.sha256, blob.bytes, now))
-        (next_ino,) = next(iter(conn.execute(
-            "SELECT value FROM meta WHERE key = 'next_ino'")))
-        ino = int(next_ino)
+    resolver_dir = catalog.ensure_directory(resolver, None)
+    with catalog.write_transaction():
+        inos = _inodes(catalog)
+        catalog.db.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
+                           "ON CONFLICT DO NOTHING", (blob.sha256, blob.bytes, now))
         dirs: list[tuple[object, ...]] = []
         docs: list[tuple[object, ...]] = []
         for a in range(artifacts):
             artifact = f"W{a:08d}"
-            dirs.append((ino, resolver_dir.ino, artifact, resolver, artifact, now, now_ns))
-            ino += 1
+            dirs.append((next(inos), resolver_dir.ino, artifact, resolver, artifact, now,
+                         now_ns))
             for d in range(per_artifact):
-                docs.append((ino, artifact, resolver, f"https://bench.example/{a}/{d}",
+                docs.append((next(inos), artifact, resolver, f"https://bench.example/{a}/{d}",
                              f"doc{d:03d}.pdf", blob.bytes, blob.sha256, blob.storage_uri,
                              now, now, now_ns, now))
-                ino += 1
             if len(docs) >= BATCH:
-                _flush(conn, dirs, docs)
-        _flush(conn, dirs, docs)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'next_ino'", (ino,))
-    conn.execute("ANALYZE")
+                _flush(catalog.db, dirs, docs)
+        _flush(catalog.db, dirs, docs)
+    catalog.db.execute("ANALYZE")
     return artifacts * per_artifact
 
 
-def _flush(conn: apsw.Connection, dirs: list[tuple[object, ...]],
-           docs: list[tuple[object, ...]]) -> None:
-    conn.executemany(
+def _inodes(catalog: SqlCatalog) -> Iterator[int]:
+    """Inode numbers, taken inside the load's write transaction."""
+    while True:
+        yield catalog.take_ino()
+
+
+def _flush(db: Database, dirs: list[tuple[object, ...]], docs: list[tuple[object, ...]]) -> None:
+    db.executemany(
         "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, created_at, "
         "mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", dirs)
-    conn.executemany(
+    db.executemany(
         "INSERT INTO documents (ino, artifact_id, resolver, source_url, basename, bytes, "
         "sha256, storage_uri, created_at, updated_at, mtime_ns, valid_from) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", docs)

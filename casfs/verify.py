@@ -7,7 +7,7 @@ whose bytes do not match its name is moved to `quarantine/`; a missing one is
 marked missing; both are failures, listed with the paths of the records that use
 them. Quarantine happens inside a catalog write transaction and only if the file
 is still the one that was hashed: a concurrent ingest of the right bytes restores
-the blob (see `SqliteCatalog._require_present`).
+the blob (see `SqlCatalog._require_present`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from casfs.catalog import Catalog
 from casfs.records import DocumentFilter
-from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import Store
 
 LEDGER_BATCH = 500
@@ -154,7 +154,7 @@ def _fail(store: Store, hashed: Hashed) -> Failure | None:
             return None
         if problem == "missing":
             store.catalog.set_blob_state(hashed.sha256, "missing")
-        elif problem == "mismatch":
+        elif problem == "mismatch" and store.catalog.lock_blob_for_removal(hashed.sha256):
             target = store.layout.quarantine / f"{hashed.sha256}.{int(time.time())}"
             os.rename(path, target)
             quarantined_to = str(target)
@@ -164,7 +164,7 @@ def _fail(store: Store, hashed: Hashed) -> Failure | None:
     return Failure(hashed.sha256, problem, hashed.actual, paths, quarantined_to)
 
 
-def select(catalog: SqliteCatalog, *, sample: float | None = None, oldest: int | None = None,
+def select(catalog: Catalog, *, sample: float | None = None, oldest: int | None = None,
            path: str | None = None, sha256: str | None = None) -> Iterator[tuple[str, int]]:
     """The blobs a verify run covers, in the order it checks them."""
     if path is not None:

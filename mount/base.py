@@ -13,8 +13,8 @@ import time
 
 import pyfuse3
 
+from casfs.catalog import ROOT_INO
 from casfs.records import Directory
-from casfs.schema import ROOT_INO
 from casfs.store import Store
 
 from . import control

@@ -13,10 +13,17 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-import apsw
 import pyfuse3
 
-from casfs.errors import Conflict, InvalidName, NotFound
+from casfs.errors import (
+    CatalogBusy,
+    CatalogFull,
+    CatalogReadOnly,
+    CatalogUnavailable,
+    Conflict,
+    InvalidName,
+    NotFound,
+)
 
 log = logging.getLogger("casfs.mount")
 
@@ -41,11 +48,14 @@ def handler(function: Callable[P, Coroutine[Any, Any, R]]
         except OSError as e:
             log.warning("%s: %s", function.__name__, e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except apsw.FullError:
+        except CatalogFull:
             log.error("%s: the catalog's filesystem is full", function.__name__)
             raise pyfuse3.FUSEError(errno.ENOSPC) from None
-        except apsw.ReadOnlyError:
+        except CatalogReadOnly:
             raise pyfuse3.FUSEError(errno.EROFS) from None
+        except (CatalogBusy, CatalogUnavailable) as e:
+            log.error("%s: %s", function.__name__, e)
+            raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
             log.exception("%s failed", function.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None

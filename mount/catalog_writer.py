@@ -5,35 +5,34 @@ stall every request of the mount, reads included, for as long as the disk takes.
 Here writes queue for one worker thread (a limiter of one keeps them in order)
 while the loop's own connection goes on reading; WAL shows each commit to it at
 once. Inode numbers for new files come from a block reserved through the writer,
-so a create waits for the writer only once in INO_BLOCK files.
+so a create waits for the writer only once per block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import trio
 
-from casfs.sqlite_catalog import INO_BLOCK, SqliteCatalog
+from casfs.catalog import Catalog
 
 T = TypeVar("T")
 
 
 class CatalogWriter:
-    def __init__(self, catalog_path: Path) -> None:
-        self.catalog = SqliteCatalog(catalog_path)
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
         self._limiter = trio.CapacityLimiter(1)
         self._inos = range(0)
 
-    async def __call__(self, change: Callable[[SqliteCatalog], T]) -> T:
+    async def __call__(self, change: Callable[[Catalog], T]) -> T:
         """Run `change(catalog)` on the writer's thread and connection."""
         return await trio.to_thread.run_sync(change, self.catalog, limiter=self._limiter)
 
     async def new_ino(self) -> int:
         if not self._inos:
-            self._inos = await self(lambda catalog: catalog.reserve_inos(INO_BLOCK))
+            self._inos = await self(lambda catalog: catalog.reserve_inos())
         ino = self._inos.start
         self._inos = self._inos[1:]
         return ino

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pyfuse3
 
+from casfs.catalog import ROOT_INO
 from casfs.metrics import render_prometheus
-from casfs.schema import ROOT_INO
 from casfs.store import Store
 
 from .attributes import Attributes

@@ -28,10 +28,10 @@ import pyfuse3
 import trio
 
 from casfs import fsck, metrics
+from casfs.catalog import Catalog
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
 from casfs.processes import mount_pid_file, pid_alive, read_pid
-from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import Store, StoreLayout
 
 from . import control, metrics_http
@@ -140,7 +140,7 @@ def start(store_root: Path, mountpoint: Path, options: MountOptions,
     mountpoint = mountpoint.absolute()
     prepare_mountpoint(mountpoint)
     layout = StoreLayout(store_root.absolute())
-    if not layout.catalog.is_file():
+    if not layout.catalog.is_file() and not layout.store_file.is_file():
         raise CasfsError(f"no casfs store at {store_root} (run 'casfs init' to create one)")
     read_end, write_end = os.pipe()
     log_path = layout.log / "mount.log"
@@ -188,7 +188,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         return 2
     if not options.readonly:
         _clean_staging(store)
-    writer = None if options.readonly else CatalogWriter(store.layout.catalog)
+    writer = None if options.readonly else CatalogWriter(store.open_catalog())
     ops = CasfsOperations(store, writer, readonly=options.readonly,
                           cache_timeout=options.cache_timeout, xattrs=not options.noxattr)
     fuse_options = set(pyfuse3.default_options)
@@ -259,7 +259,7 @@ async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
         nursery.cancel_scope.cancel()
 
 
-def _instrument(store: Store) -> SqliteCatalog | None:
+def _instrument(store: Store) -> Catalog | None:
     """Export the counters to OpenTelemetry when its API is installed.
 
     The SDK reads them from its own thread, so it gets a connection of its own.
@@ -268,7 +268,7 @@ def _instrument(store: Store) -> SqliteCatalog | None:
         import opentelemetry.metrics  # noqa: F401
     except ImportError:
         return None
-    reader = SqliteCatalog(store.layout.catalog, readonly=True)
+    reader = store.open_catalog(readonly=True)
     lock = threading.Lock()
 
     def read() -> list[tuple[str, str, int]]:

@@ -7,9 +7,9 @@ import errno
 import pyfuse3
 
 from casfs import naming
+from casfs.catalog import ROOT_INO
 from casfs.errors import Conflict
 from casfs.records import Document
-from casfs.schema import ROOT_INO
 
 from . import control
 from .base import OperationsBase

@@ -21,9 +21,9 @@ import pyfuse3
 import trio
 
 from casfs import naming
+from casfs.catalog import ROOT_INO
 from casfs.errors import Conflict, InvalidName, NotFound
 from casfs.records import Directory
-from casfs.schema import ROOT_INO
 
 from .attributes import version_key
 from .boundary import handler

@@ -7,7 +7,7 @@ import errno
 import pyfuse3
 import trio
 
-from casfs.schema import ROOT_INO
+from casfs.catalog import ROOT_INO
 
 from . import xattrs
 from .base import OperationsBase

@@ -19,6 +19,8 @@ import pytest
 from casfs.store import Store
 from casfs.tools import cli
 
+from .postgres import PostgresServer, bin_dir
+
 FUSE_MISSING = None
 if not os.path.exists("/dev/fuse"):
     FUSE_MISSING = "/dev/fuse is missing: FUSE mounts cannot run here"
@@ -41,10 +43,44 @@ def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return config
 
 
+POSTGRES_REQUIRED = os.environ.get("CASFS_REQUIRE_POSTGRES") == "1"
+BOTH_CATALOGS = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (on a socket and on loopback TCP)."""
+    if bin_dir() is None:
+        reason = "PostgreSQL is not installed here (contrib/dev.sh installs postgresql-15)"
+        if POSTGRES_REQUIRED:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresServer(tcp=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The catalog a test's store uses; modules that hold for both say BOTH_CATALOGS."""
+    return str(request.param)
+
+
 @pytest.fixture
-def store_path(tmp_path: Path) -> Path:
+def catalog_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None for the embedded SQLite catalog, else a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.url(server.create_database())
+
+
+@pytest.fixture
+def store_path(tmp_path: Path, catalog_url: str | None) -> Path:
     path = tmp_path / "store"
-    Store.init(path).close()
+    Store.init(path, catalog=catalog_url).close()
     return path
 
 

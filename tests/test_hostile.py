@@ -20,7 +20,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from casfs.schema import SCHEMA_VERSION
+from casfs.catalog.sqlite.schema import SCHEMA_VERSION
 from casfs.tools import cli
 
 from .conftest import Mounter, needs_root

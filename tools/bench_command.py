@@ -12,7 +12,7 @@ from .bench import bench
 from .output import print_json
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 
 def register(commands: Any) -> None:

@@ -2,8 +2,10 @@
 
 Every subcommand is a function `(args, ctx) -> int`; `main(argv)` is callable from
 tests. Exit codes: 0 success, 1 problems found in the data, 2 usage or environment
-errors (bad option, missing store, bad config). Human output by default, `--json`
-for scripts; errors go to stderr as one line that says what to do.
+errors (bad option, missing store, bad config, an unreachable catalog), 70 a bug in
+casfs (an unexpected exception: its traceback goes to stderr), 130 interrupted.
+Human output by default, `--json` for scripts; errors go to stderr as one line that
+says what to do.
 """
 
 from __future__ import annotations
@@ -11,15 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+import traceback
 from pathlib import Path
 
-import apsw
-
 from casfs import __version__
-from casfs.config import Config, load_config, resolve_store
+from casfs.config import load_config, resolve_store
 from casfs.errors import CasfsError
-from casfs.store import Store
 
 from . import (
     bench_command,
@@ -31,18 +30,9 @@ from . import (
     mount_commands,
     store_commands,
 )
+from .context import Context
 
-
-@dataclass
-class Context:
-    """What every subcommand gets: the resolved store path and the config."""
-
-    store_path: Path
-    config: Config
-    store_given: bool
-
-    def open_store(self, *, readonly: bool = False) -> Store:
-        return Store.open(self.store_path, readonly=readonly)
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE: never 1, which means "problems found in the data"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"casfs: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except apsw.Error as e:
-        print(f"casfs: error: the catalog: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("casfs: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print("casfs: internal error (a bug in casfs; the traceback above says where)",
+              file=sys.stderr)
+        return EXIT_BUG

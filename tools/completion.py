@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 TEMPLATE = """# bash completion for casfs (made by `casfs completion bash`)
 _casfs() {{

@@ -14,7 +14,7 @@ from .output import human_bytes, print_json
 from .progress import ProgressLine
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 SHOWN_ERRORS = 20
 

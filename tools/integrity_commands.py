@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 from casfs import fsck
 from casfs import verify as verifying
 from casfs.errors import CasfsError
-from casfs.sqlite_catalog import SqliteCatalog
 
 from . import argtypes
 from .output import human_bytes, print_json
 from .progress import ProgressLine
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 
 def register(commands: Any) -> None:
@@ -66,7 +65,7 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.open_store() as store:
         # A second connection reads the selection from one snapshot while the
         # ledger is written through the first.
-        snapshot = SqliteCatalog(store.layout.catalog, readonly=True)
+        snapshot = store.open_catalog(readonly=True)
         try:
             selection = verifying.select(
                 snapshot, sample=args.sample, oldest=args.oldest, path=args.path,

@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casfs import backup as backups
 from casfs import gc
+from casfs.catalog.sqlite import backup as backups
 from casfs.durations import format_duration
 
 from . import argtypes
 from .output import human_bytes, iso_time, print_json
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 SHOWN = 50
 

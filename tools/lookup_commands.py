@@ -8,16 +8,16 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from casfs.catalog import ROOT_INO
 from casfs.errors import CasfsError
-from casfs.naming import dir_name_for, identifier_for_dir_name
-from casfs.records import Document, DocumentFilter, Found
-from casfs.schema import ROOT_INO
+from casfs.naming import identifier_for_dir_name
+from casfs.records import DocumentFilter, Found
 
 from . import argtypes
 from .output import human_bytes, iso_time, print_json, record
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 
 
@@ -150,7 +150,8 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
             return 1
         versions = catalog.history(last.ino)
         states = {v.sha256: catalog.blob_state(v.sha256) for v in versions}
-    rows = [{**record(Found(v, _historic_path(v))), "valid_from": iso_time(v.valid_from),
+        paths = {v.id: catalog.virtual_path(v) for v in versions}
+    rows = [{**record(Found(v, paths[v.id])), "valid_from": iso_time(v.valid_from),
              "valid_to": iso_time(v.valid_to), "change": v.change,
              "blob": states[v.sha256]} for v in versions]
     if args.json:
@@ -163,10 +164,6 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
         print(f"{row['valid_from']} .. {until}{ended}\t{row['path']}\t"
               f"{human_bytes(row['bytes'])}\t{row['sha256'][:12]}{gone}")
     return 0
-
-
-def _historic_path(doc: Document) -> str:
-    return f"/{dir_name_for(doc.resolver)}/{dir_name_for(doc.artifact_id)}/{doc.basename}"
 
 
 def cmd_dedup_report(args: argparse.Namespace, ctx: Context) -> int:

@@ -10,7 +10,7 @@ from casfs.mount import daemon
 from casfs.mount.daemon import MountOptions
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets EROFS), "
                 "allow_other (let other users in), cache_timeout=SECONDS (how long the kernel "

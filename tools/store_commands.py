@@ -17,7 +17,7 @@ from casfs.store import Store
 from .output import human_bytes, print_json, record
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 
 def register(commands: Any) -> None:

@@ -1,34 +1,41 @@
-"""The embedded catalog: SQLite through APSW, in WAL mode, one file in the store.
+"""The catalog's rules, written once for every SQL backend.
 
-Write transactions are BEGIN IMMEDIATE so that two processes never deadlock on a
-lock upgrade; the busy timeout lets them queue instead. `synchronous=FULL`
-because a close() that returned 0 promises a durable record (law 6).
+`SqlCatalog` implements the `Catalog` protocol on a `Database` (see database.py):
+versioned documents (a change closes the live row and inserts the next version
+with the same inode), collision names, the directory rules, key idempotence,
+registration under the blob-presence check, and (in its mixins) the blob ledger,
+the counters and the reports. A backend subclass opens its `Database` and adds
+only what its engine does differently: how inode numbers are reserved, how
+counters are written, how a blob is locked against gc, and its own checks.
+
+The schema each backend creates is described, column by column, in
+`casfs.catalog.sqlite.schema` (the canonical reference; PostgreSQL's has the same
+tables, columns and meaning).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import apsw
-
-from casfs import naming, schema
-from casfs.catalog import BlobCheck, Catalog, RegisterOutcome
-from casfs.errors import BlobsMissing, CatalogBusy, Conflict, NotFound, StoreError
+from casfs import naming
+from casfs.catalog import ROOT_INO, BlobCheck, Catalog, RegisterOutcome
+from casfs.catalog.database import Database, Row
+from casfs.catalog.sql_ledger import SqlBlobLedger
+from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
+from casfs.errors import BlobsMissing, CatalogRace, Conflict, NotFound, UniqueViolation
 from casfs.records import Directory, Document, NewDocument, Variant
-from casfs.sqlite_ledger import SqliteBlobLedger
-from casfs.sqlite_queries import DOC_COLUMNS, SqliteQueries
 
-BUSY_TIMEOUT_MS = 10_000
 INO_BLOCK = 256
+RETRIES = 5  # a write transaction that lost a race with another writer runs again
 _DOC_COLUMNS = DOC_COLUMNS
 _DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _LIVE = "valid_to IS NULL"
+T = TypeVar("T")
 
 
 def _label(value: str) -> str:
@@ -36,37 +43,23 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _doc(row: Any) -> Document:
+def _doc(row: Row) -> Document:
     return Document(*row)
 
 
-def _dir(row: Any) -> Directory:
+def _dir(row: Row) -> Directory:
     return Directory(*row)
 
 
-class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        flags = apsw.SQLITE_OPEN_READONLY if readonly else (
-            apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-        self.conn = apsw.Connection(str(path), flags=flags)
+class SqlCatalog(SqlQueries, SqlBlobLedger):
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._reserved_inos = range(0)
         self._directories_seen: dict[tuple[str, str | None], Directory] = {}
-        self._counter_deltas = {}
-        self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-        if not readonly:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = FULL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        if readonly:
-            current = schema.schema_version(self.conn)
-            if current != schema.SCHEMA_VERSION:
-                raise StoreError(f"catalog schema version {current}, expected "
-                                 f"{schema.SCHEMA_VERSION}; open it read-write once to migrate")
-        else:
-            schema.migrate(self.conn)
+        self._counter_deltas: dict[tuple[str, str], int] = {}
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     def write_transaction(self) -> AbstractContextManager[None]:
         """A write transaction for a caller that must act on blob files while no
@@ -80,42 +73,44 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         self._directories_seen = {}
         self._counter_deltas = {}
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except apsw.BusyError:
-            raise CatalogBusy(f"the catalog stayed locked by other writers for "
-                              f"{BUSY_TIMEOUT_MS // 1000} s; nothing was changed") from None
-        try:
-            yield
-            self._flush_counters()
+            with self.db.transaction():
+                yield
+                self._flush_counters()
         except BaseException:
             self._counter_deltas = {}
             # The block of inode numbers may have been reserved by this transaction,
             # and the rollback gives it back: never hand its numbers out (a gap is fine).
             self._reserved_inos = range(0)
-            self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+
+    def _retrying(self, change: Callable[[], T]) -> T:
+        """Run `change`, a whole write transaction, again when it lost a race with
+        another writer (a key or a directory made meanwhile): the next run sees it."""
+        for attempt in itertools.count(1):
+            try:
+                return change()
+            except (UniqueViolation, CatalogRace):
+                if attempt >= RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        for row in self.conn.execute(sql, args):
-            return row
-        return None
+        return self.db.one(sql, args)
 
     # -- the tree ---------------------------------------------------------------
-    def reserve_inos(self, count: int) -> range:
-        """A block of inode numbers nobody else will use (for a mount's new files)."""
+    def reserve_inos(self) -> range:
+        """A block of INO_BLOCK inode numbers nobody else will use (a mount's new files)."""
         with self._write():
-            return self._reserve(count)
+            return self._reserve()
 
-    def _reserve(self, count: int) -> range:
-        row = self._one("UPDATE meta SET value = value + ? WHERE key = 'next_ino' "
-                        "RETURNING value", (count,))
-        return range(int(row[0]) - count, int(row[0]))
+    def _reserve(self) -> range:
+        """Take a block of INO_BLOCK inode numbers (inside a write transaction)."""
+        raise NotImplementedError
 
-    def _next_ino(self) -> int:
+    def take_ino(self) -> int:
         """The next inode number of this connection's block (inside a write transaction)."""
         if not self._reserved_inos:
-            self._reserved_inos = self._reserve(INO_BLOCK)
+            self._reserved_inos = self._reserve()
         ino = self._reserved_inos.start
         self._reserved_inos = self._reserved_inos[1:]
         return ino
@@ -130,21 +125,25 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         return _dir(row) if row else None
 
     def list_directories(self, parent_ino: int, after_ino: int, limit: int) -> list[Directory]:
-        rows = self.conn.execute(
+        rows = self.db.rows(
             f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
             "ORDER BY ino LIMIT ?", (parent_ino, after_ino, limit))
         return [_dir(r) for r in rows]
 
     def find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
-        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
-                        "WHERE resolver = ? AND artifact_id IS ?", (resolver, artifact_id))
+        if artifact_id is None:  # `IS ?` would keep PostgreSQL from using the index
+            row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+                            "WHERE resolver = ? AND artifact_id IS NULL", (resolver,))
+        else:
+            row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+                            "WHERE resolver = ? AND artifact_id = ?", (resolver, artifact_id))
         return _dir(row) if row else None
 
     def _insert_directory(self, parent_ino: int, name: str, resolver: str,
                           artifact_id: str | None) -> Directory:
         now = time.time()
-        ino = self._next_ino()
-        self.conn.execute(
+        ino = self.take_ino()
+        self.db.execute(
             "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
             "created_at, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9)))
@@ -160,7 +159,7 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
             self._directories_seen[key] = found
             return found
         if artifact_id is None:
-            parent_ino, identifier = schema.ROOT_INO, resolver
+            parent_ino, identifier = ROOT_INO, resolver
         else:
             parent_ino, identifier = self._ensure_directory(resolver, None).ino, artifact_id
         name = naming.dir_name_for(identifier)
@@ -174,15 +173,18 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         found = self.find_directory(resolver, artifact_id)
         if found:
             return found
-        with self._write():
-            return self._ensure_directory(resolver, artifact_id)
+
+        def change() -> Directory:
+            with self._write():
+                return self._ensure_directory(resolver, artifact_id)
+        return self._retrying(change)
 
     def make_directory(self, parent_ino: int, name: str) -> Directory:
         identifier = naming.identifier_for_dir_name(name)
         with self._write():
             if self.lookup_directory(parent_ino, name) is not None:
                 raise Conflict(f"directory {name!r} exists")
-            if parent_ino == schema.ROOT_INO:
+            if parent_ino == ROOT_INO:
                 resolver, artifact_id = identifier, None
             else:
                 parent = self.get_directory(parent_ino)
@@ -200,7 +202,7 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
                 raise NotFound(f"no directory {ino}")
             if self.list_directories(ino, 0, 1) or self._has_documents(directory):
                 raise Conflict(f"directory {directory.name!r} is not empty")
-            self.conn.execute("DELETE FROM directories WHERE ino = ?", (ino,))
+            self.db.execute("DELETE FROM directories WHERE ino = ?", (ino,))
 
     def _has_documents(self, directory: Directory) -> bool:
         return self._one(f"SELECT 1 FROM documents WHERE {_LIVE} AND resolver = ? "
@@ -217,7 +219,7 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
                 raise Conflict(f"directory {new_name!r} exists")
             identifier = naming.identifier_for_dir_name(new_name)
             if directory.artifact_id is None:
-                if new_parent_ino != schema.ROOT_INO:
+                if new_parent_ino != ROOT_INO:
                     raise NotFound("a resolver directory stays at depth 1")
                 moves = [(directory, identifier, None)] + [
                     (child, identifier, child.artifact_id)
@@ -231,22 +233,22 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
                 if (old.resolver, old.artifact_id) != (resolver, artifact_id) and \
                         self.find_directory(resolver, artifact_id) is not None:
                     raise Conflict(f"{resolver}/{artifact_id or ''} already has a directory")
-            self.conn.execute("UPDATE directories SET parent_ino = ?, name = ? WHERE ino = ?",
+            self.db.execute("UPDATE directories SET parent_ino = ?, name = ? WHERE ino = ?",
                               (new_parent_ino, new_name, ino))
             for old, resolver, artifact_id in moves:
-                self.conn.execute(
+                self.db.execute(
                     "UPDATE directories SET resolver = ?, artifact_id = ? WHERE ino = ?",
                     (resolver, artifact_id, old.ino))
                 if old.artifact_id is not None and artifact_id is not None:
                     self._move_documents(old, resolver, artifact_id)
 
     def _all_children(self, ino: int) -> list[Directory]:
-        rows = self.conn.execute(f"SELECT {_DIR_COLUMNS} FROM directories "
+        rows = self.db.rows(f"SELECT {_DIR_COLUMNS} FROM directories "
                                  "WHERE parent_ino = ?", (ino,))
         return [_dir(r) for r in rows]
 
     def _move_documents(self, old: Directory, resolver: str, artifact_id: str) -> None:
-        rows = list(self.conn.execute(
+        rows = list(self.db.rows(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
             "AND artifact_id = ?", (old.resolver, old.artifact_id)))
         for doc in map(_doc, rows):
@@ -260,10 +262,18 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         return found
 
     def virtual_path(self, doc: Document) -> str:
-        artifact_dir = self.directory_of(doc)
-        resolver_dir = self.get_directory(artifact_dir.parent_ino)
-        assert resolver_dir is not None
-        return f"/{resolver_dir.name}/{artifact_dir.name}/{doc.basename}"
+        return self.path_at(doc.resolver, doc.artifact_id, doc.basename)
+
+    def path_at(self, resolver: str, artifact_id: str, basename: str) -> str:
+        """The one formatter of a virtual path: /<resolver dir>/<artifact dir>/<name>
+        with the directories' names as the mount shows them; for a place whose
+        directories are gone (history), the names they would get."""
+        artifact_dir = self.find_directory(resolver, artifact_id)
+        resolver_dir = self.get_directory(artifact_dir.parent_ino) if artifact_dir \
+            else self.find_directory(resolver, None)
+        return "/".join(("", resolver_dir.name if resolver_dir else naming.dir_name_for(resolver),
+                         artifact_dir.name if artifact_dir else naming.dir_name_for(artifact_id),
+                         basename))
 
     # -- documents --------------------------------------------------------------
     def get_document(self, ino: int) -> Document | None:
@@ -278,14 +288,14 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         return _doc(row) if row else None
 
     def list_documents(self, directory: Directory, after_ino: int, limit: int) -> list[Document]:
-        rows = self.conn.execute(
+        rows = self.db.rows(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? AND artifact_id = ? "
             f"AND {_LIVE} AND ino > ? ORDER BY ino LIMIT ?",
             (directory.resolver, directory.artifact_id, after_ino, limit))
         return [_doc(r) for r in rows]
 
     def history(self, ino: int) -> list[Document]:
-        rows = self.conn.execute(
+        rows = self.db.rows(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE ino = ? ORDER BY valid_from, id",
             (ino,))
         return [_doc(r) for r in rows]
@@ -315,16 +325,20 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         basename is taken gets `naming.collision_name`, derived from the record.
         `present` is checked inside the transaction (see `_require_present`).
         """
-        with self._write():
-            self._require_present([new.sha256], present)
-            return self._register(new)
+        def change() -> tuple[Document, RegisterOutcome]:
+            with self._write():
+                self._require_present([new.sha256], present)
+                return self._register(new)
+        return self._retrying(change)
 
     def register_many(self, batch: list[NewDocument], present: BlobCheck | None = None
                       ) -> list[tuple[Document, RegisterOutcome]]:
         """`register` for a batch, in one transaction (what an import does)."""
-        with self._write():
-            self._require_present([new.sha256 for new in batch], present)
-            return [self._register(new) for new in batch]
+        def change() -> list[tuple[Document, RegisterOutcome]]:
+            with self._write():
+                self._require_present([new.sha256 for new in batch], present)
+                return [self._register(new) for new in batch]
+        return self._retrying(change)
 
     def _require_present(self, sha256s: list[str], present: BlobCheck | None) -> None:
         """Refuse to register records whose blob is gone.
@@ -334,10 +348,24 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         our records or we see its removal and raise, so that the caller restores the
         blob from its staging file (law 2 under concurrency).
         """
+        self._lock_blobs_in_use(sorted(set(sha256s)))
         if present is not None:
             missing = sorted({sha for sha in sha256s if not present(sha)})
             if missing:
                 raise BlobsMissing(missing)
+
+    def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
+        """Keep gc from removing these blobs until this transaction ends (law 3 with
+        many writers). SQLite needs nothing: its write transactions are serial."""
+
+    def integrity_problems(self) -> list[str]:
+        """What the database's own checks find (fsck); none by default."""
+        return []
+
+    def lock_blob_for_removal(self, sha256: str) -> bool:
+        """Inside write_transaction, before gc or quarantine removes a blob: False
+        when a registration is using it right now (leave it for the next run)."""
+        return True
 
     def _register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
         self._count_arrival(new)
@@ -348,14 +376,15 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
             self._close(existing.ino, "overwrite")
             return self._insert_version(existing, **_content(new)), "updated"
         self._ensure_directory(new.resolver, new.artifact_id)
-        ino = self._next_ino()
+        ino = self.take_ino()
         discriminator = new.source_url or new.sha256
         for attempt in itertools.count():
             basename = new.basename if attempt == 0 else naming.collision_name(
                 new.basename, discriminator if attempt == 1 else f"{discriminator}#{attempt}")
             try:  # the path is usually free: try it rather than ask first
-                return self._insert_new(ino, new, basename), "added"
-            except apsw.ConstraintError:
+                with self.db.attempt():
+                    return self._insert_new(ino, new, basename), "added"
+            except UniqueViolation:
                 if not self._path_taken(new.resolver, new.artifact_id, basename):
                     raise
         raise AssertionError("unreachable")
@@ -370,23 +399,26 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         takes the new bytes in place, so history keeps one version per open file.
         """
         assert directory.artifact_id is not None
-        with self._write():
-            self._require_present([new.sha256], present)
-            self._count_arrival(new)
-            previous = self.get_document(ino)
-            occupant = self.lookup_document(directory, basename)
-            if occupant is not None and occupant.ino != ino:
-                self._close(occupant.ino, "replaced")
-            if previous is not None and previous.id == supersede and \
-                    (previous.resolver, previous.artifact_id, previous.basename) == (
-                        directory.resolver, directory.artifact_id, basename):
-                return self._update_content(previous, _content(new))
-            if previous is not None:
-                self._close(ino, "overwrite")
-                return self._insert_version(
-                    previous, resolver=directory.resolver, artifact_id=directory.artifact_id,
-                    basename=basename, **_content(new))
-            return self._insert_new(ino, new, basename, directory)
+
+        def change() -> Document:
+            with self._write():
+                self._require_present([new.sha256], present)
+                self._count_arrival(new)
+                previous = self.get_document(ino)
+                occupant = self.lookup_document(directory, basename)
+                if occupant is not None and occupant.ino != ino:
+                    self._close(occupant.ino, "replaced")
+                if previous is not None and previous.id == supersede and \
+                        (previous.resolver, previous.artifact_id, previous.basename) == (
+                            directory.resolver, directory.artifact_id, basename):
+                    return self._update_content(previous, _content(new))
+                if previous is not None:
+                    self._close(ino, "overwrite")
+                    return self._insert_version(
+                        previous, resolver=directory.resolver, artifact_id=directory.artifact_id,
+                        basename=basename, **_content(new))
+                return self._insert_new(ino, new, basename, directory)
+        return self._retrying(change)
 
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document:
@@ -428,7 +460,7 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
                 content_type=doc.content_type, run_id=doc.run_id, mtime_ns=doc.mtime_ns)
             if self._by_key(new) is not None:
                 new = replace(new, source_url=None)
-            return self._insert_new(self._next_ino(), new, basename)
+            return self._insert_new(self.take_ino(), new, basename)
 
     def unlink_document(self, ino: int) -> None:
         with self._write():
@@ -438,13 +470,13 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
 
     def set_mtime(self, ino: int, mtime_ns: int) -> None:
         with self._write():
-            self.conn.execute(f"UPDATE documents SET mtime_ns = ?, updated_at = ? "
+            self.db.execute(f"UPDATE documents SET mtime_ns = ?, updated_at = ? "
                               f"WHERE ino = ? AND {_LIVE}", (mtime_ns, time.time(), ino))
 
     def set_directory_mtime(self, ino: int, mtime_ns: int) -> None:
         with self._write():
-            if ino == schema.ROOT_INO:
-                self.conn.execute("INSERT INTO meta (key, value) VALUES ('root_mtime_ns', ?) "
+            if ino == ROOT_INO:
+                self.db.execute("INSERT INTO meta (key, value) VALUES ('root_mtime_ns', ?) "
                                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                                   (mtime_ns,))
             elif not self._one("UPDATE directories SET mtime_ns = ? WHERE ino = ? RETURNING 1",
@@ -480,14 +512,17 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
     def add_variant(self, variant: Variant) -> None:
         with self._write():
             self._ensure_blob(variant.sha256, variant.bytes)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO variants (document_id, variant, storage_uri, bytes, "
-                "content_type, sha256) VALUES (?, ?, ?, ?, ?, ?)",
+            self.db.execute(
+                "INSERT INTO variants (document_id, variant, storage_uri, bytes, "
+                "content_type, sha256) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (document_id, variant) DO UPDATE SET storage_uri = "
+                "excluded.storage_uri, bytes = excluded.bytes, content_type = "
+                "excluded.content_type, sha256 = excluded.sha256",
                 (variant.document_id, variant.variant, variant.storage_uri, variant.bytes,
                  variant.content_type, variant.sha256))
 
     def variants(self, document_id: int) -> list[Variant]:
-        rows = self.conn.execute(
+        rows = self.db.rows(
             "SELECT document_id, variant, storage_uri, bytes, content_type, sha256 "
             "FROM variants WHERE document_id = ? ORDER BY variant", (document_id,))
         return [Variant(*r) for r in rows]
@@ -495,19 +530,20 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
     # -- reports ----------------------------------------------------------------
     def stats(self) -> dict[str, int]:
         documents, logical = self._one(
-            f"SELECT count(*), ifnull(sum(bytes), 0) FROM documents WHERE {_LIVE}")
-        blobs, physical = self._one("SELECT count(*), ifnull(sum(bytes), 0) FROM blobs "
+            f"SELECT count(*), coalesce(sum(bytes), 0) FROM documents WHERE {_LIVE}")
+        blobs, physical = self._one("SELECT count(*), coalesce(sum(bytes), 0) FROM blobs "
                                     "WHERE state = 'present'")
         versions = self._one("SELECT count(*) FROM documents")[0]
         directories = self._one("SELECT count(*) FROM directories")[0]
-        dedup_hits = self._one("SELECT ifnull(sum(value), 0) FROM counters "
+        dedup_hits = self._one("SELECT coalesce(sum(value), 0) FROM counters "
                                "WHERE name = 'casfs_dedup_hits_total'")[0]
-        return {"documents": documents, "blobs": blobs, "logical_bytes": logical,
-                "physical_bytes": physical, "versions": versions, "directories": directories,
-                "dedup_hits": dedup_hits}
+        figures = {"documents": documents, "blobs": blobs, "logical_bytes": logical,
+                   "physical_bytes": physical, "versions": versions,
+                   "directories": directories, "dedup_hits": dedup_hits}
+        return {name: int(value) for name, value in figures.items()}
 
     def iter_live_documents(self) -> Iterator[Document]:
-        for row in self.conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} "
+        for row in self.db.stream(f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} "
                                      "ORDER BY id"):
             yield _doc(row)
 
@@ -529,12 +565,12 @@ class SqliteCatalog(SqliteQueries, SqliteBlobLedger):
         parts = [p for p in path.split("/") if p]
         if len(parts) != 3:
             return None
-        resolver = self.lookup_directory(schema.ROOT_INO, parts[0])
+        resolver = self.lookup_directory(ROOT_INO, parts[0])
         artifact = resolver and self.lookup_directory(resolver.ino, parts[1])
         return self.lookup_document(artifact, parts[2]) if artifact else None
 
     def _close(self, ino: int, change: str) -> None:
-        self.conn.execute(f"UPDATE documents SET valid_to = ?, change = ? WHERE ino = ? "
+        self.db.execute(f"UPDATE documents SET valid_to = ?, change = ? WHERE ino = ? "
                           f"AND {_LIVE}", (time.time(), change, ino))
 
     def _insert_new(self, ino: int, new: NewDocument, basename: str,
@@ -585,5 +621,5 @@ def _content(new: NewDocument) -> dict[str, Any]:
     return content
 
 
-def _implements_the_protocol(catalog: SqliteCatalog) -> Catalog:
-    return catalog  # mypy checks here that SqliteCatalog is a Catalog
+def _implements_the_protocol(catalog: SqlCatalog) -> Catalog:
+    return catalog  # mypy checks here that SqlCatalog is a Catalog

@@ -31,8 +31,6 @@ import apsw
 
 from casfs.errors import StoreError
 
-ROOT_INO = 1
-
 _V1 = """
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""The blob ledger and the counters of the SQLite catalog: a mixin of SqliteCatalog.
+"""The blob ledger and the counters: a mixin of SqlCatalog.
 
 What verify, gc and fsck record about blobs (state, when verified, size) and the
 counters behind the metrics. Methods documented "inside write_transaction" must be
@@ -10,49 +10,49 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager
 
-import apsw
+from casfs.catalog.database import Database
 
 _LIVE = "valid_to IS NULL"
 
 
-class SqliteBlobLedger:
-    conn: apsw.Connection
+class SqlBlobLedger:
+    db: Database
     _counter_deltas: dict[tuple[str, str], int]
 
     def _write(self) -> AbstractContextManager[None]:
-        raise NotImplementedError  # provided by SqliteCatalog
+        raise NotImplementedError  # provided by SqlCatalog
 
     def _ensure_blob(self, sha256: str, size: int) -> None:
-        self.conn.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
+        self.db.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
                           "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
                           (sha256, size, time.time()))
 
     def set_blob_state(self, sha256: str, state: str) -> None:
         """Record a blob as present, quarantined or missing (inside write_transaction)."""
-        self.conn.execute("UPDATE blobs SET state = ? WHERE sha256 = ?", (state, sha256))
+        self.db.execute("UPDATE blobs SET state = ? WHERE sha256 = ?", (state, sha256))
 
     def mark_verified(self, sha256s: list[str], when: float) -> None:
         with self._write():
-            self.conn.executemany("UPDATE blobs SET last_verified_at = ? WHERE sha256 = ?",
+            self.db.executemany("UPDATE blobs SET last_verified_at = ? WHERE sha256 = ?",
                                   [(when, sha) for sha in sha256s])
 
     def adopt_blob(self, sha256: str, size: int) -> None:
         """Record a blob file found without a row (fsck's repair of a stray blob)."""
         with self._write():
-            self.conn.execute(
+            self.db.execute(
                 "INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) ON CONFLICT "
                 "(sha256) DO UPDATE SET state = 'present', bytes = excluded.bytes",
                 (sha256, size, time.time()))
 
     def correct_blob_size(self, sha256: str, size: int) -> None:
         with self._write():
-            self.conn.execute("UPDATE blobs SET bytes = ? WHERE sha256 = ?", (size, sha256))
-            self.conn.execute("UPDATE documents SET bytes = ? WHERE sha256 = ?",
+            self.db.execute("UPDATE blobs SET bytes = ? WHERE sha256 = ?", (size, sha256))
+            self.db.execute("UPDATE documents SET bytes = ? WHERE sha256 = ?",
                               (size, sha256))
 
     def close_records_of_blob(self, sha256: str, change: str) -> None:
         """Close every live record of a blob (inside write_transaction)."""
-        self.conn.execute(f"UPDATE documents SET valid_to = ?, change = ? "
+        self.db.execute(f"UPDATE documents SET valid_to = ?, change = ? "
                           f"WHERE sha256 = ? AND {_LIVE}", (time.time(), change, sha256))
 
     def _bump(self, name: str, labels: str, amount: int) -> None:
@@ -63,10 +63,12 @@ class SqliteBlobLedger:
     def _flush_counters(self) -> None:
         """Write the counters this transaction added to (just before it commits)."""
         deltas, self._counter_deltas = self._counter_deltas, {}
-        self.conn.executemany(
-            "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?) "
-            "ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
-            [(name, labels, amount) for (name, labels), amount in deltas.items()])
+        if deltas:
+            self._write_counters(deltas)
+
+    def _write_counters(self, deltas: dict[tuple[str, str], int]) -> None:
+        """Add `deltas` to the counters table (the backend says how)."""
+        raise NotImplementedError
 
     def bump_counter(self, name: str, amount: int = 1) -> None:
         """Add to a label-less counter (inside write_transaction)."""
@@ -81,5 +83,6 @@ class SqliteBlobLedger:
 
     def counters(self) -> list[tuple[str, str, int]]:
         """Every counter as (name, label text, value)."""
-        return [(n, labels, v) for n, labels, v in self.conn.execute(
-            "SELECT name, labels, value FROM counters ORDER BY name, labels")]
+        return [(n, labels, int(v)) for n, labels, v in self.db.rows(
+            "SELECT name, labels, sum(value) FROM counters GROUP BY name, labels "
+            "ORDER BY name, labels")]

@@ -20,10 +20,10 @@ from typing import Any
 
 import apsw
 
-from casfs import __version__, schema
+from casfs import __version__
+from casfs.catalog.sqlite import SqliteCatalog, schema
 from casfs.errors import CasfsError, StoreError
 from casfs.processes import running_mounts
-from casfs.sqlite_catalog import SqliteCatalog
 from casfs.store import CATALOG_FILE, Store, StoreLayout
 
 META_FILE = "backup.json"
@@ -41,6 +41,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def backup(store: Store, dest: Path) -> dict[str, Any]:
+    if not isinstance(store.catalog, SqliteCatalog):
+        raise CasfsError("casfs backup copies an SQLite catalog; back up a PostgreSQL "
+                         "catalog with pg_dump (the blobs are not in either)")
     dest.mkdir(parents=True, exist_ok=True)
     partial = dest / (CATALOG_FILE + ".partial")
     partial.unlink(missing_ok=True)

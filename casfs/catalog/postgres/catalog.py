@@ -1,0 +1,71 @@
+"""`PostgresCatalog`: the shared rules (`SqlCatalog`) on a PostgreSQL connection.
+
+What PostgreSQL does its own way, for many hosts at once:
+- inode numbers: one `nextval` of the sequence `inode_blocks` per block, no hot row;
+- counters: each connection adds to its own shard row; readers sum them;
+- gc across hosts (law 3): every registration takes a shared advisory lock on each
+  of its blobs (sorted, so two never deadlock) before it checks that they are
+  present; gc and quarantine take the exclusive one with `pg_try_advisory_xact_lock`
+  and skip a blob that a registration holds. Both are transaction locks, so they go
+  with the commit. A registration that waited for gc finds the blob gone and
+  restores it from its staging file.
+"""
+
+from __future__ import annotations
+
+import random
+
+from casfs.catalog.postgres import schema
+from casfs.catalog.postgres.database import PostgresDatabase
+from casfs.catalog.sql_catalog import INO_BLOCK, SqlCatalog
+from casfs.errors import StoreError
+
+SHARDS = 64
+
+
+def blob_lock_key(sha256: str) -> int:
+    """The advisory lock of a blob: its hash's first 8 bytes as a signed bigint."""
+    return int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)
+
+
+class PostgresCatalog(SqlCatalog):
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        db = PostgresDatabase(url, readonly=readonly)
+        super().__init__(db)
+        self.url = url
+        self.pg = db
+        self._shard = random.randrange(SHARDS)
+        try:
+            if readonly:
+                current = schema.schema_version(db)
+                if current != schema.SCHEMA_VERSION:
+                    raise StoreError(
+                        f"catalog schema version {current}, expected {schema.SCHEMA_VERSION}; "
+                        "run 'casfs init' with this catalog once to create or migrate it")
+            else:
+                schema.migrate(db)
+        except BaseException:
+            db.close()
+            raise
+
+    def _reserve(self) -> range:
+        row = self.db.one("SELECT nextval('inode_blocks')")
+        assert row is not None
+        start = int(row[0]) * INO_BLOCK
+        return range(start, start + INO_BLOCK)
+
+    def _write_counters(self, deltas: dict[tuple[str, str], int]) -> None:
+        self.db.executemany(
+            "INSERT INTO counters (name, labels, shard, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name, labels, shard) DO UPDATE "
+            "SET value = counters.value + excluded.value",
+            [(name, labels, self._shard, amount)
+             for (name, labels), amount in sorted(deltas.items())])
+
+    def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
+        for sha256 in sha256s:  # sorted by the caller: no two registrations deadlock
+            self.db.execute("SELECT pg_advisory_xact_lock_shared(?)", (blob_lock_key(sha256),))
+
+    def lock_blob_for_removal(self, sha256: str) -> bool:
+        row = self.db.one("SELECT pg_try_advisory_xact_lock(?)", (blob_lock_key(sha256),))
+        return bool(row and row[0])

@@ -1,0 +1,189 @@
+"""The shared catalog's connection: PostgreSQL through psycopg 3 (sync, one thread).
+
+The shared SQL uses `?`; psycopg wants `%s` (and `%%` for a literal `%`), so each
+statement is translated once and cached. Transactions are `BEGIN ... COMMIT` at
+READ COMMITTED, the server's default: what must stay true until commit is held by
+row locks, unique indexes and advisory locks (see `PostgresCatalog`). A failed
+statement aborts the whole transaction in PostgreSQL, so `attempt` wraps one in a
+savepoint. psycopg's errors become `casfs.errors` here and nowhere else; a
+connection that broke is opened again on the next call.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from casfs.catalog.database import Dialect, Row
+from casfs.errors import (
+    CatalogBusy,
+    CatalogError,
+    CatalogFull,
+    CatalogRace,
+    CatalogReadOnly,
+    CatalogUnavailable,
+    UniqueViolation,
+)
+
+CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_MS = 10_000  # as long as SQLite's busy timeout
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A shell glob (`*`, `?`, `[...]`) as an anchored POSIX regular expression."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and "]" in pattern[i + 2:] + pattern[i + 1:i + 2]:
+            end = pattern.index("]", i + 2) if pattern[i + 1:i + 2] == "]" else \
+                pattern.index("]", i + 1)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("^") else body) + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out) + "$"
+
+
+DIALECT = Dialect(
+    json_array="json_build_array",
+    glob=lambda column: f"{column} ~ ?",
+    glob_argument=glob_to_regex,
+    contains=lambda column: f"strpos({column}, ?) > 0",
+    distinct_list=lambda expression: f"string_agg(DISTINCT {expression}, ',')",
+    random_fraction="random()",
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=512)
+def to_psycopg(sql: str) -> str:
+    """`?` placeholders as `%s`; a literal `%` doubled."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def translate(error: psycopg.Error) -> CatalogError | UniqueViolation:
+    """The casfs error for a psycopg one."""
+    if isinstance(error, pg_errors.UniqueViolation):
+        return UniqueViolation(str(error).splitlines()[0])
+    if isinstance(error, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+        return CatalogRace(str(error).splitlines()[0])
+    if isinstance(error, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        return CatalogBusy(f"the catalog stayed locked by other writers for "
+                           f"{LOCK_TIMEOUT_MS // 1000} s; nothing was changed")
+    if isinstance(error, pg_errors.DiskFull | pg_errors.OutOfMemory):
+        return CatalogFull(f"the catalog server is out of room: {error}")
+    if isinstance(error, pg_errors.ReadOnlySqlTransaction):
+        return CatalogReadOnly("the catalog is read-only")
+    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return CatalogUnavailable(f"the catalog server cannot be reached: {first}")
+    return CatalogError(f"the catalog: {str(error).strip()}")
+
+
+def _translated(function: Callable[P, T]) -> Callable[P, T]:
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return function(*args, **kwargs)
+        except psycopg.Error as e:
+            raise translate(e) from e
+    return wrapper
+
+
+class PostgresDatabase:
+    dialect = DIALECT
+
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        self.url = url
+        self.readonly = readonly
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._in_transaction = False
+        self.connection()  # fail now, with the reason, rather than at first use
+
+    @_translated
+    def connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The open connection, opened again if it broke (outside a transaction)."""
+        if self._conn is not None and not self._conn.broken:
+            return self._conn
+        if self._in_transaction:
+            raise CatalogUnavailable("the connection to the catalog server broke in a "
+                                     "transaction; nothing of it was committed")
+        options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
+        if self.readonly:
+            options += " -c default_transaction_read_only=on"
+        self._conn = psycopg.connect(self.url, autocommit=True, options=options,
+                                     connect_timeout=CONNECT_TIMEOUT_S)
+        return self._conn
+
+    @_translated
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        with self.connection().cursor() as cursor:
+            cursor.execute(to_psycopg(sql), args)
+            return cursor.fetchall() if cursor.description else []
+
+    @_translated
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        with self.connection().cursor() as cursor:
+            cursor.execute(to_psycopg(sql), args)
+            return cursor.fetchone() if cursor.description else None
+
+    @_translated
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self.connection().execute(to_psycopg(sql), args)
+
+    @_translated
+    def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        with self.connection().cursor() as cursor:
+            cursor.executemany(to_psycopg(sql), args)
+
+    def stream(self, sql: str, args: Sequence[Any] = ()) -> Iterator[Row]:
+        try:
+            with self.connection().cursor() as cursor:
+                yield from cursor.stream(to_psycopg(sql), args)
+        except psycopg.Error as e:
+            raise translate(e) from e
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        connection = self.connection()
+        self._in_transaction = True
+        try:
+            with connection.transaction():
+                yield
+        except psycopg.Error as e:
+            raise translate(e) from e
+        finally:
+            self._in_transaction = False
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        try:
+            with self.connection().transaction():  # a savepoint inside a transaction
+                yield
+        except psycopg.Error as e:
+            raise translate(e) from e
+
+    def listen(self, channel: str) -> None:
+        self.execute(f"LISTEN {channel}")
+
+    def notify(self, channel: str, payload: str) -> None:
+        self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,122 @@
+"""A throwaway PostgreSQL server for the tests: real, started and stopped by them.
+
+`initdb` runs once per session into a template directory; a server is a copy of it,
+started on a unix socket in its own directory (and, when asked, on a loopback TCP
+port) with fsync off, stopped with a fast shutdown. As root, the server runs as the
+`postgres` user (or `nobody`): PostgreSQL refuses to run as root. Each test gets a
+database of its own, made from the server's template.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
+            "/usr/lib/postgresql/17/bin")
+
+
+def bin_dir() -> Path | None:
+    for candidate in BIN_DIRS:
+        if Path(candidate, "postgres").is_file():
+            return Path(candidate)
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found else None
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root, and neither a postgres nor a nobody user exists")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    def __init__(self, tcp: bool = False) -> None:
+        found = bin_dir()
+        if found is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql-15)")
+        self.bin = found
+        self.user = _server_user()
+        # Short and traversable by the server's user: the socket path must fit 107 bytes.
+        self.dir = Path(tempfile.mkdtemp(prefix="casfs-pg-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.data = self.dir / "data"
+        self.port = _free_port() if tcp else 5432
+        self.tcp = tcp
+        self.process: subprocess.Popen[bytes] | None = None
+        self._names = itertools.count()
+
+    def _as_server_user(self) -> dict[str, int]:
+        if self.user is None:
+            return {}
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid}
+
+    def start(self) -> PostgresServer:
+        if self.user is not None:
+            os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
+        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "casfs",
+                        "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
+                       check=True, capture_output=True, **self._as_server_user())
+        listen = "127.0.0.1" if self.tcp else ""
+        self.process = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-c", f"listen_addresses={listen}", "-c", f"unix_socket_directories={self.dir}",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=open(self.dir / "server.log", "ab"),  # noqa: SIM115
+            start_new_session=True, **self._as_server_user())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+                return self
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    log = (self.dir / "server.log").read_text(errors="replace")
+                    self.stop()
+                    raise RuntimeError(f"PostgreSQL did not start:\n{log[-2000:]}") from None
+                time.sleep(0.02)
+
+    def url(self, database: str, *, tcp: bool | None = None) -> str:
+        if tcp if tcp is not None else False:
+            return f"postgresql://casfs@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://casfs@/{database}?host={self.dir}&port={self.port}"
+
+    def create_database(self) -> str:
+        """A new, empty database; returns its name."""
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        return name
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
