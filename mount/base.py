@@ -19,6 +19,7 @@ from casfs.store import Store
 
 from . import control
 from .attributes import Attributes
+from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .control import Control
 from .files import Handle
@@ -35,12 +36,12 @@ class OperationsBase(pyfuse3.Operations):
         super().__init__()
         self.store = store
         self.xattrs = xattrs
-        self.catalog = store.catalog
+        self.query = CatalogReader(store)
         self.readonly = readonly
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
         # A read-only mount has no writer: every writing handler refuses first.
         self._writer = writer
-        self.files = OpenFiles(store, writer)
+        self.files = OpenFiles(store, self.query, writer)
         self.control = Control(store, self.attrs, self._gauges)
         self.control.started_ns = time.time_ns()
         self.handles: dict[int, Handle] = {}
@@ -71,24 +72,28 @@ class OperationsBase(pyfuse3.Operations):
             log.info("refused: %s (%s)", what, errno.errorcode.get(code, code))
         return pyfuse3.FUSEError(code)
 
-    def _root_mtime(self) -> int:
+    async def _root_mtime(self) -> int:
         if self._root_mtime_ns is None:
-            self._root_mtime_ns = self.catalog.root_mtime_ns() or self.control.started_ns
+            self._root_mtime_ns = (await self.query(lambda c: c.root_mtime_ns())
+                                   or self.control.started_ns)
         return self._root_mtime_ns
 
     def _writable(self) -> None:
         if self.readonly:
             raise pyfuse3.FUSEError(errno.EROFS)
 
-    def _directory(self, ino: int) -> Directory | None:
+    async def _directory(self, ino: int) -> Directory | None:
         if ino == ROOT_INO or self.control.owns(ino):
             return None
-        return self.catalog.get_directory(ino)
+        return await self.query(lambda c: c.get_directory(ino))
 
-    def _artifact_dir(self, ino: int, what: str) -> Directory:
+    async def _is_document(self, ino: int) -> bool:
+        return await self.query(lambda c: c.get_document(ino)) is not None
+
+    async def _artifact_dir(self, ino: int, what: str) -> Directory:
         """The artifact directory `ino`, or EPERM: files live only at depth 3."""
-        directory = self._directory(ino)
-        if directory is None and ino != ROOT_INO and self.catalog.get_document(ino):
+        directory = await self._directory(ino)
+        if directory is None and ino != ROOT_INO and await self._is_document(ino):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if directory is None or directory.artifact_id is None:
             raise self._refuse(f"{what} outside an artifact directory", errno.EPERM)
@@ -98,37 +103,38 @@ class OperationsBase(pyfuse3.Operations):
         self.lookups[attr.st_ino] = self.lookups.get(attr.st_ino, 0) + 1
         return attr
 
-    def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
+    async def _attr(self, ino: int) -> pyfuse3.EntryAttributes:
         if ino == ROOT_INO:
-            return self.attrs.directory(ROOT_INO, self._root_mtime())
+            return self.attrs.directory(ROOT_INO, await self._root_mtime())
         if self.control.owns(ino):
             return self.control.attr(ino)
         file = self.files.get(ino)
         if file is not None:
             return self.attrs.open_file(file)
-        doc = self.catalog.get_document(ino)
+        doc = await self.query(lambda c: c.get_document(ino))
         if doc is not None:
             return self.attrs.document(doc)
-        directory = self._directory(ino)
+        directory = await self._directory(ino)
         if directory is not None:
             return self.attrs.directory(ino, directory.mtime_ns)
         raise pyfuse3.FUSEError(errno.ENOENT)
 
-    def _child(self, parent_ino: int, name: str) -> pyfuse3.EntryAttributes | None:
+    async def _child(self, parent_ino: int, name: str) -> pyfuse3.EntryAttributes | None:
         """The attributes of `name` in `parent_ino`, or None when there is none."""
         file = self.files.named(parent_ino, name)
         if file is not None:
             return self.attrs.open_file(file)
         if self.control.owns(parent_ino) or (parent_ino == ROOT_INO and name == control.NAME):
             return self.control.lookup(parent_ino, name)
-        directory = self._directory(parent_ino)
+        directory = await self._directory(parent_ino)
         if parent_ino == ROOT_INO or (directory and directory.artifact_id is None):
-            child = self.catalog.lookup_directory(parent_ino, name)
+            child = await self.query(lambda c: c.lookup_directory(parent_ino, name))
             return self.attrs.directory(child.ino, child.mtime_ns) if child else None
         if directory is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR if self.catalog.get_document(parent_ino)
-                                    else errno.ENOENT)
-        doc = self.catalog.lookup_document(directory, name)
+            raise pyfuse3.FUSEError(
+                errno.ENOTDIR if await self._is_document(parent_ino) else errno.ENOENT)
+        artifact_dir = directory
+        doc = await self.query(lambda c: c.lookup_document(artifact_dir, name))
         if doc is None:
             return None
         file = self.files.get(doc.ino)  # open here: shown as this mount has it open

@@ -224,6 +224,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
             otel_catalog.close()
         if writer is not None:
             writer.close()
+        ops.query.close()
         store.close()
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
     return 0

@@ -23,9 +23,9 @@ class DirectoryHandlers(OperationsBase):
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         if inode in (ROOT_INO, control.DIR_INO):
             return inode
-        if self.control.owns(inode) or self._directory(inode) is None:
+        if self.control.owns(inode) or await self._directory(inode) is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR if self.control.owns(inode)
-                                    or self.catalog.get_document(inode) else errno.ENOENT)
+                                    or await self._is_document(inode) else errno.ENOENT)
         return inode
 
     @handler
@@ -37,16 +37,19 @@ class DirectoryHandlers(OperationsBase):
                         token, name.encode(), attr, attr.st_ino):
                     self._counted(attr)
             return
-        directory = self._directory(fh)
+        directory = await self._directory(fh)
         after = start_id
         while True:
             entries: list[tuple[str, pyfuse3.EntryAttributes]]
             if directory is None or directory.artifact_id is None:
-                dirs = self.catalog.list_directories(fh, after, READDIR_PAGE)
+                dirs = await self.query(
+                    lambda c, start=after: c.list_directories(fh, start, READDIR_PAGE))
                 full = len(dirs) == READDIR_PAGE
                 entries = [(d.name, self.attrs.directory(d.ino, d.mtime_ns)) for d in dirs]
             else:
-                docs = self.catalog.list_documents(directory, after, READDIR_PAGE)
+                artifact_dir = directory
+                docs = await self.query(
+                    lambda c, start=after: c.list_documents(artifact_dir, start, READDIR_PAGE))
                 full = len(docs) == READDIR_PAGE
                 entries = self._with_open_writes(fh, docs, after, full)
             for name, attr in entries:
@@ -79,7 +82,7 @@ class DirectoryHandlers(OperationsBase):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
         text = naming.check_component(name)
-        parent = self._directory(parent_inode)
+        parent = await self._directory(parent_inode)
         if parent_inode != ROOT_INO and (parent is None or parent.artifact_id is not None):
             raise self._refuse("mkdir below an artifact directory", errno.EPERM)
         if parent_inode == ROOT_INO and text in naming.RESERVED_ROOT_NAMES:
@@ -91,9 +94,9 @@ class DirectoryHandlers(OperationsBase):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._writable()
         text = naming.check_component(name)
-        directory = self.catalog.lookup_directory(parent_inode, text)
+        directory = await self.query(lambda c: c.lookup_directory(parent_inode, text))
         if directory is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR if self._child(parent_inode, text)
+            raise pyfuse3.FUSEError(errno.ENOTDIR if await self._child(parent_inode, text)
                                     else errno.ENOENT)
         if self.files.in_directory(directory.ino):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)

@@ -40,6 +40,7 @@ from casfs.ingest import guess_content_type, place_blob, register_placed
 from casfs.records import Document, NewDocument
 from casfs.store import Store
 
+from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 
 log = logging.getLogger("casfs.mount")
@@ -118,8 +119,10 @@ class OpenFile:
 class OpenFiles:
     """Every file open in one mount, by inode, and those being written by name."""
 
-    def __init__(self, store: Store, writer: CatalogWriter | None) -> None:
+    def __init__(self, store: Store, query: CatalogReader, writer: CatalogWriter | None
+                 ) -> None:
         self.store = store
+        self.query = query
         self.writer = writer  # None on a read-only mount, which never finalizes
         self.by_ino: dict[int, OpenFile] = {}
         self._by_name: dict[tuple[int, str], OpenFile] = {}
@@ -144,28 +147,41 @@ class OpenFiles:
         self._by_name[(parent_ino, name)] = file
         return file
 
-    def open(self, ino: int, *, for_writing: bool) -> tuple[OpenFile, bool]:
-        """The OpenFile of an existing file, made and pinned on first use; True when
-        it was made now (and so shows the catalog's current version)."""
+    async def open(self, ino: int, *, for_writing: bool) -> tuple[OpenFile, bool]:
+        """The OpenFile of an existing file, made and pinned on first use, with one
+        more handle counted (the caller releases it); True when it was made now (and
+        so shows the catalog's current version)."""
         file = self.by_ino.get(ino)
         made = file is None
         if file is None:
-            doc = self.store.catalog.get_document(ino)
+            doc = await self.query(lambda c: c.get_document(ino))
             if doc is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
-            file = OpenFile(ino=ino, document=doc, pin=self._pin(doc), mtime_ns=doc.mtime_ns)
-            self.by_ino[ino] = file
+            file = self.by_ino.get(ino)  # opened by another request meanwhile
+            if file is None:
+                file = OpenFile(ino=ino, document=doc, pin=self._pin(doc),
+                                mtime_ns=doc.mtime_ns)
+                self.by_ino[ino] = file
+            else:
+                made = False
+        file.open_handles += 1  # before any await: a release meanwhile must not forget it
         if for_writing:
-            self.locate(file)
+            try:
+                await self.locate(file)
+            except BaseException:
+                self.release(file)
+                raise
         return file, made
 
-    def locate(self, file: OpenFile) -> None:
+    async def locate(self, file: OpenFile) -> None:
         """Learn where the file is, so that it is found by name until it is closed."""
         if file.parent_ino is not None or file.unlinked:
             return
-        assert file.document is not None  # a file without one was made by create
-        parent = self.store.catalog.directory_of(file.document)
-        self.move(file, parent.ino, file.document.basename)
+        document = file.document
+        assert document is not None  # a file without one was made by create
+        parent = await self.query(lambda c: c.directory_of(document))
+        if file.parent_ino is None:
+            self.move(file, parent.ino, document.basename)
 
     def _pin(self, doc: Document) -> BlobPin | None:
         if doc.bytes == 0:
@@ -289,11 +305,10 @@ class OpenFiles:
                                     else errno.EIO) from None
         if file.unlinked:
             return None
-        self.locate(file)
-        assert file.parent_ino is not None and file.name is not None
-        name = file.name
-        catalog = self.store.catalog
-        directory = catalog.get_directory(file.parent_ino)
+        await self.locate(file)
+        parent_ino, name = file.parent_ino, file.name
+        assert parent_ino is not None and name is not None
+        directory = await self.query(lambda c: c.get_directory(parent_ino))
         if directory is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         meta = file.metadata
@@ -326,16 +341,18 @@ class OpenFiles:
 class Changing:
     def __init__(self, files: OpenFiles, ino: int) -> None:
         self.files = files
+        self.ino = ino
         self.transient = ino not in files.by_ino
-        self.file, _ = files.open(ino, for_writing=True)
 
     async def __aenter__(self) -> OpenFile:
+        self.file, _ = await self.files.open(self.ino, for_writing=True)
         await self.file.lock.acquire()
         return self.file
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
         try:
+            self.file.open_handles -= 1  # the one `open` counted
             if self.transient or self.file.open_handles == 0:
                 try:
                     await self.files.finalize(self.file)

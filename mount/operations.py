@@ -46,14 +46,14 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             raise pyfuse3.FUSEError(
                 errno.ENAMETOOLONG if e.errno_hint == errno.ENAMETOOLONG else errno.ENOENT
             ) from None
-        attr = self._child(parent_inode, text)
+        attr = await self._child(parent_inode, text)
         if attr is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._counted(attr)
 
     @handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attr(inode)
+        return await self._attr(inode)
 
     async def forget(self, inode_list: Any) -> None:
         for ino, count in inode_list:
@@ -72,13 +72,13 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         self._writable()
         if self.control.owns(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
-        if inode == ROOT_INO or self._directory(inode) is not None:
+        if inode == ROOT_INO or await self._directory(inode) is not None:
             if fields.update_mtime:  # touch -d, rsync -a, cp -a; mode and owner: not kept
                 mtime_ns = attr.st_mtime_ns
                 await self.write_catalog(lambda c: c.set_directory_mtime(inode, mtime_ns))
                 if inode == ROOT_INO:
                     self._root_mtime_ns = mtime_ns
-            return self._attr(inode)
+            return await self._attr(inode)
         if fields.update_size:
             async with self.files.changing(inode) as changing:
                 await self.files.truncate(changing, attr.st_size)
@@ -91,7 +91,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                 await self.write_catalog(lambda c: c.set_mtime(inode, mtime_ns))
         # Mode and ownership are accepted and not kept: blobs stay read-only in the
         # CAS, and what `cp -a` / `rsync -a` ask for must not fail.
-        return self._attr(inode)
+        return await self._attr(inode)
 
     @handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
@@ -148,12 +148,11 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         if writable:
             self._writable()
         try:
-            file, made = self.files.open(inode, for_writing=writable)
+            file, made = await self.files.open(inode, for_writing=writable)
         except pyfuse3.FUSEError as e:
-            if e.errno == errno.ENOENT and self._directory(inode) is not None:
+            if e.errno == errno.ENOENT and await self._directory(inode) is not None:
                 raise pyfuse3.FUSEError(errno.EISDIR) from None
             raise
-        file.open_handles += 1  # before any await: a release meanwhile must not forget it
         try:
             if made:
                 await self._took_new_version(file)
@@ -176,13 +175,13 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         text = naming.check_component(name)
         if not stat.S_ISREG(mode):
             raise self._refuse("create of a non-regular file", errno.EPERM)
-        directory = self._artifact_dir(parent_inode, "create")
-        existing = self._child(parent_inode, text)
+        directory = await self._artifact_dir(parent_inode, "create")
+        existing = await self._child(parent_inode, text)
         if existing is not None:
             if flags & os.O_EXCL:
                 raise pyfuse3.FUSEError(errno.EEXIST)
             info = await self.open(existing.st_ino, flags, ctx)
-            return info, self._counted(self._attr(existing.st_ino))
+            return info, self._counted(await self._attr(existing.st_ino))
         file = self.files.create(await self.write_catalog.new_ino(), directory.ino, text)
         file.open_handles = 1
         self.cached.pop(file.ino, None)
@@ -260,11 +259,11 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                 await self.write_catalog(lambda c: c.unlink_document(ino))
             self.files.unlinked(file)
             return
-        directory = self._directory(parent_inode)
-        doc = self.catalog.lookup_document(directory, text) if directory and \
+        directory = await self._directory(parent_inode)
+        doc = await self.query(lambda c: c.lookup_document(directory, text)) if directory and \
             directory.artifact_id is not None else None
         if doc is None:
-            raise pyfuse3.FUSEError(errno.EISDIR if self._child(parent_inode, text)
+            raise pyfuse3.FUSEError(errno.EISDIR if await self._child(parent_inode, text)
                                     else errno.ENOENT)
         await self.write_catalog(lambda c: c.unlink_document(doc.ino))
         file = self.files.get(doc.ino)
@@ -284,15 +283,15 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         if parent_inode_new == ROOT_INO and new in naming.RESERVED_ROOT_NAMES:
             raise pyfuse3.FUSEError(errno.EPERM)
         noreplace = bool(flags & pyfuse3.RENAME_NOREPLACE)
-        source_dir = self.catalog.lookup_directory(parent_inode_old, old)
+        source_dir = await self.query(lambda c: c.lookup_directory(parent_inode_old, old))
         if source_dir is not None:
             await self._rename_directory(source_dir, parent_inode_new, new, noreplace)
             return
-        source = self._child(parent_inode_old, old)
+        source = await self._child(parent_inode_old, old)
         if source is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        target_dir = self._artifact_dir(parent_inode_new, "rename of a file")
-        target = self._child(parent_inode_new, new)
+        target_dir = await self._artifact_dir(parent_inode_new, "rename of a file")
+        target = await self._child(parent_inode_new, new)
         if target is not None and target.st_ino != source.st_ino:
             if noreplace:
                 raise pyfuse3.FUSEError(errno.EEXIST)
@@ -309,7 +308,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
 
     async def _rename_directory(self, source: Directory, parent_new: int, new: str,
                                 noreplace: bool) -> None:
-        target = self.catalog.lookup_directory(parent_new, new)
+        target = await self.query(lambda c: c.lookup_directory(parent_new, new))
         if target is not None and target.ino != source.ino:
             if noreplace:
                 raise pyfuse3.FUSEError(errno.EEXIST)
@@ -328,8 +327,8 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._writable()
         text = naming.check_component(new_name)
-        directory = self._artifact_dir(new_parent_inode, "link")
-        if self._child(new_parent_inode, text) is not None:
+        directory = await self._artifact_dir(new_parent_inode, "link")
+        if await self._child(new_parent_inode, text) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
         file = self.files.get(inode)
         if file is not None:

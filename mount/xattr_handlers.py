@@ -16,28 +16,29 @@ from .open_files import OpenFile
 
 
 class XattrHandlers(OperationsBase):
-    def _xattr_values(self, inode: int) -> dict[str, str]:
+    async def _xattr_values(self, inode: int) -> dict[str, str]:
         if inode == ROOT_INO or self.control.owns(inode):
             return {}
-        directory = self._directory(inode)
+        directory = await self._directory(inode)
         if directory is not None:
             return xattrs.directory_xattrs(directory)
         file = self.files.get(inode)
         if file is not None:
-            if file.parent_ino is not None:
-                parent = self.catalog.get_directory(file.parent_ino)
-            elif file.document is not None:
-                parent = self.catalog.directory_of(file.document)
+            parent_ino, document = file.parent_ino, file.document
+            if parent_ino is not None:
+                parent = await self.query(lambda c: c.get_directory(parent_ino))
+            elif document is not None:
+                parent = await self.query(lambda c: c.directory_of(document))
             else:
                 parent = None
             if parent is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             return xattrs.document_xattrs(None if file.dirty else file.document, parent,
                                           file.metadata)
-        doc = self.catalog.get_document(inode)
+        doc = await self.query(lambda c: c.get_document(inode))
         if doc is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return xattrs.document_xattrs(doc, self.catalog.directory_of(doc), {})
+        return xattrs.document_xattrs(doc, await self.query(lambda c: c.directory_of(doc)), {})
 
     def _xattrs_on(self) -> None:
         """With -o noxattr, ENOSYS: the kernel then stops asking, for the whole mount
@@ -52,12 +53,12 @@ class XattrHandlers(OperationsBase):
             # ls -l asks every entry for security.selinux and system.posix_acl_access,
             # and FUSE caches no answer: answer without touching the catalog.
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        return xattrs.lookup(self._xattr_values(inode), name)
+        return xattrs.lookup(await self._xattr_values(inode), name)
 
     @handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         self._xattrs_on()
-        return xattrs.names(self._xattr_values(inode))
+        return xattrs.names(await self._xattr_values(inode))
 
     @handler
     async def setxattr(self, inode: int, name: bytes, value: bytes,
@@ -76,7 +77,7 @@ class XattrHandlers(OperationsBase):
 
     async def _current_values(self, inode: int) -> dict[str, str]:
         """The attributes as they are, with the hash of a file still being written."""
-        values = self._xattr_values(inode)
+        values = await self._xattr_values(inode)
         file = self.files.get(inode)
         if file is not None and file.dirty:
             async with file.lock:
@@ -90,7 +91,7 @@ class XattrHandlers(OperationsBase):
         key = xattrs.change(name, value, await self._current_values(inode))
         if key is None:
             return
-        if inode == ROOT_INO or self._directory(inode):
+        if inode == ROOT_INO or await self._directory(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
         file: OpenFile | None = self.files.get(inode)
         if file is not None and (file.dirty or file.document is None):

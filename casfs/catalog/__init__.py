@@ -45,6 +45,10 @@ class Catalog(Protocol):
     before it started, by any process or host. "Live" means `valid_to IS NULL`.
     """
 
+    local: bool
+    """True when a query answers without a network round trip (the embedded SQLite
+    catalog): the mount then asks it on its event loop rather than from a thread."""
+
     def close(self) -> None:
         """Release the connection; the object is not used afterwards."""
         ...

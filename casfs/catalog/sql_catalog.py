@@ -52,6 +52,8 @@ def _dir(row: Row) -> Directory:
 
 
 class SqlCatalog(SqlQueries, SqlBlobLedger):
+    local = False
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._reserved_inos = range(0)

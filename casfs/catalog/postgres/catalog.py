@@ -29,6 +29,8 @@ def blob_lock_key(sha256: str) -> int:
 
 
 class PostgresCatalog(SqlCatalog):
+    local = False
+
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         db = PostgresDatabase(url, readonly=readonly)
         super().__init__(db)

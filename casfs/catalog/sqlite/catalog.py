@@ -19,6 +19,8 @@ from casfs.errors import StoreError
 
 
 class SqliteCatalog(SqlCatalog):
+    local = True
+
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         db = SqliteDatabase(path, readonly=readonly)
         super().__init__(db)
