@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 import pyfuse3
 
 from casfs import naming
-from casfs.catalog import ROOT_INO
+from casfs.catalog import ROOT_INO, Catalog
 from casfs.errors import Conflict
-from casfs.records import Document
+from casfs.records import Directory, Document
 
 from . import control
 from .base import OperationsBase
@@ -42,14 +43,11 @@ class DirectoryHandlers(OperationsBase):
         while True:
             entries: list[tuple[str, pyfuse3.EntryAttributes]]
             if directory is None or directory.artifact_id is None:
-                dirs = await self.query(
-                    lambda c, start=after: c.list_directories(fh, start, READDIR_PAGE))
+                dirs = await self.query(_directories_page(fh, after))
                 full = len(dirs) == READDIR_PAGE
                 entries = [(d.name, self.attrs.directory(d.ino, d.mtime_ns)) for d in dirs]
             else:
-                artifact_dir = directory
-                docs = await self.query(
-                    lambda c, start=after: c.list_documents(artifact_dir, start, READDIR_PAGE))
+                docs = await self.query(_documents_page(directory, after))
                 full = len(docs) == READDIR_PAGE
                 entries = self._with_open_writes(fh, docs, after, full)
             for name, attr in entries:
@@ -104,3 +102,11 @@ class DirectoryHandlers(OperationsBase):
             await self.write_catalog(lambda c: c.remove_directory(directory.ino))
         except Conflict:
             raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
+
+
+def _directories_page(parent_ino: int, after: int) -> Callable[[Catalog], list[Directory]]:
+    return lambda catalog: catalog.list_directories(parent_ino, after, READDIR_PAGE)
+
+
+def _documents_page(directory: Directory, after: int) -> Callable[[Catalog], list[Document]]:
+    return lambda catalog: catalog.list_documents(directory, after, READDIR_PAGE)
