@@ -20,7 +20,9 @@ import pytest
 
 from casfs.tools import cli
 
-from .conftest import Mounter
+from .conftest import BOTH_CATALOGS, Mounter
+
+pytestmark = BOTH_CATALOGS
 
 
 def artifact(mnt: Path, name: str = "W1") -> Path:

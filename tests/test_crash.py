@@ -20,7 +20,9 @@ from pathlib import Path
 from casfs import fsck
 from casfs.store import Store
 
-from .conftest import Mounter
+from .conftest import BOTH_CATALOGS, Mounter
+
+pytestmark = BOTH_CATALOGS
 
 # Writes files (some new, some overwriting earlier names). Prints "try name sha256"
 # before each one and "ok name sha256" after its close() returned 0. Dies when the

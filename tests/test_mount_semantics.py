@@ -15,7 +15,9 @@ import pytest
 from casfs.store import Store
 from casfs.tools import cli
 
-from .conftest import Mounter
+from .conftest import BOTH_CATALOGS, Mounter
+
+pytestmark = BOTH_CATALOGS
 
 
 def artifact(mnt: Path, resolver: str = "unpaywall", name: str = "W1") -> Path:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Mounter
+from .conftest import BOTH_CATALOGS, Mounter
+
+pytestmark = BOTH_CATALOGS
 
 TRANSACTIONS = 200
 

@@ -32,7 +32,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from .conftest import Mounter
+from .conftest import BOTH_CATALOGS, Mounter
+
+pytestmark = BOTH_CATALOGS
 
 NAMES = ["x.txt", "y.pdf", "z", "w.html"]
 KEYS = ["content_type", "run_id"]
