@@ -151,9 +151,11 @@ class BlobStore(Protocol):
 class LocalBlobStore:
     """Blobs as read-only files under `cas/sha256/ab/cdef…` on a local filesystem."""
 
-    def __init__(self, cas_dir: Path, tmp_dir: Path, *, unnamed_staging: bool = True) -> None:
+    def __init__(self, cas_dir: Path, tmp_dir: Path, *, quarantine_dir: Path | None = None,
+                 unnamed_staging: bool = True) -> None:
         self.cas_dir = cas_dir
-        self.tmp_dir = tmp_dir
+        self.tmp_dir = tmp_dir  # on the same filesystem as cas_dir: a link, not a copy
+        self.quarantine_dir = quarantine_dir or cas_dir.parent / "quarantine"
         # Plain strings: these paths are built for every file, and pathlib is slow.
         self._root = os.path.join(os.path.abspath(cas_dir), "sha256")
         self._tmp = str(tmp_dir)

@@ -79,7 +79,7 @@ def _path_of(store: Store, ino: int) -> str | None:
 
 def check_blob_files(store: Store) -> Iterator[Problem]:
     """Files under cas/: stray (no catalog row), misnamed, writable, wrong size."""
-    root = store.layout.cas / "sha256"
+    root = store.blobs.cas_dir / "sha256"
     now = time.time()
     for fanout in sorted(os.scandir(root), key=lambda e: e.name):
         if not fanout.is_dir(follow_symlinks=False) or not re.fullmatch(r"[0-9a-f]{2}",
@@ -111,7 +111,7 @@ def check_blob_files(store: Store) -> Iterator[Problem]:
 
 def check_staging(store: Store) -> Iterator[Problem]:
     """Named staging files left by a process that is gone (unnamed ones never stay)."""
-    for entry in os.scandir(store.layout.tmp):
+    for entry in os.scandir(store.blobs.tmp_dir):
         match = _STAGING.match(entry.name)
         if match is None or not pid_alive(int(match.group(1))):
             yield Problem("staging-leftover", "left by a process that is gone",
@@ -174,7 +174,7 @@ def _fix_size(store: Store, problem: Problem) -> bool:
 
 def _quarantine(store: Store, problem: Problem) -> bool:
     assert problem.path
-    target = store.layout.quarantine / f"{Path(problem.path).name}.{int(time.time())}"
+    target = store.blobs.quarantine_dir / f"{Path(problem.path).name}.{int(time.time())}"
     with store.catalog.write_transaction():
         os.rename(problem.path, target)
         if problem.sha256:

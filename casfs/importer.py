@@ -188,7 +188,7 @@ class _Importer:
         assert self.pool is not None
         future = self.pool.submit(stage_in_worker,
                                   [(str(e.path), e.sha256) for _, e in chunk],
-                                  str(self.store.layout.cas), str(self.store.layout.tmp),
+                                  str(self.store.blobs.cas_dir), str(self.store.blobs.tmp_dir),
                                   self.move)
         self.batch += [(manifest, entry, future, i) for i, (manifest, entry) in enumerate(chunk)]
 

@@ -21,7 +21,8 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+import socket
+from urllib.parse import quote, unquote, urlsplit
 
 import tomli_w
 
@@ -69,33 +70,71 @@ class StoreLayout:
 
 @dataclass(frozen=True)
 class Locations:
-    """Where a store's catalog is (a URL); read from store.toml, else the default."""
+    """Where a store's catalog and blobs are (URLs): store.toml's, else in the store."""
 
     catalog: str
+    blobs: str
+
+    @classmethod
+    def default(cls, layout: StoreLayout) -> Locations:
+        return cls(sqlite_url(layout.catalog), file_url(layout.root))
 
     @classmethod
     def read(cls, layout: StoreLayout) -> Locations:
+        default = cls.default(layout)
         if not layout.store_file.is_file():
-            return cls(sqlite_url(layout.catalog))
+            return default
         try:
             values = tomllib.loads(layout.store_file.read_text())
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise StoreError(f"{layout.store_file}: {e}") from None
-        catalog = values.get("catalog", sqlite_url(layout.catalog))
-        if not isinstance(catalog, str):
-            raise StoreError(f"{layout.store_file}: catalog must be a URL string")
-        return cls(catalog)
+        found = {key: values.get(key, getattr(default, key)) for key in ("catalog", "blobs")}
+        for key, value in found.items():
+            if not isinstance(value, str):
+                raise StoreError(f"{layout.store_file}: {key} must be a URL string")
+        unknown = set(values) - set(found)
+        if unknown:
+            raise StoreError(f"{layout.store_file}: unknown key {sorted(unknown)[0]!r}")
+        return cls(**found)
 
-    def write(self, layout: StoreLayout) -> None:
+    def check(self) -> None:
         if urlsplit(self.catalog).password:
             raise StoreError("a catalog URL with a password is never written to the config: "
                              "give the password in PGPASSWORD, ~/.pgpass or PGPASSFILE")
-        if self.catalog == sqlite_url(layout.catalog):
+
+    def write(self, layout: StoreLayout) -> None:
+        self.check()
+        default = self.default(layout)
+        values = {key: getattr(self, key) for key in ("catalog", "blobs")
+                  if getattr(self, key) != getattr(default, key)}
+        if not values:
             layout.store_file.unlink(missing_ok=True)
             return
         partial = layout.store_file.with_suffix(".toml.part")
-        partial.write_text(tomli_w.dumps({"catalog": self.catalog}))
+        partial.write_text(tomli_w.dumps(values))
         os.replace(partial, layout.store_file)
+
+
+def file_url(path: Path) -> str:
+    return "file://" + quote(str(path.absolute()))
+
+
+def open_blobs(url: str, layout: StoreLayout) -> LocalBlobStore:
+    """The blob store at `url`: file:///PATH is a directory with cas/, tmp/ and
+    quarantine/ (the store directory itself by default). A directory that several
+    hosts share gets one staging directory per host, tmp/<host>/, so that no host
+    cleans up another's staging files."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise StoreError(f"unknown blob store URL {url!r}: use file:///PATH")
+    root = Path(unquote(parts.path))
+    tmp = root / "tmp"
+    if root != layout.root:
+        tmp = tmp / socket.gethostname()
+        for sub in ("cas/sha256", "quarantine"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+    return LocalBlobStore(root / "cas", tmp, quarantine_dir=root / "quarantine")
 
 
 class Store:
@@ -110,17 +149,23 @@ class Store:
         self.readonly = readonly
 
     @classmethod
-    def init(cls, root: Path, *, catalog: str | None = None) -> Store:
-        """Create a store at `root` (or open the one that is there); with `catalog`, a
-        URL, this host's part of a store whose catalog is there (created if empty)."""
+    def init(cls, root: Path, *, catalog: str | None = None, blobs: str | None = None
+             ) -> Store:
+        """Create a store at `root` (or open the one that is there); with `catalog`
+        and `blobs` (URLs), this host's part of a store whose catalog and blobs are
+        there (the catalog's schema is made if its database is empty)."""
         layout = StoreLayout(root.absolute())
+        if catalog:
+            Locations(catalog, "").check()  # before anything is made
         try:
             for sub in SUBDIRS:
                 (layout.root / sub).mkdir(parents=True, exist_ok=True)
             os.chmod(layout.root, 0o755)
         except OSError as e:
             raise StoreError(f"cannot create a store at {root}: {e.strerror}") from None
-        locations = Locations(catalog) if catalog else Locations.read(layout)
+        known = Locations.read(layout)
+        locations = Locations(catalog or known.catalog, blobs or known.blobs)
+        open_blobs(locations.blobs, layout)
         open_catalog(locations.catalog).close()  # creates or migrates the schema
         locations.write(layout)
         return cls.open(root)
@@ -153,8 +198,12 @@ class Store:
         if not readonly and not os.access(layout.tmp, os.W_OK):
             raise StoreError(f"store {root} is not writable (tmp/)")
         catalog = open_catalog(locations.catalog, readonly=readonly)
-        return cls(layout, locations, catalog, LocalBlobStore(layout.cas, layout.tmp),
-                   readonly=readonly)
+        try:
+            blobs = open_blobs(locations.blobs, layout)
+        except BaseException:
+            catalog.close()
+            raise
+        return cls(layout, locations, catalog, blobs, readonly=readonly)
 
     def close(self) -> None:
         self.catalog.close()

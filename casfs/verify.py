@@ -155,7 +155,7 @@ def _fail(store: Store, hashed: Hashed) -> Failure | None:
         if problem == "missing":
             store.catalog.set_blob_state(hashed.sha256, "missing")
         elif problem == "mismatch" and store.catalog.lock_blob_for_removal(hashed.sha256):
-            target = store.layout.quarantine / f"{hashed.sha256}.{int(time.time())}"
+            target = store.blobs.quarantine_dir / f"{hashed.sha256}.{int(time.time())}"
             os.rename(path, target)
             quarantined_to = str(target)
             store.catalog.set_blob_state(hashed.sha256, "quarantined")

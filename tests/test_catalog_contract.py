@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from casfs.errors import BlobsMissing, CatalogError, Conflict, UniqueViolation
+from casfs.errors import BlobsMissing, CatalogError, Conflict, StoreError, UniqueViolation
 from casfs.ingest import ingest_file, place_blob, register_placed
 from casfs.records import NewDocument, Variant
 from casfs.store import Store
@@ -206,3 +206,22 @@ def test_inodes_reserved_in_a_rolled_back_transaction_are_not_handed_out(store: 
     doc, _ = store.catalog.register(new())
     assert doc.ino not in theirs
     assert store.catalog.directory_of(doc).ino not in theirs
+
+
+def test_a_second_host_joins_the_store_and_sees_its_records(store: Store, tmp_path: Path,
+                                                             catalog_url: str | None) -> None:
+    """`casfs --store DIR init --catalog URL --blobs file:///SHARED`: another store
+    directory on the same catalog and blob directory is the same store."""
+    if catalog_url is None:
+        pytest.skip("an embedded catalog belongs to one store directory")
+    doc, _ = store.catalog.register(new())
+    blobs = f"file://{store.layout.root}"
+    other = Store.init(tmp_path / "host-b", catalog=catalog_url, blobs=blobs)
+    try:
+        assert other.catalog.get_document(doc.ino) == doc
+        assert other.blobs.cas_dir == store.blobs.cas_dir
+        assert "password" not in (tmp_path / "host-b" / "store.toml").read_text()
+    finally:
+        other.close()
+    with pytest.raises(StoreError):
+        Store.init(tmp_path / "host-c", catalog=catalog_url.replace("casfs@", "casfs:pw@"))

@@ -21,9 +21,22 @@ if TYPE_CHECKING:
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("init", help="create a store and the config file",
-                            description="Create the store directory (catalog, cas/, tmp/ ...) "
-                                        "and, if there is none, a config file naming it.")
+    p = commands.add_parser(
+        "init", help="create a store (or this host's part of a shared one)",
+        description="Create the store directory (catalog, cas/, tmp/ ...) and, if there is "
+                    "none, a config file naming it. With --catalog, the catalog is that "
+                    "PostgreSQL database, shared with every host that names it: its schema "
+                    "is created if the database is empty, else this host joins the store "
+                    "that is there. With --blobs, the blobs are in that directory (one "
+                    "that every host sees, such as an NFS export).",
+        epilog="Passwords never go into the config: libpq reads PGPASSWORD, ~/.pgpass or "
+               "PGPASSFILE. Example: casfs --store /var/lib/casfs init --catalog "
+               "postgresql://casfs@db.example/casfs --blobs file:///mnt/shared/casfs")
+    p.add_argument("--catalog", metavar="URL",
+                   help="postgresql://USER@HOST[:PORT]/DB (default: catalog.db in the store)")
+    p.add_argument("--blobs", metavar="URL",
+                   help="file:///PATH, a directory for cas/, tmp/ and quarantine/ "
+                        "(default: the store directory)")
     p.set_defaults(func=cmd_init)
 
     p = commands.add_parser(
@@ -48,7 +61,9 @@ def register(commands: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
-    Store.init(ctx.store_path).close()
+    with Store.init(ctx.store_path, catalog=args.catalog, blobs=args.blobs) as store:
+        if args.catalog or args.blobs:
+            print(f"catalog: {store.locations.catalog}\nblobs: {store.locations.blobs}")
     path = ctx.config.path or config_path()
     if not path.exists():
         write_config(path, replace(ctx.config, store=ctx.store_path.absolute()))
