@@ -18,10 +18,10 @@ takes it from PGPASSWORD, ~/.pgpass or PGPASSFILE.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-import socket
 from urllib.parse import quote, unquote, urlsplit
 
 import tomli_w
