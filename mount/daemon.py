@@ -36,6 +36,7 @@ from casfs.store import Store, StoreLayout
 
 from . import control, metrics_http
 from .catalog_writer import CatalogWriter
+from .change_listener import ChangeListener
 from .operations import CasfsOperations
 
 log = logging.getLogger("casfs.mount")
@@ -56,6 +57,7 @@ class MountOptions:
     debug: bool = False
     metrics_port: int | None = None
     noxattr: bool = False
+    nonotify: bool = False  # do not listen to the catalog's announcements of changes
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -68,7 +70,7 @@ class MountOptions:
                 continue
             if key == "ro":
                 values["readonly"] = True
-            elif key in ("allow_other", "debug", "noxattr"):
+            elif key in ("allow_other", "debug", "noxattr", "nonotify"):
                 values[key] = True
             elif key == "cache_timeout":
                 try:
@@ -88,7 +90,8 @@ class MountOptions:
         if self.metrics_port is not None:
             out.append(f"metrics_port={self.metrics_port}")
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
-                                      ("debug", self.debug), ("noxattr", self.noxattr)) if on]
+                                      ("debug", self.debug), ("noxattr", self.noxattr),
+                                      ("nonotify", self.nonotify)) if on]
         return ["-o", ",".join(out)]
 
 
@@ -213,11 +216,18 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
              ",".join(options.to_strings()[1:]))
     _report(ready_fd, None)
     otel_catalog = _instrument(store)
+    own = {sender for sender in (getattr(store.catalog, "sender", None),
+                                 getattr(writer.catalog, "sender", None) if writer else None)
+           if sender}
+    listener = ChangeListener(store, own)
+    if not store.catalog.local and not options.nonotify:
+        listener.start()
     clean = False
     try:
         trio.run(_serve, ops, options.metrics_port)
         clean = True
     finally:
+        listener.stop()
         pyfuse3.close(unmount=True)
         pidfile.unlink(missing_ok=True)
         if otel_catalog is not None:

@@ -16,6 +16,7 @@ tables, columns and meaning).
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from casfs import naming
 from casfs.catalog import ROOT_INO, BlobCheck, Catalog, RegisterOutcome
+from casfs.catalog.changes import Change, DirectoryChange, DocumentChange
 from casfs.catalog.database import Database, Row
 from casfs.catalog.sql_ledger import SqlBlobLedger
 from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
@@ -59,6 +61,8 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         self._reserved_inos = range(0)
         self._directories_seen: dict[tuple[str, str | None], Directory] = {}
         self._counter_deltas: dict[tuple[str, str], int] = {}
+        self._changes: list[Change] = []
+        self.sender = secrets.token_hex(8)  # who this connection is, in announcements
 
     def close(self) -> None:
         self.db.close()
@@ -74,16 +78,25 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         # process may remove one as soon as it commits.
         self._directories_seen = {}
         self._counter_deltas = {}
+        self._changes = []
         try:
             with self.db.transaction():
                 yield
                 self._flush_counters()
         except BaseException:
             self._counter_deltas = {}
+            self._changes = []
             # The block of inode numbers may have been reserved by this transaction,
             # and the rollback gives it back: never hand its numbers out (a gap is fine).
             self._reserved_inos = range(0)
             raise
+        changes, self._changes = self._changes, []
+        if changes:
+            self._announce(changes)
+
+    def _announce(self, changes: list[Change]) -> None:
+        """Tell other processes what the transaction that just committed changed
+        (backends that can); never needed for correctness, so failures are logged."""
 
     def _retrying(self, change: Callable[[], T]) -> T:
         """Run `change`, a whole write transaction, again when it lost a race with
@@ -145,6 +158,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                           artifact_id: str | None) -> Directory:
         now = time.time()
         ino = self.take_ino()
+        self._changes.append(DirectoryChange(ino, parent_ino, name))
         self.db.execute(
             "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
             "created_at, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -205,6 +219,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
             if self.list_directories(ino, 0, 1) or self._has_documents(directory):
                 raise Conflict(f"directory {directory.name!r} is not empty")
             self.db.execute("DELETE FROM directories WHERE ino = ?", (ino,))
+            self._changes.append(DirectoryChange(ino, directory.parent_ino, directory.name))
 
     def _has_documents(self, directory: Directory) -> bool:
         return self._one(f"SELECT 1 FROM documents WHERE {_LIVE} AND resolver = ? "
@@ -236,7 +251,9 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                         self.find_directory(resolver, artifact_id) is not None:
                     raise Conflict(f"{resolver}/{artifact_id or ''} already has a directory")
             self.db.execute("UPDATE directories SET parent_ino = ?, name = ? WHERE ino = ?",
-                              (new_parent_ino, new_name, ino))
+                            (new_parent_ino, new_name, ino))
+            self._changes += [DirectoryChange(ino, directory.parent_ino, directory.name),
+                              DirectoryChange(ino, new_parent_ino, new_name)]
             for old, resolver, artifact_id in moves:
                 self.db.execute(
                     "UPDATE directories SET resolver = ?, artifact_id = ? WHERE ino = ?",
@@ -472,8 +489,11 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
 
     def set_mtime(self, ino: int, mtime_ns: int) -> None:
         with self._write():
-            self.db.execute(f"UPDATE documents SET mtime_ns = ?, updated_at = ? "
-                              f"WHERE ino = ? AND {_LIVE}", (mtime_ns, time.time(), ino))
+            row = self._one(f"UPDATE documents SET mtime_ns = ?, updated_at = ? "
+                            f"WHERE ino = ? AND {_LIVE} RETURNING resolver, artifact_id, "
+                            "basename", (mtime_ns, time.time(), ino))
+            if row is not None:
+                self._changes.append(DocumentChange(ino, *row))
 
     def set_directory_mtime(self, ino: int, mtime_ns: int) -> None:
         with self._write():
@@ -481,9 +501,12 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                 self.db.execute("INSERT INTO meta (key, value) VALUES ('root_mtime_ns', ?) "
                                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                                   (mtime_ns,))
-            elif not self._one("UPDATE directories SET mtime_ns = ? WHERE ino = ? RETURNING 1",
-                               (mtime_ns, ino)):
-                raise NotFound(f"no directory {ino}")
+            else:
+                row = self._one("UPDATE directories SET mtime_ns = ? WHERE ino = ? "
+                                "RETURNING parent_ino, name", (mtime_ns, ino))
+                if row is None:
+                    raise NotFound(f"no directory {ino}")
+                self._changes.append(DirectoryChange(ino, *row))
 
     def root_mtime_ns(self) -> int | None:
         row = self._one("SELECT value FROM meta WHERE key = 'root_mtime_ns'")
@@ -572,8 +595,11 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         return self.lookup_document(artifact, parts[2]) if artifact else None
 
     def _close(self, ino: int, change: str) -> None:
-        self.db.execute(f"UPDATE documents SET valid_to = ?, change = ? WHERE ino = ? "
-                          f"AND {_LIVE}", (time.time(), change, ino))
+        row = self._one(f"UPDATE documents SET valid_to = ?, change = ? WHERE ino = ? "
+                        f"AND {_LIVE} RETURNING resolver, artifact_id, basename",
+                        (time.time(), change, ino))
+        if row is not None:
+            self._changes.append(DocumentChange(ino, *row))
 
     def _insert_new(self, ino: int, new: NewDocument, basename: str,
                     directory: Directory | None = None) -> Document:
@@ -593,7 +619,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         assignments = ", ".join(f"{name} = ?" for name in fields)
         row = self._one(f"UPDATE documents SET {assignments} WHERE id = ? "
                         f"RETURNING {_DOC_COLUMNS}", (*fields.values(), doc.id))
-        return _doc(row)
+        return self._changed(_doc(row))
 
     def _insert_version(self, previous: Document, **changes: Any) -> Document:
         """The next version of `previous` (already closed), with `changes` applied."""
@@ -608,7 +634,12 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         marks = ", ".join("?" for _ in fields)
         row = self._one(f"INSERT INTO documents ({names}) VALUES ({marks}) "
                         f"RETURNING {_DOC_COLUMNS}", tuple(fields.values()))
-        return _doc(row)
+        return self._changed(_doc(row))
+
+    def _changed(self, doc: Document) -> Document:
+        self._changes.append(DocumentChange(doc.ino, doc.resolver, doc.artifact_id,
+                                            doc.basename))
+        return doc
 
 
 def _content(new: NewDocument) -> dict[str, Any]:

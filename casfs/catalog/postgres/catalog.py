@@ -13,14 +13,19 @@ What PostgreSQL does its own way, for many hosts at once:
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Iterator
 
+from casfs.catalog import changes as announced
+from casfs.catalog.changes import Change
 from casfs.catalog.postgres import schema
 from casfs.catalog.postgres.database import PostgresDatabase
 from casfs.catalog.sql_catalog import INO_BLOCK, SqlCatalog
-from casfs.errors import StoreError
+from casfs.errors import CatalogError, StoreError
 
 SHARDS = 64
+log = logging.getLogger("casfs.catalog")
 
 
 def blob_lock_key(sha256: str) -> int:
@@ -67,6 +72,24 @@ class PostgresCatalog(SqlCatalog):
     def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
         for sha256 in sha256s:  # sorted by the caller: no two registrations deadlock
             self.db.execute("SELECT pg_advisory_xact_lock_shared(?)", (blob_lock_key(sha256),))
+
+    def _announce(self, changes: list[Change]) -> None:
+        try:
+            for payload in announced.encode(self.sender, changes):
+                self.pg.notify(announced.CHANNEL, payload)  # after the commit, on its own
+        except CatalogError as e:
+            log.warning("could not announce %d change(s): %s", len(changes), e)
+
+    def listen(self, timeout: float) -> Iterator[tuple[str, list[Change]]]:
+        """(sender, changes) of every change other connections announce, for about
+        `timeout` seconds at a time (then the iterator ends: call again). Raises
+        CatalogUnavailable when the connection broke; announcements sent while no
+        one listened are lost for good (the cache timeout covers them)."""
+        for payload in self.pg.notifications(announced.CHANNEL, timeout):
+            try:
+                yield announced.decode(payload)
+            except ValueError as e:
+                log.warning("ignored an announcement: %s", e)
 
     def lock_blob_for_removal(self, sha256: str) -> bool:
         row = self.db.one("SELECT pg_try_advisory_xact_lock(?)", (blob_lock_key(sha256),))

@@ -112,6 +112,7 @@ class PostgresDatabase:
         self.readonly = readonly
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._in_transaction = False
+        self._listening: set[str] = set()
         self.connection()  # fail now, with the reason, rather than at first use
 
     @_translated
@@ -125,6 +126,7 @@ class PostgresDatabase:
         options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
         if self.readonly:
             options += " -c default_transaction_read_only=on"
+        self._listening = set()
         self._conn = psycopg.connect(self.url, autocommit=True, options=options,
                                      connect_timeout=CONNECT_TIMEOUT_S)
         return self._conn
@@ -177,11 +179,25 @@ class PostgresDatabase:
         except psycopg.Error as e:
             raise translate(e) from e
 
-    def listen(self, channel: str) -> None:
-        self.execute(f"LISTEN {channel}")
-
     def notify(self, channel: str, payload: str) -> None:
         self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def notifications(self, channel: str, timeout: float) -> list[str]:
+        """Payloads sent on `channel`: as soon as one arrives, with any others already
+        waiting; none after `timeout` seconds. The connection is free again when this
+        returns (psycopg holds it while it waits)."""
+        try:
+            connection = self.connection()
+            if channel not in self._listening:
+                connection.execute(f"LISTEN {channel}")
+                self._listening.add(channel)
+            got = [n.payload for n in connection.notifies(timeout=timeout, stop_after=1)]
+            if got:
+                got += [n.payload for n in connection.notifies(timeout=0.001)]
+            return got
+        except psycopg.Error as e:
+            self._listening.clear()
+            raise translate(e) from e
 
     def close(self) -> None:
         if self._conn is not None:
