@@ -19,7 +19,7 @@ import pytest
 from casfs.store import Store
 from casfs.tools import cli
 
-from .postgres import PostgresServer, bin_dir
+from .postgres import PostgresServer, bin_dir, sweep_stale_servers
 
 FUSE_MISSING = None
 if not os.path.exists("/dev/fuse"):
@@ -55,6 +55,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         if POSTGRES_REQUIRED:
             pytest.fail(reason)
         pytest.skip(reason)
+    sweep_stale_servers()
     server = PostgresServer(tcp=True).start()
     try:
         yield server

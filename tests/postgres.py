@@ -51,6 +51,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sweep_stale_servers() -> None:
+    """Stop the servers of test runs that were killed before their teardown (the
+    owner's pid is in each server's directory) and remove their directories."""
+    for directory in Path("/tmp").glob("casfs-pg-*"):
+        try:
+            owner = int((directory / "owner").read_text())
+            os.kill(owner, 0)
+            continue  # its run is alive
+        except (OSError, ValueError):
+            pass
+        try:
+            server = int((directory / "data" / "postmaster.pid").read_text().split()[0])
+            os.kill(server, signal.SIGINT)
+            for _ in range(100):
+                os.kill(server, 0)
+                time.sleep(0.05)
+        except (OSError, ValueError, IndexError):
+            pass
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class PostgresServer:
     def __init__(self, tcp: bool = False) -> None:
         found = bin_dir()
@@ -61,6 +82,7 @@ class PostgresServer:
         # Short and traversable by the server's user: the socket path must fit 107 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="casfs-pg-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
+        (self.dir / "owner").write_text(str(os.getpid()))
         self.data = self.dir / "data"
         self.port = _free_port() if tcp else 5432
         self.tcp = tcp

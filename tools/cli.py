@@ -27,6 +27,7 @@ from . import (
     integrity_commands,
     lifecycle_commands,
     lookup_commands,
+    migrate_command,
     mount_commands,
     store_commands,
 )
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     lookup_commands.register(commands)
     integrity_commands.register(commands)
     lifecycle_commands.register(commands)
+    migrate_command.register(commands)
     bench_command.register(commands)
     completion.register(commands)
     return parser

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -178,6 +178,24 @@ class PostgresDatabase:
                 yield
         except psycopg.Error as e:
             raise translate(e) from e
+
+    def copy(self, table: str, columns: str, rows: Iterable[Sequence[Any]],
+             progress: Callable[[int], None] | None = None) -> int:
+        """COPY `rows` into `table` (inside a transaction, for a bulk load)."""
+        count = 0
+        try:
+            with self.connection().cursor() as cursor, \
+                    cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+                    if progress is not None and count % 10_000 == 0:
+                        progress(count)
+        except psycopg.Error as e:
+            raise translate(e) from e
+        if progress is not None:
+            progress(count)
+        return count
 
     def notify(self, channel: str, payload: str) -> None:
         self.execute("SELECT pg_notify(?, ?)", (channel, payload))
