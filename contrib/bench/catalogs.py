@@ -1,0 +1,167 @@
+"""The same mount workloads on the SQLite catalog and on PostgreSQL (unix socket and
+loopback TCP), in one run, as ratios to SQLite.
+
+    .venv/bin/python contrib/bench/catalogs.py [--dir DIR] [--files 10000]
+        [--writers 8] [--records 1000000] [--json]
+
+Starts its own PostgreSQL server (the tests' throwaway server: fsync off, so the
+server's own disk cost is left out, as on a server with a battery-backed cache)
+and mounts a store on each catalog under --dir; leaves nothing behind. Workloads:
+small files (2 KiB) written by 1 writer and by N parallel writers (each close
+durable and registered), stat of every file after the kernel's caches were
+dropped, `ls -l` of the directory, `find`, and per-path lookups at 10,000 vs
+--records records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from casfs import synthetic  # noqa: E402
+from casfs.mount import daemon  # noqa: E402
+from casfs.mount.daemon import MountOptions  # noqa: E402
+from casfs.store import Store  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+@contextmanager
+def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
+    mountpoint.mkdir(exist_ok=True)
+    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
+    try:
+        yield mountpoint
+    finally:
+        daemon.unmount(mountpoint)
+
+
+def write_files(directory: Path, names: list[str], payload: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with open(directory / name, "wb") as f:
+            f.write(payload)
+
+
+def workloads(store: Path, work: Path, files: int, writers: int) -> dict[str, float]:
+    payload = os.urandom(2048)
+    names = [f"f{i:06d}.bin" for i in range(files)]
+    out: dict[str, float] = {}
+    with mounted(store, work / "mnt") as mnt:
+        one = mnt / "bench" / "one"
+        out["1 writer, files/s"] = files / timed(lambda: write_files(one, names, payload))
+        share = files // writers
+
+        def parallel() -> None:
+            threads = [threading.Thread(target=write_files, args=(
+                mnt / "bench" / f"w{k}", names[k * share:(k + 1) * share], payload))
+                for k in range(writers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        out[f"{writers} writers, files/s"] = share * writers / timed(parallel)
+    with mounted(store, work / "mnt") as mnt:
+        drop_caches()
+        paths = [mnt / "bench" / "one" / n for n in names]
+        out[f"stat of {files:,} fresh names, s"] = timed(lambda: [os.stat(p) for p in paths])
+        drop_caches()
+        out[f"ls -l of {files:,} entries, first, s"] = timed(lambda: subprocess.run(
+            ["ls", "-l", str(mnt / "bench" / "one")], check=True, stdout=subprocess.DEVNULL))
+        out["find over the tree, s"] = timed(lambda: subprocess.run(
+            ["find", str(mnt)], check=True, stdout=subprocess.DEVNULL))
+    return out
+
+
+def lookups(make_store: Callable[[Path], None], work: Path, records: int) -> dict[str, float]:
+    out = {}
+    for label, count in (("small", 10_000), ("large", records)):
+        path = work / f"scale-{label}"
+        make_store(path)
+        artifacts = count // 10
+        with Store.open(path) as store:
+            synthetic.fill(store, resolver="bulk", artifacts=artifacts, per_artifact=10)
+        picks = random.Random(2).sample(range(artifacts), min(artifacts, 1000))
+        with mounted(path, work / f"mnt-{label}") as mnt:
+            drop_caches()
+            paths = [mnt / "bulk" / f"W{a:08d}" / "doc005.pdf" for a in picks]
+            out[f"lookup per path at {count:,} records, us"] = \
+                timed(lambda: [os.stat(p) for p in paths]) / len(paths) * 1e6
+        shutil.rmtree(path)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path.cwd())
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="casfs-catalogs-", dir=args.dir))
+    server = PostgresServer(tcp=True).start()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        kinds: dict[str, Callable[[Path], None]] = {
+            "sqlite": lambda path: Store.init(path).close(),
+            "pg-socket": lambda path: Store.init(
+                path, catalog=server.url(server.create_database())).close(),
+            "pg-tcp": lambda path: Store.init(
+                path, catalog=server.url(server.create_database(), tcp=True)).close(),
+        }
+        for kind, make_store in kinds.items():
+            print(f"{kind}: small files, stat, ls, find", file=sys.stderr)
+            place = work / kind
+            place.mkdir()
+            make_store(place / "store")
+            results[kind] = workloads(place / "store", place, args.files, args.writers)
+            print(f"{kind}: lookups at 10,000 and {args.records:,} records", file=sys.stderr)
+            results[kind] |= lookups(make_store, place, args.records)
+    finally:
+        for mountpoint in work.rglob("mnt*"):
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'workload':44} {'sqlite':>10} {'pg-socket':>18} {'pg-tcp':>18}")
+    for workload, base in results["sqlite"].items():
+        cells = [f"{base:10.1f}"]
+        for kind in ("pg-socket", "pg-tcp"):
+            value = results[kind][workload]
+            cells.append(f"{value:10.1f} ({value / base:4.2f}x)")
+        print(f"{workload:44} " + " ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
