@@ -29,10 +29,10 @@ RETRY_S = 5.0  # how long it waits before it connects again after a failure
 
 
 class ChangeListener:
-    def __init__(self, store: Store, own_senders: set[str],
+    def __init__(self, store: Store, own_senders: Callable[[], set[str]],
                  invalidate: Callable[[Catalog, Change], None] | None = None) -> None:
         self.store = store
-        self.own = own_senders
+        self.own = own_senders  # this mount's own connections: what it changed itself
         self.invalidate = invalidate or forget_in_kernel
         self.heard = 0  # changes applied, for tests and /.casfs/metrics
         self._stop = threading.Event()
@@ -57,7 +57,7 @@ class ChangeListener:
                 if listen is None:
                     return  # this catalog announces nothing
                 for sender, changes in listen(POLL_S):
-                    if sender not in self.own:
+                    if sender not in self.own():
                         for change in changes:
                             self.invalidate(catalog, change)
                             self.heard += 1

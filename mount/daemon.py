@@ -191,7 +191,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         return 2
     if not options.readonly:
         _clean_staging(store)
-    writer = None if options.readonly else CatalogWriter(store.open_catalog())
+    writer = None if options.readonly else CatalogWriter(store)
     ops = CasfsOperations(store, writer, readonly=options.readonly,
                           cache_timeout=options.cache_timeout, xattrs=not options.noxattr)
     fuse_options = set(pyfuse3.default_options)
@@ -216,10 +216,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
              ",".join(options.to_strings()[1:]))
     _report(ready_fd, None)
     otel_catalog = _instrument(store)
-    own = {sender for sender in (getattr(store.catalog, "sender", None),
-                                 getattr(writer.catalog, "sender", None) if writer else None)
-           if sender}
-    listener = ChangeListener(store, own)
+    listener = ChangeListener(store, lambda: writer.senders if writer else set())
     if not store.catalog.local and not options.nonotify:
         listener.start()
     clean = False

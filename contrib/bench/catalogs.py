@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +60,11 @@ def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
         yield mountpoint
     finally:
         daemon.unmount(mountpoint)
+
+
+def stat_all(paths: list[Path]) -> None:
+    for path in paths:
+        os.stat(path)
 
 
 def write_files(directory: Path, names: list[str], payload: bytes) -> None:
@@ -112,7 +118,7 @@ def lookups(make_store: Callable[[Path], None], work: Path, records: int) -> dic
             drop_caches()
             paths = [mnt / "bulk" / f"W{a:08d}" / "doc005.pdf" for a in picks]
             out[f"lookup per path at {count:,} records, us"] = \
-                timed(lambda: [os.stat(p) for p in paths]) / len(paths) * 1e6
+                timed(partial(stat_all, paths)) / len(paths) * 1e6
         shutil.rmtree(path)
     return out
 
