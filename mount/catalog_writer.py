@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-import trio
-
 from casfs.catalog import Catalog
 from casfs.store import Store
+
+from .catalog_pool import CatalogPool
 
 T = TypeVar("T")
 REMOTE_WRITERS = 8
@@ -28,35 +28,20 @@ REMOTE_WRITERS = 8
 
 class CatalogWriter:
     def __init__(self, store: Store) -> None:
-        self._store = store
         self.catalog = store.open_catalog()  # the first connection; more on demand
-        self._idle: list[Catalog] = [self.catalog]
-        self._all: list[Catalog] = [self.catalog]
-        self._limiter = trio.CapacityLimiter(1 if self.catalog.local else REMOTE_WRITERS)
+        size = 1 if self.catalog.local else REMOTE_WRITERS
+        self._pool = CatalogPool(store, size, first=self.catalog)
         self._inos = range(0)
 
     @property
     def senders(self) -> set[str]:
         """Who this mount's writes are, in the catalog's announcements of them."""
-        return {sender for c in self._all if (sender := getattr(c, "sender", None))}
+        return {sender for c in self._pool.connections
+                if (sender := getattr(c, "sender", None))}
 
     async def __call__(self, change: Callable[[Catalog], T]) -> T:
         """Run `change(catalog)` on a writer thread with a connection of its own."""
-        async with self._limiter:
-            catalog = self._idle.pop() if self._idle else None
-            try:
-                result, catalog = await trio.to_thread.run_sync(self._run, change, catalog)
-            finally:
-                if catalog is not None:
-                    self._idle.append(catalog)
-            return result
-
-    def _run(self, change: Callable[[Catalog], T], catalog: Catalog | None
-             ) -> tuple[T, Catalog]:
-        if catalog is None:
-            catalog = self._store.open_catalog()
-            self._all.append(catalog)
-        return change(catalog), catalog
+        return await self._pool.run(change)
 
     async def new_ino(self) -> int:
         if not self._inos:
@@ -66,7 +51,4 @@ class CatalogWriter:
         return ino
 
     def close(self) -> None:
-        for catalog in self._all:
-            catalog.close()
-        self._all.clear()
-        self._idle.clear()
+        self._pool.close()

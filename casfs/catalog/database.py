@@ -10,12 +10,30 @@ functions the two spell differently.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 Row = tuple[Any, ...]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def translating(driver_error: type[Exception], translate: Callable[[Any], Exception]
+                ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A decorator for a backend's methods: its driver's errors leave them as the
+    casfs errors `translate` makes of them, and as nothing else."""
+    def decorate(function: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return function(*args, **kwargs)
+            except driver_error as e:
+                raise translate(e) from e
+        return wrapper
+    return decorate
 
 
 @dataclass(frozen=True)

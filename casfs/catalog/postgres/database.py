@@ -15,12 +15,12 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from casfs.catalog.database import Dialect, Row
+from casfs.catalog.database import Dialect, Row, translating
 from casfs.errors import (
     CatalogBusy,
     CatalogError,
@@ -65,8 +65,6 @@ DIALECT = Dialect(
     random_fraction="random()",
 )
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=512)
@@ -94,14 +92,7 @@ def translate(error: psycopg.Error) -> CatalogError | UniqueViolation:
     return CatalogError(f"the catalog: {str(error).strip()}")
 
 
-def _translated(function: Callable[P, T]) -> Callable[P, T]:
-    @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return function(*args, **kwargs)
-        except psycopg.Error as e:
-            raise translate(e) from e
-    return wrapper
+_translated = translating(psycopg.Error, translate)
 
 
 class PostgresDatabase:

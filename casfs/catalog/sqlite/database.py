@@ -8,15 +8,14 @@ errors become `casfs.errors` here and nowhere else.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import apsw
 
-from casfs.catalog.database import Dialect, Row
+from casfs.catalog.database import Dialect, Row, translating
 from casfs.errors import (
     CatalogBusy,
     CatalogError,
@@ -36,8 +35,6 @@ DIALECT = Dialect(
     random_fraction="(abs(random()) % 1000000) / 1000000.0",
 )
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def translate(error: apsw.Error) -> CatalogError | UniqueViolation:
@@ -54,14 +51,7 @@ def translate(error: apsw.Error) -> CatalogError | UniqueViolation:
     return CatalogError(f"the catalog: {error}")
 
 
-def _translated(function: Callable[P, T]) -> Callable[P, T]:
-    @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return function(*args, **kwargs)
-        except apsw.Error as e:
-            raise translate(e) from e
-    return wrapper
+_translated = translating(apsw.Error, translate)
 
 
 class SqliteDatabase:
