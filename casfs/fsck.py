@@ -8,6 +8,7 @@ at a time, so memory stays small on a large store. Files younger than
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from casfs.blobstore import is_sha256_hex
+from casfs.blobs.local import LocalBlobStore
+from casfs.blobs.staging import is_sha256_hex
 from casfs.processes import pid_alive
 from casfs.store import Store
-from casfs.verify import hash_blob
 
 STRAY_GRACE = 600.0  # seconds
 _STAGING = re.compile(r"^(\d+)-[0-9a-f]+\.part$")
@@ -77,9 +78,22 @@ def _path_of(store: Store, ino: int) -> str | None:
     return store.catalog.virtual_path(doc)
 
 
+def _local(store: Store) -> LocalBlobStore | None:
+    """The store's blob directory, when its blobs are files (the file checks need it)."""
+    return store.blobs if isinstance(store.blobs, LocalBlobStore) else None
+
+
+def _file_sha256(path: str) -> tuple[str, int]:
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno()).st_size
+
+
 def check_blob_files(store: Store) -> Iterator[Problem]:
     """Files under cas/: stray (no catalog row), misnamed, writable, wrong size."""
-    root = store.blobs.cas_dir / "sha256"
+    local = _local(store)
+    if local is None:
+        return
+    root = local.cas_dir / "sha256"
     now = time.time()
     for fanout in sorted(os.scandir(root), key=lambda e: e.name):
         if not fanout.is_dir(follow_symlinks=False) or not re.fullmatch(r"[0-9a-f]{2}",
@@ -111,7 +125,10 @@ def check_blob_files(store: Store) -> Iterator[Problem]:
 
 def check_staging(store: Store) -> Iterator[Problem]:
     """Named staging files left by a process that is gone (unnamed ones never stay)."""
-    for entry in os.scandir(store.blobs.tmp_dir):
+    local = _local(store)
+    if local is None:
+        return
+    for entry in os.scandir(local.tmp_dir):
         match = _STAGING.match(entry.name)
         if match is None or not pid_alive(int(match.group(1))):
             yield Problem("staging-leftover", "left by a process that is gone",
@@ -153,28 +170,31 @@ def _close_records_of_missing_blob(store: Store, problem: Problem) -> bool:
 
 def _adopt_or_quarantine(store: Store, problem: Problem) -> bool:
     assert problem.sha256 and problem.path
-    hashed = hash_blob(Path(problem.path), problem.sha256, 0)
-    if hashed.actual != problem.sha256:
+    actual, size = _file_sha256(problem.path)
+    if actual != problem.sha256:
         return _quarantine(store, problem)
     os.chmod(problem.path, 0o444)
-    store.catalog.adopt_blob(problem.sha256, hashed.size)
+    store.catalog.adopt_blob(problem.sha256, size)
     return True
 
 
 def _fix_size(store: Store, problem: Problem) -> bool:
     assert problem.sha256
-    path = store.blobs.path(problem.sha256)
-    hashed = hash_blob(path, problem.sha256, 0)
+    hashed = store.blobs.hash_blob(problem.sha256)
     if hashed.actual != problem.sha256:
-        return _quarantine(store, Problem(problem.kind, problem.detail, str(path),
-                                          problem.sha256))
+        with store.catalog.write_transaction():
+            if store.blobs.quarantine(problem.sha256, hashed) is not None:
+                store.catalog.set_blob_state(problem.sha256, "quarantined")
+        return True
     store.catalog.correct_blob_size(problem.sha256, hashed.size)
     return True
 
 
 def _quarantine(store: Store, problem: Problem) -> bool:
-    assert problem.path
-    target = store.blobs.quarantine_dir / f"{Path(problem.path).name}.{int(time.time())}"
+    local = _local(store)
+    assert problem.path and local is not None
+    local.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    target = local.quarantine_dir / f"{Path(problem.path).name}.{int(time.time())}"
     with store.catalog.write_transaction():
         os.rename(problem.path, target)
         if problem.sha256:

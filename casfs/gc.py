@@ -87,7 +87,7 @@ def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcRepo
                     not store.catalog.is_garbage(garbage.sha256, policy, now):
                 continue  # being registered, or referenced again since the scan
             store.catalog.set_blob_state(garbage.sha256, "deleted")
-            store.blobs.path(garbage.sha256).unlink(missing_ok=True)
+            store.blobs.delete(garbage.sha256)
             removed += 1
             removed_bytes += garbage.bytes
         store.catalog.bump_counter("casfs_gc_removed_total", removed)

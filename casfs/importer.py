@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casfs.blobstore import LocalBlobStore, StagingFile
-from casfs.errors import UnreadableSource
+from casfs.blobs.local import LocalBlobStore
+from casfs.blobs.staging import StagingFile
+from casfs.errors import CasfsError, UnreadableSource
 from casfs.ingest import guess_content_type, register_placed, stage_file
 from casfs.manifest import Entry, Problem, Skip, read_manifest
 from casfs.processes import pid_alive
@@ -120,7 +121,11 @@ def import_manifests(store: Store, manifests: Iterable[Path], *, apply: bool = F
 class _Importer:
     def __init__(self, store: Store, report: ImportReport, *, move: bool,
                  on_error: ErrorSink | None) -> None:
+        if not isinstance(store.blobs, LocalBlobStore):
+            raise CasfsError("import-manifest places blobs from worker processes into a "
+                             "blob directory; this store's blobs are elsewhere")
         self.store = store
+        self.blobs: LocalBlobStore = store.blobs
         self.report = report
         self.move = move
         self.on_error = on_error
@@ -188,7 +193,7 @@ class _Importer:
         assert self.pool is not None
         future = self.pool.submit(stage_in_worker,
                                   [(str(e.path), e.sha256) for _, e in chunk],
-                                  str(self.store.blobs.cas_dir), str(self.store.blobs.tmp_dir),
+                                  str(self.blobs.cas_dir), str(self.blobs.tmp_dir),
                                   self.move)
         self.batch += [(manifest, entry, future, i) for i, (manifest, entry) in enumerate(chunk)]
 
@@ -243,7 +248,7 @@ class _Importer:
                     for _, _, p in keep}
         try:
             if any(p.is_new for _, _, p in keep):
-                self.store.blobs.sync_entries()
+                self.blobs.sync_entries()
             documents = [NewDocument(
                 resolver=entry.resolver, artifact_id=entry.artifact_id,
                 basename=entry.basename, sha256=placed.sha256, bytes=placed.size,

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from casfs import naming
-from casfs.blobstore import CHUNK, BlobStore, StagingFile
+from casfs.blobs import BlobStore
+from casfs.blobs.staging import CHUNK, StagingFile
 from casfs.catalog import BlobCheck, RegisterOutcome
 from casfs.errors import BlobsMissing, CasfsError, InvalidName, UnreadableSource
 from casfs.records import Document, NewDocument

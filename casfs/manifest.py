@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from casfs import naming
-from casfs.blobstore import is_sha256_hex
+from casfs.blobs.staging import is_sha256_hex
 from casfs.errors import InvalidName
 
 IMPORTABLE = frozenset({"pdf", "html", "xml"})

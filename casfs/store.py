@@ -18,15 +18,14 @@ takes it from PGPASSWORD, ~/.pgpass or PGPASSFILE.
 from __future__ import annotations
 
 import os
-import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import tomli_w
 
-from casfs.blobstore import LocalBlobStore
+from casfs.blobs import BlobStore, file_url, open_blobs
 from casfs.catalog import Catalog, open_catalog, sqlite_url
 from casfs.errors import CasfsError, StoreError
 
@@ -115,33 +114,11 @@ class Locations:
         os.replace(partial, layout.store_file)
 
 
-def file_url(path: Path) -> str:
-    return "file://" + quote(str(path.absolute()))
-
-
-def open_blobs(url: str, layout: StoreLayout) -> LocalBlobStore:
-    """The blob store at `url`: file:///PATH is a directory with cas/, tmp/ and
-    quarantine/ (the store directory itself by default). A directory that several
-    hosts share gets one staging directory per host, tmp/<host>/, so that no host
-    cleans up another's staging files."""
-    parts = urlsplit(url)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise StoreError(f"unknown blob store URL {url!r}: use file:///PATH")
-    root = Path(unquote(parts.path))
-    tmp = root / "tmp"
-    if root != layout.root:
-        tmp = tmp / socket.gethostname()
-        for sub in ("cas/sha256", "quarantine"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        tmp.mkdir(parents=True, exist_ok=True)
-    return LocalBlobStore(root / "cas", tmp, quarantine_dir=root / "quarantine")
-
-
 class Store:
     """An open store: its catalog and its blobs. Close it when done."""
 
     def __init__(self, layout: StoreLayout, locations: Locations, catalog: Catalog,
-                 blobs: LocalBlobStore, *, readonly: bool = False) -> None:
+                 blobs: BlobStore, *, readonly: bool = False) -> None:
         self.layout = layout
         self.locations = locations
         self.catalog = catalog
@@ -165,7 +142,7 @@ class Store:
             raise StoreError(f"cannot create a store at {root}: {e.strerror}") from None
         known = Locations.read(layout)
         locations = Locations(catalog or known.catalog, blobs or known.blobs)
-        open_blobs(locations.blobs, layout)
+        open_blobs(locations.blobs, layout.root)
         open_catalog(locations.catalog).close()  # creates or migrates the schema
         locations.write(layout)
         return cls.open(root)
@@ -199,7 +176,7 @@ class Store:
             raise StoreError(f"store {root} is not writable (tmp/)")
         catalog = open_catalog(locations.catalog, readonly=readonly)
         try:
-            blobs = open_blobs(locations.blobs, layout)
+            blobs = open_blobs(locations.blobs, layout.root)
         except BaseException:
             catalog.close()
             raise

@@ -12,15 +12,13 @@ the blob (see `SqlCatalog._require_present`).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from casfs.blobs import Hashed
 from casfs.catalog import Catalog
 from casfs.records import DocumentFilter
 from casfs.store import Store
@@ -29,12 +27,9 @@ LEDGER_BATCH = 500
 
 
 @dataclass(frozen=True)
-class Hashed:
-    sha256: str
-    expected_bytes: int
-    actual: str | None  # None when the file is missing
-    size: int
-    inode: tuple[int, int] | None  # (st_dev, st_ino) of the file that was hashed
+class Checked:
+    hashed: Hashed  # what re-reading the blob from its store found
+    expected_bytes: int  # what the ledger says
 
 
 @dataclass
@@ -67,14 +62,8 @@ class VerifyReport:
                 "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3)}
 
 
-def hash_blob(path: Path, sha256: str, expected_bytes: int) -> Hashed:
-    try:
-        with open(path, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-    except FileNotFoundError:
-        return Hashed(sha256, expected_bytes, None, 0, None)
-    return Hashed(sha256, expected_bytes, digest, st.st_size, (st.st_dev, st.st_ino))
+def check_blob(store: Store, sha256: str, expected_bytes: int) -> Checked:
+    return Checked(store.blobs.hash_blob(sha256), expected_bytes)
 
 
 Progress = Callable[[VerifyReport, int], None]  # report so far, bytes to check in all
@@ -87,7 +76,7 @@ def verify(store: Store, selection: Iterable[tuple[str, int]], *, jobs: int = 2,
     started = time.monotonic()
     deadline = started + max_duration if max_duration is not None else None
     verified: list[str] = []
-    in_flight: set[Future[Hashed]] = set()
+    in_flight: set[Future[Checked]] = set()
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="casfs-verify") as pool:
         blobs = iter(selection)
         while True:
@@ -99,7 +88,7 @@ def verify(store: Store, selection: Iterable[tuple[str, int]], *, jobs: int = 2,
                 if item is None:
                     break
                 sha, size = item
-                in_flight.add(pool.submit(hash_blob, store.blobs.path(sha), sha, size))
+                in_flight.add(pool.submit(check_blob, store, sha, size))
             if not in_flight:
                 break
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -118,10 +107,11 @@ def verify(store: Store, selection: Iterable[tuple[str, int]], *, jobs: int = 2,
     return report
 
 
-def _judge(store: Store, hashed: Hashed, report: VerifyReport, verified: list[str]) -> None:
+def _judge(store: Store, checked: Checked, report: VerifyReport, verified: list[str]) -> None:
+    hashed = checked.hashed
     report.checked += 1
     report.bytes += hashed.size
-    if hashed.actual == hashed.sha256 and hashed.size == hashed.expected_bytes:
+    if hashed.actual == hashed.sha256 and hashed.size == checked.expected_bytes:
         report.ok += 1
         verified.append(hashed.sha256)
         return
@@ -140,24 +130,18 @@ def _fail(store: Store, hashed: Hashed) -> Failure | None:
         problem = "mismatch"
     else:
         problem = "size"  # right bytes, wrong size in the catalog: a catalog problem
-    path = store.blobs.path(hashed.sha256)
     quarantined_to = None
     with store.catalog.write_transaction():
         if store.catalog.blob_state(hashed.sha256) != "present":
             return None  # deleted by gc (or already recorded) since the selection was read
-        try:
-            st = os.stat(path)
-            current: tuple[int, int] | None = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            current = None
-        if current != hashed.inode:
-            return None
         if problem == "missing":
+            if store.blobs.has(hashed.sha256):
+                return None  # restored since (a registration put it back)
             store.catalog.set_blob_state(hashed.sha256, "missing")
         elif problem == "mismatch" and store.catalog.lock_blob_for_removal(hashed.sha256):
-            target = store.blobs.quarantine_dir / f"{hashed.sha256}.{int(time.time())}"
-            os.rename(path, target)
-            quarantined_to = str(target)
+            quarantined_to = store.blobs.quarantine(hashed.sha256, hashed)
+            if quarantined_to is None:
+                return None  # replaced since it was hashed: checked next time
             store.catalog.set_blob_state(hashed.sha256, "quarantined")
         store.catalog.bump_counter("casfs_verify_failures_total")
     paths = [f.path for f in store.catalog.search(DocumentFilter(sha256=hashed.sha256))]

@@ -35,7 +35,7 @@ from types import TracebackType
 import pyfuse3
 import trio
 
-from casfs.blobstore import StagingFile
+from casfs.blobs.staging import StagingFile
 from casfs.ingest import guess_content_type, place_blob, register_placed
 from casfs.records import Document, NewDocument
 from casfs.store import Store

@@ -6,7 +6,8 @@ import stat
 import threading
 from pathlib import Path
 
-from casfs.blobstore import LocalBlobStore, StagingFile
+from casfs.blobs.local import LocalBlobStore
+from casfs.blobs.staging import StagingFile
 
 
 def place(store: LocalBlobStore, staging: StagingFile) -> tuple[str, int, bool]:

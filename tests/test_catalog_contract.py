@@ -174,7 +174,7 @@ def test_registration_restores_a_blob_removed_before_its_transaction(store: Stor
     staging = store.blobs.stage()
     staging.write(b"precious bytes", 0)
     blob = place_blob(store.blobs, staging)
-    store.blobs.path(blob.sha256).unlink()  # a gc got there between place and register
+    store.blobs.delete(blob.sha256)  # a gc got there between place and register
     try:
         doc, outcome = register_placed(
             store.blobs, {blob.sha256: staging},

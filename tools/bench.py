@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from casfs import synthetic
+from casfs.blobs.local import LocalBlobStore
 from casfs.mount import daemon
 from casfs.mount.daemon import MountOptions
 from casfs.processes import mount_pid_file, read_pid
@@ -164,6 +165,7 @@ class Bench:
             with Store.open(store, readonly=True) as opened:
                 doc = opened.catalog.resolve_path("/bench/big/big.bin")
                 assert doc is not None
+                assert isinstance(opened.blobs, LocalBlobStore)  # bench makes its own store
                 blob = opened.blobs.path(doc.sha256)
         cat = ["cat"]
         with self.mounted(store, "main") as mnt:  # a new mount: nothing cached for it

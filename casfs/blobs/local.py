@@ -1,10 +1,9 @@
-"""The content-addressed blob store: bytes stored once, named by their SHA-256.
+"""Blobs as files in a directory: `cas/sha256/ab/cdef…`, on a local or shared disk.
 
 Law 1 lives here: a file under `cas/` always holds exactly the bytes whose SHA-256
 is its name. Bytes are written to `tmp/` (same filesystem), hashed while they
 stream in, fsynced, made read-only and only then linked into place; a blob is
-never opened for writing again. `BlobStore` is the interface the rest of casfs
-uses, so that an object-store backend can stand in for `LocalBlobStore` later.
+never opened for writing again.
 """
 
 from __future__ import annotations
@@ -14,139 +13,19 @@ import ctypes.util
 import errno
 import hashlib
 import os
-import re
 import secrets
+import time
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import quote
+
+from casfs.blobs import BlobStore, Hashed
+from casfs.blobs.staging import StagingFile, is_sha256_hex
 
 try:
     _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
                                            use_errno=True)
 except OSError:
     _libc = None
-
-CHUNK = 1 << 20
-BLOB_MODE = 0o444
-
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-def is_sha256_hex(value: str) -> bool:
-    return _SHA256_HEX.fullmatch(value) is not None
-
-
-class StagingFile:
-    """A file being written in `tmp/`, hashed as it arrives.
-
-    The hash covers the prefix [0, hashed) of the file. A write that starts exactly
-    at `hashed` extends it (the common case: sequential copies hash in one pass);
-    a write or truncate that changes bytes inside the prefix throws it away and the
-    file is re-hashed when it is finished. Not thread-safe: one writer at a time.
-    """
-
-    def __init__(self, path: Path | None, fd: int) -> None:
-        self.path = path  # None for an unnamed O_TMPFILE file: nothing to clean up
-        self.fd = fd
-        self.size = 0
-        self._hasher = hashlib.sha256()
-        self._hashed = 0
-        self._known: str | None = None  # a digest computed elsewhere (another process)
-
-    @classmethod
-    def placed_elsewhere(cls, path: Path, size: int, sha256: str) -> StagingFile:
-        """A named staging file that another process wrote, hashed and placed: kept
-        only so that its blob can be restored until the record is registered."""
-        staging = cls(path, -1)
-        staging.size = size
-        staging._known = sha256
-        return staging
-
-    def write(self, data: bytes, offset: int) -> int:
-        written = os.pwrite(self.fd, data, offset)
-        if offset == self._hashed:
-            self._hasher.update(data[:written])
-            self._hashed += written
-        elif offset < self._hashed:
-            self._restart_hash()
-        self.size = max(self.size, offset + written)
-        return written
-
-    def read(self, length: int, offset: int) -> bytes:
-        return os.pread(self.fd, length, offset)
-
-    def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
-        if size < self._hashed:
-            self._restart_hash()
-        self.size = size
-
-    def copy_from(self, fd: int) -> None:
-        """Fill an empty staging file from `fd` (copy-on-write of an existing blob)."""
-        offset = 0
-        while chunk := os.pread(fd, CHUNK, offset):
-            self.write(chunk, offset)
-            offset += len(chunk)
-
-    def finish(self, *, fsync: bool = True) -> str:
-        """Hash what is left, fsync and make the file read-only; return the SHA-256.
-
-        `fsync=False` is for batches whose caller syncs the whole filesystem once
-        before anything is linked into place (`LocalBlobStore.place_batch`).
-        """
-        digest = self.digest()
-        if fsync:
-            os.fsync(self.fd)
-        os.fchmod(self.fd, BLOB_MODE)
-        return digest
-
-    def digest(self) -> str:
-        """The SHA-256 of the file as it is now, hashing only what is not hashed yet."""
-        if self._known is not None:
-            return self._known
-        while self._hashed < self.size:
-            chunk = os.pread(self.fd, min(CHUNK, self.size - self._hashed), self._hashed)
-            if not chunk:
-                raise OSError(errno.EIO, f"staging file {self.path} is shorter than written")
-            self._hasher.update(chunk)
-            self._hashed += len(chunk)
-        return self._hasher.hexdigest()
-
-    def discard(self) -> None:
-        """Close and remove the staging file; safe to call more than once."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-    def _restart_hash(self) -> None:
-        self._hasher = hashlib.sha256()
-        self._hashed = 0
-
-
-class BlobStore(Protocol):
-    """What casfs needs from a place that keeps blobs."""
-
-    def stage(self) -> StagingFile: ...
-
-    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
-        """Finish `staging` and link it into place. Returns (sha256, size, is_new)."""
-        ...
-
-    def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]: ...
-
-    def restore(self, staging: StagingFile, sha256: str) -> None: ...
-
-    def has(self, sha256: str) -> bool: ...
-
-    def open_blob(self, sha256: str) -> int:
-        """A read-only file descriptor on the blob's bytes."""
-        ...
-
-    def uri(self, sha256: str) -> str: ...
-
 
 class LocalBlobStore:
     """Blobs as read-only files under `cas/sha256/ab/cdef…` on a local filesystem."""
@@ -286,9 +165,38 @@ class LocalBlobStore:
     def open_blob(self, sha256: str) -> int:
         return os.open(self._blob_file(sha256), os.O_RDONLY | os.O_CLOEXEC)
 
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+    def hash_blob(self, sha256: str) -> Hashed:
+        try:
+            with open(self._blob_file(sha256), "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            return Hashed(sha256, None, 0, None)
+        return Hashed(sha256, digest, st.st_size, f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}")
+
+    def quarantine(self, sha256: str, seen: Hashed) -> str | None:
+        path = self.path(sha256)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        if f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}" != seen.version:
+            return None  # replaced since it was hashed
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / f"{sha256}.{int(time.time())}"
+        os.rename(path, target)
+        return str(target)
+
 
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
+
+
+def _implements_the_protocol(store: LocalBlobStore) -> BlobStore:
+    return store  # mypy checks here that LocalBlobStore is a BlobStore
 
 
 def _link_fd(fd: int, destination: str) -> None:

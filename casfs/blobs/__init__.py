@@ -1,0 +1,106 @@
+"""The blob store interface: where the bytes live, named by their SHA-256.
+
+`open_blobs(url)` opens one: `file:///PATH` (a directory on a local or shared disk,
+`local.py`); an object store comes next. Every store stages on a local filesystem
+first (`staging.py`), so hashing and law 1 are the same for all of them.
+tests/test_blob_store_contract.py runs the same suite on each.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+from casfs.blobs.staging import StagingFile
+from casfs.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """What re-reading a blob found (verify)."""
+
+    sha256: str  # the blob's name
+    actual: str | None  # the SHA-256 of its bytes; None when it is missing
+    size: int
+    version: str | None  # which object was read: quarantine acts only on that one
+
+
+class BlobStore(Protocol):
+    """The contract every blob store keeps (law 1): the blob named X holds exactly
+    the bytes whose SHA-256 is X, or does not exist; blobs are never modified. Its
+    methods are called from worker threads, one store object by several at once."""
+
+    def stage(self) -> StagingFile:
+        """A new, empty staging file on a local filesystem."""
+        ...
+
+    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
+        """Finish `staging` (hash, fsync) and make it the blob of its hash, durably.
+        Returns (sha256, size, is_new); is_new is False when the blob existed already
+        (a dedup hit; its bytes are not replaced). The staging file stays open: the
+        caller discards it once the record is committed."""
+        ...
+
+    def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:
+        """`place` for many files, as cheaply as the store allows."""
+        ...
+
+    def restore(self, staging: StagingFile, sha256: str) -> None:
+        """Put a placed blob back from its still-open staging file after gc or a
+        quarantine removed it before its registration committed."""
+        ...
+
+    def has(self, sha256: str) -> bool:
+        """Whether the blob exists now (asked inside a registration's transaction)."""
+        ...
+
+    def open_blob(self, sha256: str) -> int:
+        """A read-only file descriptor on the blob's bytes, which stays readable
+        until closed even if the blob is deleted meanwhile. FileNotFoundError when
+        the blob does not exist."""
+        ...
+
+    def uri(self, sha256: str) -> str:
+        """The blob's `storage_uri` in the catalog."""
+        ...
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob (gc, inside a catalog write transaction that locked it); a
+        blob that is gone already is no error."""
+        ...
+
+    def hash_blob(self, sha256: str) -> Hashed:
+        """Read the blob's bytes from the store itself (no cache) and hash them."""
+        ...
+
+    def quarantine(self, sha256: str, seen: Hashed) -> str | None:
+        """Move a bad blob aside if it is still the object `seen` describes; where it
+        went, or None when it was gone or replaced meanwhile."""
+        ...
+
+
+def file_url(path: Path) -> str:
+    return "file://" + quote(str(path.absolute()))
+
+
+def open_blobs(url: str, store_root: Path) -> BlobStore:
+    """The blob store at `url`. file:///PATH is a directory with cas/, tmp/ and
+    quarantine/ (the store directory itself by default). A directory that several
+    hosts share gets one staging directory per host, tmp/<host>/, so that no host
+    cleans up another's staging files."""
+    from casfs.blobs.local import LocalBlobStore
+
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise StoreError(f"unknown blob store URL {url!r}: use file:///PATH")
+    root = Path(unquote(parts.path))
+    tmp = root / "tmp"
+    if root != store_root:
+        tmp = tmp / socket.gethostname()
+        for sub in ("cas/sha256", "quarantine"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+    return LocalBlobStore(root / "cas", tmp, quarantine_dir=root / "quarantine")

@@ -1,0 +1,132 @@
+"""The blob store's laws, one suite for every backend (the `blobs` fixture): placing
+by hash, dedup, reading, deleting, restoring, re-hashing from the store itself, and
+quarantining only the object that was hashed. What only the local directory has
+(file modes, O_TMPFILE staging) is in test_blobstore.py."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from casfs.blobs import BlobStore, file_url, open_blobs
+
+
+@pytest.fixture(params=["local"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    root = tmp_path / "blobs"
+    yield open_blobs(file_url(root), tmp_path / "store")
+
+
+def put(blobs: BlobStore, data: bytes) -> tuple[str, int, bool]:
+    staging = blobs.stage()
+    try:
+        staging.write(data, 0)
+        return blobs.place(staging)
+    finally:
+        staging.discard()
+
+
+def read(blobs: BlobStore, sha256: str) -> bytes:
+    fd = blobs.open_blob(sha256)
+    try:
+        out, offset = bytearray(), 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            out += chunk
+            offset += len(chunk)
+        return bytes(out)
+    finally:
+        os.close(fd)
+
+
+def test_a_blob_is_named_by_its_hash_and_reads_back(blobs: BlobStore) -> None:
+    data = os.urandom(3 << 20)
+    sha, size, new = put(blobs, data)
+    assert sha == hashlib.sha256(data).hexdigest() and size == len(data) and new
+    assert blobs.has(sha)
+    assert read(blobs, sha) == data
+    assert blobs.uri(sha).endswith(f"/sha256/{sha[:2]}/{sha[2:]}")
+
+
+def test_the_same_bytes_twice_is_one_blob_and_a_dedup_hit(blobs: BlobStore) -> None:
+    first = put(blobs, b"same bytes")
+    second = put(blobs, b"same bytes")
+    assert first[0] == second[0] and first[2] and not second[2]
+
+
+def test_concurrent_placers_of_the_same_bytes_leave_one_intact_blob(blobs: BlobStore) -> None:
+    data = os.urandom(1 << 20)
+    results: list[tuple[str, int, bool]] = []
+    barrier = threading.Barrier(6)
+
+    def place() -> None:
+        staging = blobs.stage()
+        staging.write(data, 0)
+        barrier.wait()
+        results.append(blobs.place(staging))
+        staging.discard()
+
+    threads = [threading.Thread(target=place) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r[0] for r in results}) == 1
+    assert sum(r[2] for r in results) == 1
+    assert read(blobs, results[0][0]) == data
+
+
+def test_an_empty_blob(blobs: BlobStore) -> None:
+    sha, size, _ = put(blobs, b"")
+    assert size == 0 and read(blobs, sha) == b""
+
+
+def test_a_missing_blob(blobs: BlobStore) -> None:
+    sha = "0" * 64
+    assert not blobs.has(sha)
+    with pytest.raises(FileNotFoundError):
+        blobs.open_blob(sha)
+    hashed = blobs.hash_blob(sha)
+    assert hashed.actual is None
+    blobs.delete(sha)  # deleting what is gone is no error
+
+
+def test_delete_and_an_open_reader(blobs: BlobStore) -> None:
+    sha, _, _ = put(blobs, b"to be deleted")
+    fd = blobs.open_blob(sha)
+    try:
+        blobs.delete(sha)
+        assert not blobs.has(sha)
+        assert os.pread(fd, 100, 0) == b"to be deleted"  # an open reader keeps its bytes
+    finally:
+        os.close(fd)
+
+
+def test_restore_brings_back_a_blob_removed_after_it_was_placed(blobs: BlobStore) -> None:
+    staging = blobs.stage()
+    try:
+        staging.write(b"precious", 0)
+        sha, _, _ = blobs.place(staging)
+        blobs.delete(sha)
+        blobs.restore(staging, sha)
+    finally:
+        staging.discard()
+    assert read(blobs, sha) == b"precious"
+
+
+def test_hash_blob_reads_the_store_and_quarantine_moves_only_that_object(
+        blobs: BlobStore) -> None:
+    sha, _, _ = put(blobs, b"good bytes")
+    hashed = blobs.hash_blob(sha)
+    assert hashed.actual == sha and hashed.size == len(b"good bytes")
+    # Replaced by another object since it was hashed: quarantine leaves it.
+    blobs.delete(sha)
+    put(blobs, b"good bytes")
+    assert blobs.quarantine(sha, hashed) is None and blobs.has(sha)
+    # Still the object that was hashed: it goes.
+    assert blobs.quarantine(sha, blobs.hash_blob(sha)) is not None
+    assert not blobs.has(sha)
