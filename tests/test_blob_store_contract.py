@@ -8,18 +8,25 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import obstore
 import pytest
 
 from casfs.blobs import BlobStore, file_url, open_blobs
+from casfs.blobs.local import LocalBlobStore
+from casfs.blobs.s3 import S3BlobStore
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
-    root = tmp_path / "blobs"
-    yield open_blobs(file_url(root), tmp_path / "store")
+    if request.param == "s3":
+        request.getfixturevalue("s3_env")
+        yield open_blobs(f"s3://casfs/{uuid.uuid4().hex}", tmp_path / "store")
+        return
+    yield open_blobs(file_url(tmp_path / "blobs"), tmp_path / "store")
 
 
 def put(blobs: BlobStore, data: bytes) -> tuple[str, int, bool]:
@@ -118,15 +125,32 @@ def test_restore_brings_back_a_blob_removed_after_it_was_placed(blobs: BlobStore
     assert read(blobs, sha) == b"precious"
 
 
+def corrupt(blobs: BlobStore, sha256: str, data: bytes) -> None:
+    """Overwrite a blob's bytes behind the store's back (what bit rot or a bad disk do)."""
+    if isinstance(blobs, LocalBlobStore):
+        path = blobs.path(sha256)
+        path.chmod(0o644)
+        path.write_bytes(data)
+        path.chmod(0o444)
+    else:
+        assert isinstance(blobs, S3BlobStore)
+        obstore.put(blobs._store, blobs.key(sha256), data)
+
+
 def test_hash_blob_reads_the_store_and_quarantine_moves_only_that_object(
         blobs: BlobStore) -> None:
     sha, _, _ = put(blobs, b"good bytes")
+    read(blobs, sha)  # a cache, where there is one, holds the good bytes now
+    corrupt(blobs, sha, b"bad bytes!")
     hashed = blobs.hash_blob(sha)
-    assert hashed.actual == sha and hashed.size == len(b"good bytes")
-    # Replaced by another object since it was hashed: quarantine leaves it.
+    assert hashed.actual != sha and hashed.actual is not None  # read from the store itself
+    # Put right again since it was hashed (a registration restored it): left alone.
     blobs.delete(sha)
     put(blobs, b"good bytes")
     assert blobs.quarantine(sha, hashed) is None and blobs.has(sha)
-    # Still the object that was hashed: it goes.
+    # Still the object that was hashed: it goes, and no cache serves it afterwards.
+    corrupt(blobs, sha, b"bad bytes!")
     assert blobs.quarantine(sha, blobs.hash_blob(sha)) is not None
     assert not blobs.has(sha)
+    with pytest.raises(FileNotFoundError):
+        blobs.open_blob(sha)

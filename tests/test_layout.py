@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = {"casfs": REPO / "casfs", "casfs.mount": REPO / "mount", "casfs.tools": REPO / "tools"}
 DRIVERS = {"apsw": "casfs.catalog.sqlite", "psycopg": "casfs.catalog.postgres",
-           "psycopg_pool": "casfs.catalog.postgres"}
+           "obstore": "casfs.blobs.s3"}
 
 
 def modules() -> Iterator[tuple[str, Path]]:

@@ -1,7 +1,8 @@
 """The blob store interface: where the bytes live, named by their SHA-256.
 
 `open_blobs(url)` opens one: `file:///PATH` (a directory on a local or shared disk,
-`local.py`); an object store comes next. Every store stages on a local filesystem
+`local.py`) or `s3://BUCKET/PREFIX` (an S3-compatible object store with a read
+cache on each host, `s3.py` and `cache.py`). Every store stages on a local filesystem
 first (`staging.py`), so hashing and law 1 are the same for all of them.
 tests/test_blob_store_contract.py runs the same suite on each.
 """
@@ -94,8 +95,12 @@ def open_blobs(url: str, store_root: Path) -> BlobStore:
     from casfs.blobs.local import LocalBlobStore
 
     parts = urlsplit(url)
+    if parts.scheme == "s3":
+        from casfs.blobs.s3 import from_url
+        return from_url(parts.netloc, unquote(parts.path), store_root)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise StoreError(f"unknown blob store URL {url!r}: use file:///PATH")
+        raise StoreError(f"unknown blob store URL {url!r}: use file:///PATH or "
+                         "s3://BUCKET/PREFIX")
     root = Path(unquote(parts.path))
     tmp = root / "tmp"
     if root != store_root:

@@ -13,13 +13,12 @@ import ctypes.util
 import errno
 import hashlib
 import os
-import secrets
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 from casfs.blobs import BlobStore, Hashed
-from casfs.blobs.staging import StagingFile, is_sha256_hex
+from casfs.blobs.staging import Stager, StagingFile, is_sha256_hex
 
 try:
     _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
@@ -39,8 +38,8 @@ class LocalBlobStore:
         self._root = os.path.join(os.path.abspath(cas_dir), "sha256")
         self._tmp = str(tmp_dir)
         self._fanout_ready: set[str] = set()
-        self._unnamed_staging = unnamed_staging and hasattr(os, "O_TMPFILE") and \
-            _libc is not None
+        # Unnamed staging needs linkat through /proc to give the file its name.
+        self._stager = Stager(tmp_dir, unnamed=unnamed_staging and _libc is not None)
 
     def _blob_file(self, sha256: str) -> str:
         if not is_sha256_hex(sha256):
@@ -53,23 +52,8 @@ class LocalBlobStore:
     def uri(self, sha256: str) -> str:
         return "file://" + quote(self._blob_file(sha256))
 
-    def _staging_name(self) -> str:
-        return f"{self._tmp}/{os.getpid()}-{secrets.token_hex(8)}.part"
-
     def stage(self) -> StagingFile:
-        """A new staging file: unnamed (O_TMPFILE) where the filesystem allows, so a
-        crash leaves nothing behind and no name is created or removed per file."""
-        if self._unnamed_staging:
-            try:
-                fd = os.open(self._tmp, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-                return StagingFile(None, fd)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    raise
-                self._unnamed_staging = False
-        path = self._staging_name()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        return StagingFile(Path(path), fd)
+        return self._stager.stage()
 
     def adopt(self, source: Path) -> StagingFile | None:
         """Stage a user's file without copying it (what an import with --move does).
@@ -82,7 +66,7 @@ class LocalBlobStore:
         try:
             if os.stat(source).st_nlink != 1:
                 return None
-            path = self._staging_name()
+            path = self._stager.name()
             os.link(source, path)
         except OSError as e:
             if e.errno in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK):

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -109,3 +110,29 @@ class StagingFile:
     def _restart_hash(self) -> None:
         self._hasher = hashlib.sha256()
         self._hashed = 0
+
+
+class Stager:
+    """Makes staging files in one directory: unnamed (O_TMPFILE) where the filesystem
+    allows, so a crash leaves nothing behind; else named `<pid>-<random>.part`, which
+    fsck and a starting mount remove once their process is gone."""
+
+    def __init__(self, directory: Path, *, unnamed: bool = True) -> None:
+        self.directory = directory
+        self._unnamed = unnamed and hasattr(os, "O_TMPFILE")
+
+    def name(self) -> str:
+        return f"{self.directory}/{os.getpid()}-{secrets.token_hex(8)}.part"
+
+    def stage(self) -> StagingFile:
+        if self._unnamed:
+            try:
+                fd = os.open(self.directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                return StagingFile(None, fd)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._unnamed = False
+        path = self.name()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return StagingFile(Path(path), fd)

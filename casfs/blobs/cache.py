@@ -1,0 +1,147 @@
+"""A host's local copies of blobs kept in object storage: bounded, least recently used.
+
+A blob is fetched into a file of the cache once and read from it afterwards at
+page-cache speed (the mount hands the file's descriptor to its reads). Every fill
+is hashed as it arrives and refused on a mismatch; the first open of a cached file
+in a process hashes it again, so a file damaged on disk is found and fetched anew.
+Concurrent readers of one blob wait for one fill. The cache survives restarts (its
+files are the index) and is trimmed to `size` bytes, oldest use first; a file that
+is open stays readable after it is evicted.
+
+    <cache>/ab/cdef…      a blob, read-only
+    <cache>/.fill-…       a fill in progress (removed when it fails)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from casfs.blobs.staging import BLOB_MODE, CHUNK, StagingFile
+
+log = logging.getLogger("casfs.blobs")
+
+Fetch = Callable[[], Iterable[bytes]]  # the blob's bytes, chunk by chunk
+
+
+class CorruptBlob(OSError):
+    """Bytes that arrived do not match the blob's name."""
+
+
+class ReadCache:
+    def __init__(self, directory: Path, size: int) -> None:
+        self.directory = directory
+        self.size = size
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._fills: dict[str, threading.Lock] = {}
+        self._checked: set[str] = set()  # cached files hashed by this process
+        self._used = sum(p.stat().st_size for p in directory.glob("??/*"))
+
+    def path(self, sha256: str) -> Path:
+        return self.directory / sha256[:2] / sha256[2:]
+
+    def open(self, sha256: str, fetch: Fetch) -> int:
+        """A descriptor on the cached blob, fetching it first when it is not here."""
+        with self._fill_lock(sha256):
+            fd = self._open_checked(sha256)
+            if fd is None:
+                self._fill(sha256, fetch())
+                fd = os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
+                self._checked.add(sha256)
+        os.utime(fd)  # the time of last use, for eviction
+        return fd
+
+    def add(self, sha256: str, staging: StagingFile) -> None:
+        """Keep a blob this host just wrote (its bytes are hashed already)."""
+        with self._fill_lock(sha256):
+            if self.path(sha256).exists():
+                return
+            self._fill(sha256, _chunks(staging.fd, staging.size), known=True)
+            self._checked.add(sha256)
+
+    def drop(self, sha256: str) -> None:
+        path = self.path(sha256)
+        with self._lock:
+            try:
+                self._used -= path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            self._checked.discard(sha256)
+
+    def _fill_lock(self, sha256: str) -> threading.Lock:
+        with self._lock:
+            return self._fills.setdefault(sha256, threading.Lock())
+
+    def _open_checked(self, sha256: str) -> int | None:
+        try:
+            fd = os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if sha256 in self._checked:
+            return fd
+        digest = hashlib.sha256()
+        for chunk in _chunks(fd, os.fstat(fd).st_size):
+            digest.update(chunk)
+        if digest.hexdigest() == sha256:
+            self._checked.add(sha256)
+            return fd
+        os.close(fd)
+        log.warning("cached blob %s was damaged on disk; fetching it again", sha256)
+        self.drop(sha256)
+        return None
+
+    def _fill(self, sha256: str, chunks: Iterable[bytes], *, known: bool = False) -> None:
+        target = self.path(sha256)
+        target.parent.mkdir(exist_ok=True)
+        partial = self.directory / f".fill-{os.getpid()}-{threading.get_ident()}-{sha256}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(partial, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    if not known:
+                        digest.update(chunk)
+                    size += len(chunk)
+            if not known and digest.hexdigest() != sha256:
+                raise CorruptBlob(f"the bytes fetched for blob {sha256} have hash "
+                                  f"{digest.hexdigest()}: refused")
+            os.chmod(partial, BLOB_MODE)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            self._used += size
+        self._trim()
+
+    def _trim(self) -> None:
+        """Evict least recently used blobs until the cache fits its size."""
+        with self._lock:
+            if self._used <= self.size:
+                return
+            entries = sorted(((p.stat().st_mtime, p) for p in self.directory.glob("??/*")),
+                             key=lambda entry: entry[0])
+            for _, path in entries:
+                if self._used <= self.size:
+                    break
+                size = path.stat().st_size
+                path.unlink(missing_ok=True)
+                self._used -= size
+                self._checked.discard(path.parent.name + path.name)
+
+
+def _chunks(fd: int, size: int) -> Iterable[bytes]:
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not chunk:
+            return
+        yield chunk
+        offset += len(chunk)

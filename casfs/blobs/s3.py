@@ -1,0 +1,226 @@
+"""Blobs in an S3-compatible object store (AWS S3, MinIO, Ceph RGW, SeaweedFS, Garage),
+with a bounded read cache on each host.
+
+`s3://BUCKET/PREFIX`: a blob is the object `PREFIX/sha256/ab/cdef…`. It is staged and
+hashed locally as with a blob directory, then uploaded so that the server checks
+its SHA-256 in transit and creates it only if it is absent (`If-None-Match: *`: an
+object that is there already is a dedup hit, never overwritten). Large blobs are
+asked for first and uploaded in parts (a conditional put cannot be multipart; the
+bytes under a content address are the same whoever writes them). The writer's own
+host keeps what it wrote in its cache. Quarantined objects move to
+`PREFIX/quarantine/`.
+
+The endpoint and credentials come from the standard variables (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; an http:// endpoint works),
+never from casfs's own files. Every request has a timeout and is retried with
+backoff (throttling included) for at most REQUEST_DEADLINE_S, so a store that is
+unreachable ends in an OSError within a bounded time. obstore is the client; its
+errors become OSErrors here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from obstore.exceptions import AlreadyExistsError
+from obstore.store import S3Store
+
+from casfs.blobs import BlobStore, Hashed
+from casfs.blobs.cache import ReadCache
+from casfs.blobs.staging import CHUNK, Stager, StagingFile, is_sha256_hex
+from casfs.errors import StoreError
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig
+
+MULTIPART_FROM = 16 << 20  # smaller blobs go up in one conditional PUT
+PART = 8 << 20
+REQUEST_TIMEOUT = "30s"
+CONNECT_TIMEOUT = "5s"
+REQUEST_DEADLINE_S = 20  # retries stop after this long
+DEFAULT_CACHE = 10 << 30
+
+
+class S3BlobStore:
+    def __init__(self, bucket: str, prefix: str, tmp_dir: Path, cache_dir: Path,
+                 cache_size: int = DEFAULT_CACHE, *, endpoint: str | None = None,
+                 deadline_s: float = REQUEST_DEADLINE_S) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        config: dict[str, Any] = {"checksum_algorithm": "SHA256",
+                                  "region": os.environ.get("AWS_REGION", "us-east-1")}
+        for key, variable in (("access_key_id", "AWS_ACCESS_KEY_ID"),
+                              ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                              ("session_token", "AWS_SESSION_TOKEN")):
+            if os.environ.get(variable):
+                config[key] = os.environ[variable]
+        if endpoint:
+            config["endpoint"] = endpoint
+        self._store = S3Store(
+            bucket, config=config,  # type: ignore[arg-type]
+            client_options={"timeout": REQUEST_TIMEOUT, "connect_timeout": CONNECT_TIMEOUT,
+                            "allow_http": bool(endpoint and endpoint.startswith("http://"))},
+            retry_config=_retries(deadline_s))
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._stager = Stager(tmp_dir)
+        self.cache = ReadCache(cache_dir, cache_size)
+
+    # -- names --------------------------------------------------------------------
+    def key(self, sha256: str) -> str:
+        if not is_sha256_hex(sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return f"{self.prefix}/sha256/{sha256[:2]}/{sha256[2:]}".lstrip("/")
+
+    def uri(self, sha256: str) -> str:
+        return f"s3://{self.bucket}/{self.key(sha256)}"
+
+    # -- writing ------------------------------------------------------------------
+    def stage(self) -> StagingFile:
+        return self._stager.stage()
+
+    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
+        sha256 = staging.finish(fsync=False)  # durable once the server has it
+        is_new = self._upload(staging, sha256)
+        self.cache.add(sha256, staging)
+        return sha256, staging.size, is_new
+
+    def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:
+        return [self.place(staging) for staging in stagings]
+
+    def restore(self, staging: StagingFile, sha256: str) -> None:
+        self._upload(staging, sha256)
+
+    def _upload(self, staging: StagingFile, sha256: str) -> bool:
+        key = self.key(sha256)
+        try:
+            if staging.size < MULTIPART_FROM:
+                obstore.put(self._store, key, os.pread(staging.fd, staging.size, 0),
+                            mode="create")
+                return True
+            if self.has(sha256):
+                return False
+            obstore.put(self._store, key, _chunks(staging.fd, staging.size),
+                        use_multipart=True, chunk_size=PART)
+            return True
+        except AlreadyExistsError:
+            return False
+        except Exception as e:  # obstore's errors: one OSError for the callers
+            raise _os_error("storing", key, e) from e
+
+    # -- reading ------------------------------------------------------------------
+    def has(self, sha256: str) -> bool:
+        try:
+            obstore.head(self._store, self.key(sha256))
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as e:
+            raise _os_error("asking for", self.key(sha256), e) from e
+
+    def open_blob(self, sha256: str) -> int:
+        return self.cache.open(sha256, lambda: self._stream(sha256))
+
+    def _stream(self, sha256: str) -> Iterator[bytes]:
+        key = self.key(sha256)
+        try:
+            for chunk in obstore.get(self._store, key).stream(min_chunk_size=CHUNK):
+                yield bytes(chunk)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise _os_error("reading", key, e) from e
+
+    def hash_blob(self, sha256: str) -> Hashed:
+        key = self.key(sha256)
+        try:
+            result = obstore.get(self._store, key)
+            digest, size = hashlib.sha256(), 0
+            for chunk in result.stream(min_chunk_size=CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        except FileNotFoundError:
+            return Hashed(sha256, None, 0, None)
+        except Exception as e:
+            raise _os_error("reading", key, e) from e
+        return Hashed(sha256, digest.hexdigest(), size, str(result.meta.get("e_tag")))
+
+    # -- removing -----------------------------------------------------------------
+    def delete(self, sha256: str) -> None:
+        key = self.key(sha256)
+        try:
+            obstore.delete(self._store, key)
+        except FileNotFoundError:
+            pass
+        except Exception as e:
+            raise _os_error("deleting", key, e) from e
+        self.cache.drop(sha256)
+
+    def quarantine(self, sha256: str, seen: Hashed) -> str | None:
+        key = self.key(sha256)
+        try:
+            meta = obstore.head(self._store, key)
+        except FileNotFoundError:
+            return None
+        if str(meta.get("e_tag")) != seen.version:
+            return None
+        target = f"{self.prefix}/quarantine/{sha256}.{meta['last_modified'].timestamp():.0f}"
+        target = target.lstrip("/")
+        try:
+            obstore.copy(self._store, key, target)
+            obstore.delete(self._store, key)
+        except Exception as e:
+            raise _os_error("quarantining", key, e) from e
+        self.cache.drop(sha256)
+        return f"s3://{self.bucket}/{target}"
+
+    def list_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """(sha256, size, last modified) of every object under PREFIX/sha256/; stops
+        with an OSError on any listing error (a failed listing is never "empty")."""
+        root = f"{self.prefix}/sha256/".lstrip("/")
+        try:
+            for batch in obstore.list(self._store, prefix=root):
+                for meta in batch:
+                    name = meta["path"][len(root):].replace("/", "")
+                    if is_sha256_hex(name):
+                        yield name, int(meta["size"]), meta["last_modified"].timestamp()
+        except Exception as e:
+            raise _os_error("listing", root, e) from e
+
+
+def _retries(deadline_s: float) -> RetryConfig:
+    return {"max_retries": 5, "retry_timeout": timedelta(seconds=deadline_s),
+            "backoff": {"init_backoff": timedelta(milliseconds=100),
+                        "max_backoff": timedelta(seconds=5), "base": 2}}
+
+
+def _chunks(fd: int, size: int) -> Iterable[bytes]:
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(PART, size - offset), offset)
+        if not chunk:
+            return
+        yield chunk
+        offset += len(chunk)
+
+
+def _os_error(doing: str, key: str, error: Exception) -> OSError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return OSError(f"object store: {doing} {key} failed: {first}")
+
+
+def from_url(bucket: str, prefix: str, store_root: Path) -> S3BlobStore:
+    if not bucket:
+        raise StoreError("an s3:// URL needs a bucket: s3://BUCKET/PREFIX")
+    size = int(os.environ.get("CASFS_CACHE_SIZE", DEFAULT_CACHE))
+    return S3BlobStore(bucket, prefix, store_root / "tmp", store_root / "cache", size)
+
+
+def _implements_the_protocol(store: S3BlobStore) -> BlobStore:
+    return store  # mypy checks here that S3BlobStore is a BlobStore
