@@ -157,13 +157,15 @@ class OpenFiles:
             doc = await self.query(lambda c: c.get_document(ino))
             if doc is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
+            pin = await self._pin(doc)
             file = self.by_ino.get(ino)  # opened by another request meanwhile
             if file is None:
-                file = OpenFile(ino=ino, document=doc, pin=self._pin(doc),
-                                mtime_ns=doc.mtime_ns)
+                file = OpenFile(ino=ino, document=doc, pin=pin, mtime_ns=doc.mtime_ns)
                 self.by_ino[ino] = file
             else:
                 made = False
+                if pin is not None:
+                    pin.retire()
         file.open_handles += 1  # before any await: a release meanwhile must not forget it
         if for_writing:
             try:
@@ -183,13 +185,21 @@ class OpenFiles:
         if file.parent_ino is None:
             self.move(file, parent.ino, document.basename)
 
-    def _pin(self, doc: Document) -> BlobPin | None:
+    async def _pin(self, doc: Document) -> BlobPin | None:
+        """An open descriptor on the document's bytes. A blob store across the network
+        may have to fetch them into its cache first: that runs in a worker thread."""
         if doc.bytes == 0:
             return None
+        blobs = self.store.blobs
         try:
-            return BlobPin(self.store.blobs.open_blob(doc.sha256))
+            if blobs.local:
+                return BlobPin(blobs.open_blob(doc.sha256))
+            return BlobPin(await trio.to_thread.run_sync(blobs.open_blob, doc.sha256))
         except FileNotFoundError:
             log.error("blob %s of inode %d is missing (run casfs fsck)", doc.sha256, doc.ino)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except OSError as e:
+            log.error("cannot read blob %s of inode %d: %s", doc.sha256, doc.ino, e)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     def move(self, file: OpenFile, parent_ino: int, name: str) -> None:
@@ -289,7 +299,7 @@ class OpenFiles:
             raise
         if document is None:
             return  # unlinked meanwhile
-        new_pin = self._pin(document)
+        new_pin = await self._pin(document)
         if file.pin is not None:
             file.pin.retire()
         file.document, file.pin, file.staging = document, new_pin, None

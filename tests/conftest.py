@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 POSTGRES_REQUIRED = os.environ.get("CASFS_REQUIRE_POSTGRES") == "1"
 BOTH_CATALOGS = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+# The mount suites: also PostgreSQL with the blobs in S3 (what many hosts run).
+ALL_BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgresql", "postgresql+s3"],
+                                       indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +110,18 @@ def catalog_url(backend: str, request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def store_path(tmp_path: Path, catalog_url: str | None) -> Path:
+def blobs_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None for the store's own blob directory, else a fresh prefix in S3."""
+    if not backend.endswith("+s3"):
+        return None
+    request.getfixturevalue("s3_env")
+    return f"s3://casfs/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def store_path(tmp_path: Path, catalog_url: str | None, blobs_url: str | None) -> Path:
     path = tmp_path / "store"
-    Store.init(path, catalog=catalog_url).close()
+    Store.init(path, catalog=catalog_url, blobs=blobs_url).close()
     return path
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from casfs import fsck
 from casfs.store import Store
 
-from .conftest import BOTH_CATALOGS, Mounter
+from .conftest import ALL_BACKENDS, Mounter
 
-pytestmark = BOTH_CATALOGS
+pytestmark = ALL_BACKENDS
 
 # Writes files (some new, some overwriting earlier names). Prints "try name sha256"
 # before each one and "ok name sha256" after its close() returned 0. Dies when the

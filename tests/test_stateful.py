@@ -32,9 +32,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from .conftest import BOTH_CATALOGS, Mounter
+from .conftest import ALL_BACKENDS, Mounter
 
-pytestmark = BOTH_CATALOGS
+pytestmark = ALL_BACKENDS
 
 NAMES = ["x.txt", "y.pdf", "z", "w.html"]
 KEYS = ["content_type", "run_id"]

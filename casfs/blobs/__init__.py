@@ -34,6 +34,9 @@ class BlobStore(Protocol):
     the bytes whose SHA-256 is X, or does not exist; blobs are never modified. Its
     methods are called from worker threads, one store object by several at once."""
 
+    local: bool
+    """True when its bytes are on a filesystem here (opening one costs no round trip)."""
+
     def stage(self) -> StagingFile:
         """A new, empty staging file on a local filesystem."""
         ...

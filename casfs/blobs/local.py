@@ -29,6 +29,8 @@ except OSError:
 class LocalBlobStore:
     """Blobs as read-only files under `cas/sha256/ab/cdef…` on a local filesystem."""
 
+    local = True
+
     def __init__(self, cas_dir: Path, tmp_dir: Path, *, quarantine_dir: Path | None = None,
                  unnamed_staging: bool = True) -> None:
         self.cas_dir = cas_dir

@@ -48,6 +48,8 @@ DEFAULT_CACHE = 10 << 30
 
 
 class S3BlobStore:
+    local = False
+
     def __init__(self, bucket: str, prefix: str, tmp_dir: Path, cache_dir: Path,
                  cache_size: int = DEFAULT_CACHE, *, endpoint: str | None = None,
                  deadline_s: float = REQUEST_DEADLINE_S) -> None:
