@@ -22,6 +22,7 @@ from .attributes import Attributes
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .control import Control
+from .directory_cache import DirectoryCache
 from .files import Handle
 from .open_files import OpenFiles
 
@@ -37,11 +38,12 @@ class OperationsBase(pyfuse3.Operations):
         self.store = store
         self.xattrs = xattrs
         self.query = CatalogReader(store)
+        self.directories = DirectoryCache(cache_timeout, enabled=not store.catalog.local)
         self.readonly = readonly
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
         # A read-only mount has no writer: every writing handler refuses first.
         self._writer = writer
-        self.files = OpenFiles(store, self.query, writer)
+        self.files = OpenFiles(store, self.query, writer, self.directories)
         self.control = Control(store, self.attrs, self._gauges)
         self.control.started_ns = time.time_ns()
         self.handles: dict[int, Handle] = {}
@@ -85,7 +87,13 @@ class OperationsBase(pyfuse3.Operations):
     async def _directory(self, ino: int) -> Directory | None:
         if ino == ROOT_INO or self.control.owns(ino):
             return None
-        return await self.query(lambda c: c.get_directory(ino))
+        cached = self.directories.get(ino)
+        if cached is not None:
+            return cached
+        found = await self.query(lambda c: c.get_directory(ino))
+        if found is not None:
+            self.directories.put(found)
+        return found
 
     async def _is_document(self, ino: int) -> bool:
         return await self.query(lambda c: c.get_document(ino)) is not None

@@ -30,8 +30,10 @@ RETRY_S = 5.0  # how long it waits before it connects again after a failure
 
 class ChangeListener:
     def __init__(self, store: Store, own_senders: Callable[[], set[str]],
+                 forget_directories: Callable[[], None],
                  invalidate: Callable[[Catalog, Change], None] | None = None) -> None:
         self.store = store
+        self.forget_directories = forget_directories  # the mount's directory cache
         self.own = own_senders  # this mount's own connections: what it changed itself
         self.invalidate = invalidate or forget_in_kernel
         self.heard = 0  # changes applied, for tests and /.casfs/metrics
@@ -59,6 +61,8 @@ class ChangeListener:
                 for sender, changes in listen(POLL_S):
                     if sender not in self.own():
                         for change in changes:
+                            if isinstance(change, DirectoryChange):
+                                self.forget_directories()
                             self.invalidate(catalog, change)
                             self.heard += 1
                     if self._stop.is_set():

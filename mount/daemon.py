@@ -216,7 +216,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
              ",".join(options.to_strings()[1:]))
     _report(ready_fd, None)
     otel_catalog = _instrument(store)
-    listener = ChangeListener(store, lambda: writer.senders if writer else set())
+    listener = ChangeListener(store, lambda: writer.senders if writer else set(),
+                              ops.directories.forget)
     if not store.catalog.local and not options.nonotify:
         listener.start()
     clean = False

@@ -100,6 +100,7 @@ class DirectoryHandlers(OperationsBase):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         try:
             await self.write_catalog(lambda c: c.remove_directory(directory.ino))
+            self.directories.forget(directory.ino)
         except Conflict:
             raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
 

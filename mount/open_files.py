@@ -42,6 +42,7 @@ from casfs.store import Store
 
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
+from .directory_cache import DirectoryCache
 
 log = logging.getLogger("casfs.mount")
 
@@ -119,10 +120,11 @@ class OpenFile:
 class OpenFiles:
     """Every file open in one mount, by inode, and those being written by name."""
 
-    def __init__(self, store: Store, query: CatalogReader, writer: CatalogWriter | None
-                 ) -> None:
+    def __init__(self, store: Store, query: CatalogReader, writer: CatalogWriter | None,
+                 directories: DirectoryCache) -> None:
         self.store = store
         self.query = query
+        self.directories = directories
         self.writer = writer  # None on a read-only mount, which never finalizes
         self.by_ino: dict[int, OpenFile] = {}
         self._by_name: dict[tuple[int, str], OpenFile] = {}
@@ -318,7 +320,8 @@ class OpenFiles:
         await self.locate(file)
         parent_ino, name = file.parent_ino, file.name
         assert parent_ino is not None and name is not None
-        directory = await self.query(lambda c: c.get_directory(parent_ino))
+        directory = self.directories.get(parent_ino) or \
+            await self.query(lambda c: c.get_directory(parent_ino))
         if directory is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         meta = file.metadata

@@ -76,6 +76,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             if fields.update_mtime:  # touch -d, rsync -a, cp -a; mode and owner: not kept
                 mtime_ns = attr.st_mtime_ns
                 await self.write_catalog(lambda c: c.set_directory_mtime(inode, mtime_ns))
+                self.directories.forget(inode)
                 if inode == ROOT_INO:
                     self._root_mtime_ns = mtime_ns
             return await self._attr(inode)
@@ -315,10 +316,12 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             try:
                 await self.write_catalog(  # only an empty one may be replaced
                     lambda c: c.remove_directory(target.ino))
+                self.directories.forget()
             except Conflict:
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY) from None
         try:
             await self.write_catalog(lambda c: c.rename_directory(source.ino, parent_new, new))
+            self.directories.forget()
         except NotFound:
             raise self._refuse("rename of a directory to another depth", errno.EPERM) from None
 
