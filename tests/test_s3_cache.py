@@ -1,0 +1,102 @@
+"""The read cache of an S3 blob store, on a real S3 server: one download for many
+readers, right bytes while it evicts, a damaged cached file found and fetched again,
+and the writer's host keeps what it wrote."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from casfs.blobs.s3 import S3BlobStore
+
+from .s3 import S3Server
+
+
+@pytest.fixture
+def make_store(s3_env: S3Server, tmp_path: Path) -> Iterator[object]:
+    prefix = uuid.uuid4().hex
+
+    def make(host: str, cache_size: int = 1 << 30) -> S3BlobStore:
+        return S3BlobStore("casfs", prefix, tmp_path / host / "tmp", tmp_path / host / "cache",
+                           cache_size)
+    yield make
+
+
+def put(store: S3BlobStore, data: bytes) -> str:
+    staging = store.stage()
+    try:
+        staging.write(data, 0)
+        return store.place(staging)[0]
+    finally:
+        staging.discard()
+
+
+def read(store: S3BlobStore, sha256: str) -> bytes:
+    fd = store.open_blob(sha256)
+    try:
+        return os.pread(fd, 64 << 20, 0)
+    finally:
+        os.close(fd)
+
+
+def counting(store: S3BlobStore) -> list[str]:
+    """Record every download the store starts."""
+    downloads: list[str] = []
+    stream = store._stream
+
+    def counted(sha256: str) -> Iterator[bytes]:
+        downloads.append(sha256)
+        return stream(sha256)
+
+    store._stream = counted  # type: ignore[method-assign]
+    return downloads
+
+
+def test_the_writer_keeps_what_it_wrote_and_another_host_fetches_it_once(
+        make_store: object) -> None:
+    a, b = make_store("a"), make_store("b")  # type: ignore[operator]
+    data = os.urandom(5 << 20)
+    sha = put(a, data)
+    downloads_a = counting(a)
+    assert read(a, sha) == data and downloads_a == []  # from the writer's own cache
+    downloads_b = counting(b)
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(read(b, sha)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [data] * 8
+    assert downloads_b == [sha]  # 8 readers of one cold blob: one download
+
+
+def test_reads_stay_right_while_a_small_cache_evicts(make_store: object) -> None:
+    writer = make_store("w")  # type: ignore[operator]
+    blobs = {put(writer, os.urandom(300_000)): None for _ in range(12)}
+    reader = make_store("r", cache_size=1_000_000)  # room for three
+    expected = {sha: read(writer, sha) for sha in blobs}
+    for _ in range(3):
+        for sha, data in expected.items():
+            assert read(reader, sha) == data
+    cached = list((reader.cache.directory).glob("??/*"))
+    assert len(cached) <= 4 and sum(p.stat().st_size for p in cached) <= 1_300_000
+
+
+def test_a_damaged_cache_file_is_found_and_fetched_again(make_store: object) -> None:
+    writer = make_store("w")  # type: ignore[operator]
+    data = os.urandom(100_000)
+    sha = put(writer, data)
+    reader = make_store("r")  # type: ignore[operator]
+    assert read(reader, sha) == data
+    cached = reader.cache.path(sha)
+    cached.chmod(0o644)
+    cached.write_bytes(b"rot" + data[3:])
+    fresh = make_store("r")  # a new process: it checks a cached file on first open
+    downloads = counting(fresh)
+    assert read(fresh, sha) == data and downloads == [sha]
