@@ -13,9 +13,9 @@ host keeps what it wrote in its cache. Quarantined objects move to
 The endpoint and credentials come from the standard variables (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; an http:// endpoint works),
 never from casfs's own files. Every request has a timeout and is retried with
-backoff (throttling included) for at most REQUEST_DEADLINE_S, so a store that is
-unreachable ends in an OSError within a bounded time. obstore is the client; its
-errors become OSErrors here.
+backoff (throttling included) for at most as long again (CASFS_S3_TIMEOUT, 30 s by
+default), so a store that is unreachable ends in an OSError within a bounded time.
+obstore is the client; its errors become OSErrors here.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ if TYPE_CHECKING:
 
 MULTIPART_FROM = 16 << 20  # smaller blobs go up in one conditional PUT
 PART = 8 << 20
-REQUEST_TIMEOUT = "30s"
-CONNECT_TIMEOUT = "5s"
-REQUEST_DEADLINE_S = 20  # retries stop after this long
+REQUEST_TIMEOUT_S = 30.0  # CASFS_S3_TIMEOUT: one request, and all retries of one
+CONNECT_TIMEOUT_S = 5.0
 DEFAULT_CACHE = 10 << 30
 
 
@@ -52,7 +51,7 @@ class S3BlobStore:
 
     def __init__(self, bucket: str, prefix: str, tmp_dir: Path, cache_dir: Path,
                  cache_size: int = DEFAULT_CACHE, *, endpoint: str | None = None,
-                 deadline_s: float = REQUEST_DEADLINE_S) -> None:
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
@@ -67,9 +66,11 @@ class S3BlobStore:
             config["endpoint"] = endpoint
         self._store = S3Store(
             bucket, config=config,  # type: ignore[arg-type]
-            client_options={"timeout": REQUEST_TIMEOUT, "connect_timeout": CONNECT_TIMEOUT,
+            client_options={"timeout": timedelta(seconds=timeout_s),
+                            "connect_timeout": timedelta(seconds=min(CONNECT_TIMEOUT_S,
+                                                                     timeout_s)),
                             "allow_http": bool(endpoint and endpoint.startswith("http://"))},
-            retry_config=_retries(deadline_s))
+            retry_config=_retries(timeout_s))
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self._stager = Stager(tmp_dir)
         self.cache = ReadCache(cache_dir, cache_size)
@@ -220,8 +221,14 @@ def _os_error(doing: str, key: str, error: Exception) -> OSError:
 def from_url(bucket: str, prefix: str, store_root: Path) -> S3BlobStore:
     if not bucket:
         raise StoreError("an s3:// URL needs a bucket: s3://BUCKET/PREFIX")
-    size = int(os.environ.get("CASFS_CACHE_SIZE", DEFAULT_CACHE))
-    return S3BlobStore(bucket, prefix, store_root / "tmp", store_root / "cache", size)
+    try:
+        size = int(os.environ.get("CASFS_CACHE_SIZE", DEFAULT_CACHE))
+        timeout = float(os.environ.get("CASFS_S3_TIMEOUT", REQUEST_TIMEOUT_S))
+    except ValueError as e:
+        raise StoreError(f"CASFS_CACHE_SIZE (bytes) or CASFS_S3_TIMEOUT (seconds): {e}") \
+            from None
+    return S3BlobStore(bucket, prefix, store_root / "tmp", store_root / "cache", size,
+                       timeout_s=timeout)
 
 
 def _implements_the_protocol(store: S3BlobStore) -> BlobStore:
