@@ -80,3 +80,17 @@ def test_pyproject_lists_every_package() -> None:
     listed = set(config["tool"]["setuptools"]["packages"])
     found = {module for module, path in modules() if path.name == "__init__.py"}
     assert listed == found
+
+
+def test_commands_that_do_not_mount_load_no_fuse_and_no_driver_they_do_not_use() -> None:
+    """`casfs --version`, `casfs search` ... start fast: the parser loads no FUSE, no
+    trio, no PostgreSQL or S3 client (each command loads what it uses when it runs)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, casfs.tools.cli as cli; cli.build_parser(); "
+            "print(sorted(m for m in ('pyfuse3', 'trio', 'psycopg', 'obstore') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import argtypes
-from .bench import bench
 from .output import print_json
 
 if TYPE_CHECKING:
@@ -37,6 +36,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, ctx: Context) -> int:
+    from .bench import bench  # not at import: it loads the mount
     interactive = sys.stderr.isatty()
 
     def say(text: str) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from casfs import gc
-from casfs.catalog.sqlite import backup as backups
 from casfs.durations import format_duration
 
 from . import argtypes
@@ -99,6 +98,7 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_backup(args: argparse.Namespace, ctx: Context) -> int:
+    from casfs.catalog.sqlite import backup as backups  # SQLite only: loaded when asked
     with ctx.open_store() as store:
         meta = backups.backup(store, args.dest)
     if args.json:
@@ -110,6 +110,7 @@ def cmd_backup(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, ctx: Context) -> int:
+    from casfs.catalog.sqlite import backup as backups  # SQLite only: loaded when asked
     meta = backups.check(args.src)
     kept = None
     if args.apply:

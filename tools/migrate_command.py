@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from casfs.catalog.postgres import migrate
-from casfs.catalog.postgres.database import PostgresDatabase
-from casfs.catalog.sqlite import SqliteCatalog
+from casfs.catalog.sql_catalog import SqlCatalog
 from casfs.errors import CasfsError
 from casfs.processes import running_mounts
 from casfs.store import Locations
@@ -45,6 +43,11 @@ def register(commands: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    # Not at import: every command would load the PostgreSQL driver.
+    from casfs.catalog.postgres import migrate
+    from casfs.catalog.postgres.database import PostgresDatabase
+    from casfs.catalog.sqlite import SqliteCatalog
+
     with ctx.open_store() as store:
         source = store.catalog
         if not isinstance(source, SqliteCatalog):
@@ -88,7 +91,7 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def report_total(source: SqliteCatalog) -> int:
+def report_total(source: SqlCatalog) -> int:
     row = source.db.one("SELECT (SELECT count(*) FROM documents) + "
                         "(SELECT count(*) FROM directories) + (SELECT count(*) FROM blobs)")
     return int(row[0]) if row else 0

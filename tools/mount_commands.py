@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casfs.mount import daemon
-from casfs.mount.daemon import MountOptions
-
 if TYPE_CHECKING:
     from .context import Context
 
@@ -41,7 +38,8 @@ def register(commands: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
-    options = MountOptions.parse(args.options, ctx.config.mount)
+    from casfs.mount import daemon  # not at import: every command would load FUSE
+    options = daemon.MountOptions.parse(args.options, ctx.config.mount)
     mountpoint = args.mountpoint.absolute()
     if args.foreground:
         daemon.prepare_mountpoint(mountpoint)
@@ -53,5 +51,6 @@ def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_umount(args: argparse.Namespace, ctx: Context) -> int:
+    from casfs.mount import daemon  # not at import: every command would load FUSE
     daemon.unmount(args.mountpoint, timeout=args.timeout)
     return 0
