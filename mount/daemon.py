@@ -34,7 +34,7 @@ from casfs.errors import CasfsError
 from casfs.processes import mount_pid_file, pid_alive, read_pid
 from casfs.store import Store, StoreLayout
 
-from . import control, metrics_http
+from . import control, metrics_http, readahead
 from .catalog_writer import CatalogWriter
 from .change_listener import ChangeListener
 from .operations import CasfsOperations
@@ -58,6 +58,7 @@ class MountOptions:
     metrics_port: int | None = None
     noxattr: bool = False
     nonotify: bool = False  # do not listen to the catalog's announcements of changes
+    readahead_kib: int = readahead.DEFAULT_KIB
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -77,6 +78,8 @@ class MountOptions:
                     values["cache_timeout"] = float(value)
                 except ValueError:
                     raise CasfsError(f"-o cache_timeout needs seconds, got {value!r}") from None
+            elif key == "readahead":
+                values["readahead_kib"] = _kib(value)
             elif key == "metrics_port":
                 if not value.isdigit() or not 0 < int(value) < 65536:
                     raise CasfsError(f"-o metrics_port needs a TCP port, got {value!r}")
@@ -86,13 +89,23 @@ class MountOptions:
         return cls(**values)  # type: ignore[arg-type]
 
     def to_strings(self) -> list[str]:
-        out = [f"cache_timeout={self.cache_timeout:g}"]
+        out = [f"cache_timeout={self.cache_timeout:g}", f"readahead={self.readahead_kib}K"]
         if self.metrics_port is not None:
             out.append(f"metrics_port={self.metrics_port}")
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
                                       ("debug", self.debug), ("noxattr", self.noxattr),
                                       ("nonotify", self.nonotify)) if on]
         return ["-o", ",".join(out)]
+
+
+def _kib(value: str) -> int:
+    """-o readahead=SIZE: 1024K, 1M, 512 (KiB); 0 leaves the kernel's window."""
+    units = {"K": 1, "M": 1024}
+    number, unit = (value[:-1], value[-1].upper()) if value[-1:].upper() in units \
+        else (value, "K")
+    if not number.isdigit() or int(number) * units[unit] > 1 << 20:
+        raise CasfsError(f"-o readahead needs a size such as 1M or 512K, got {value!r}")
+    return int(number) * units[unit]
 
 
 # -- finding running mounts -------------------------------------------------------
@@ -210,6 +223,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         store.close()
         _report(ready_fd, f"cannot mount {mountpoint}: {e}")
         return 2
+    if options.readahead_kib:
+        readahead.set_when_up(mountpoint, options.readahead_kib)
     pidfile = mount_pid_file(store.layout, mountpoint)
     pidfile.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}))
     log.info("mounted %s at %s (%s)", store.layout.root, mountpoint,

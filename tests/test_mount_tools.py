@@ -6,13 +6,15 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
 from casfs.store import Store
+from casfs.tools import cli
 
-from .conftest import Mounter, sha256_of
+from .conftest import Mounter, needs_root, sha256_of
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -112,3 +114,26 @@ def test_data_and_names_survive_unmount_and_remount(mnt: Path, tmp_path: Path,
     assert (mnt / "arxiv" / "W-empty").is_dir()
     mounter.remount("ro")
     assert_tree(mnt, files)
+
+
+@needs_root
+def test_the_mount_sets_its_readahead_window(mounter: Mounter) -> None:
+    """-o readahead=SIZE (1 MiB by default) on the mount's own device; 0 leaves the
+    kernel's 128 KiB."""
+    from casfs.mount.readahead import device_of
+
+    mnt = mounter.mount()
+    knob = Path("/sys/class/bdi") / str(device_of(mnt)) / "read_ahead_kb"
+    deadline = time.monotonic() + 10  # set by a thread once the mount answers
+    while knob.read_text().strip() != "1024":
+        assert time.monotonic() < deadline, knob.read_text()
+        time.sleep(0.02)
+    mounter.umount()
+    mnt = mounter.mount("readahead=0")
+    os.statvfs(mnt)
+    time.sleep(0.2)
+    knob = Path("/sys/class/bdi") / str(device_of(mnt)) / "read_ahead_kb"
+    assert knob.read_text().strip() == "128"
+    mounter.umount()
+    assert cli.main(["--store", str(mounter.store_path), "mount", str(mnt), "-o",
+                     "readahead=lots"]) == 2
