@@ -170,6 +170,8 @@ def start(store_root: Path, mountpoint: Path, options: MountOptions,
     with os.fdopen(read_end, "rb") as ready:
         line = ready.readline()  # EOF when the daemon fails before mounting
     if line == READY:
+        if options.readahead_kib:
+            readahead.set_once_up(mountpoint, options.readahead_kib)
         return proc.pid
     try:
         proc.wait(timeout=timeout)
@@ -223,8 +225,6 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         store.close()
         _report(ready_fd, f"cannot mount {mountpoint}: {e}")
         return 2
-    if options.readahead_kib:
-        readahead.set_when_up(mountpoint, options.readahead_kib)
     pidfile = mount_pid_file(store.layout, mountpoint)
     pidfile.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}))
     log.info("mounted %s at %s (%s)", store.layout.root, mountpoint,

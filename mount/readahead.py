@@ -5,15 +5,15 @@ a large file arrives in 128 KiB requests, each a round trip through the daemon.
 pyfuse3 on libfuse 3.14 cannot negotiate a larger max_readahead, but root can raise
 the window of the mount's own device after it is up, and the kernel then sends
 requests of up to that size. The kernel sets the window when the daemon answers
-FUSE's INIT, so this waits until the mount answers (a statfs, from a thread of its
-own) and then writes it; the device is found in /proc/self/mountinfo.
+FUSE's INIT, so `casfs mount` writes it once the daemon said it is ready and the
+mount answers a statfs, before it returns (nothing of it can race with an
+unmount); the device is found in /proc/self/mountinfo.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 
 log = logging.getLogger("casfs.mount")
@@ -33,15 +33,14 @@ def device_of(mountpoint: Path) -> str | None:
     return None
 
 
-def set_when_up(mountpoint: Path, kib: int) -> None:
-    """In a thread: once the mount answers, set its readahead window."""
-    def run() -> None:
-        try:
-            os.statvfs(mountpoint)  # answered only once INIT is done
-        except OSError:
-            return
-        set_readahead(mountpoint, kib)
-    threading.Thread(target=run, name="casfs-readahead", daemon=True).start()
+def set_once_up(mountpoint: Path, kib: int) -> None:
+    """Once the mount answers (after INIT), set its readahead window."""
+    try:
+        os.statvfs(mountpoint)
+    except OSError as e:
+        log.warning("readahead not set: %s does not answer (%s)", mountpoint, e)
+        return
+    set_readahead(mountpoint, kib)
 
 
 def set_readahead(mountpoint: Path, kib: int) -> None:
