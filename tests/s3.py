@@ -116,6 +116,7 @@ class S3Server:
                 self.process.wait()
         self.process = None
         for port in (self.master, self.volume, self.filer, self.s3):
-            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}*.sock"):
+            for leftover in [*Path("/tmp").glob(f"seaweedfs-*-{port}.sock"),
+                             *Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock")]:
                 leftover.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
