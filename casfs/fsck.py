@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from casfs.blobs import Listing
 from casfs.blobs.local import LocalBlobStore
 from casfs.blobs.staging import is_sha256_hex
 from casfs.processes import pid_alive
@@ -123,6 +124,40 @@ def check_blob_files(store: Store) -> Iterator[Problem]:
                               "re-hash and correct or quarantine")
 
 
+def check_objects(store: Store) -> Iterator[Problem]:
+    """An object store's blobs against the ledger: objects with no catalog row (an
+    upload whose registration never committed, or a catalog restored from an older
+    backup) and objects of the wrong size. A failed listing is an error, never "no
+    objects"."""
+    if store.blobs.local or not isinstance(store.blobs, Listing):
+        return
+    now = time.time()
+    prefix, known = "", {}
+    for sha, size, modified in store.blobs.list_blobs():
+        if sha[:2] != prefix:  # listed in key order: one fan-out at a time
+            prefix, known = sha[:2], store.catalog.blob_sizes_with_prefix(sha[:2])
+        if sha not in known:
+            if now - modified > STRAY_GRACE:
+                yield Problem("stray-object", "an object with no catalog row",
+                              store.blobs.uri(sha), sha, "adopt it if its hash matches, "
+                              "else quarantine it")
+        elif known[sha] != size:
+            yield Problem("size-mismatch", f"the object has {size} bytes, the catalog says "
+                          f"{known[sha]}", store.blobs.uri(sha), sha,
+                          "re-hash and correct or quarantine")
+
+
+def _adopt_or_quarantine_object(store: Store, problem: Problem) -> bool:
+    assert problem.sha256
+    hashed = store.blobs.hash_blob(problem.sha256)
+    if hashed.actual == problem.sha256:
+        store.catalog.adopt_blob(problem.sha256, hashed.size)
+        return True
+    with store.catalog.write_transaction():
+        store.blobs.quarantine(problem.sha256, hashed)
+    return True
+
+
 def check_staging(store: Store) -> Iterator[Problem]:
     """Named staging files left by a process that is gone (unnamed ones never stay)."""
     local = _local(store)
@@ -135,7 +170,8 @@ def check_staging(store: Store) -> Iterator[Problem]:
                           entry.path, repair="delete it")
 
 
-CHECKS: list[Check] = [check_catalog, check_records, check_blob_files, check_staging]
+CHECKS: list[Check] = [check_catalog, check_records, check_blob_files, check_objects,
+                       check_staging]
 
 
 def fsck(store: Store) -> list[Problem]:
@@ -223,6 +259,7 @@ def _create_directory(store: Store, problem: Problem) -> bool:
 _REPAIRS: dict[str, Callable[[Store, Problem], bool]] = {
     "missing-blob": _close_records_of_missing_blob,
     "stray-blob": _adopt_or_quarantine,
+    "stray-object": _adopt_or_quarantine_object,
     "bad-blob-name": _quarantine,
     "blob-writable": _make_read_only,
     "size-mismatch": _fix_size,

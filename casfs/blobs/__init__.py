@@ -10,9 +10,10 @@ tests/test_blob_store_contract.py runs the same suite on each.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
 
 from casfs.blobs.staging import StagingFile
@@ -83,6 +84,16 @@ class BlobStore(Protocol):
     def quarantine(self, sha256: str, seen: Hashed) -> str | None:
         """Move a bad blob aside if it is still the object `seen` describes; where it
         went, or None when it was gone or replaced meanwhile."""
+        ...
+
+
+@runtime_checkable
+class Listing(Protocol):
+    """A blob store that can list what it holds (fsck compares that with the ledger)."""
+
+    def list_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """(sha256, size, last modified) of every blob, in hash order; an OSError on any
+        listing error (a failed listing is never an empty one)."""
         ...
 
 
