@@ -5,8 +5,8 @@ page-cache speed (the mount hands the file's descriptor to its reads). Every fil
 is hashed as it arrives and refused on a mismatch; the first open of a cached file
 in a process hashes it again, so a file damaged on disk is found and fetched anew.
 Concurrent readers of one blob wait for one fill. The cache survives restarts (its
-files are the index) and is trimmed to `size` bytes, oldest use first; a file that
-is open stays readable after it is evicted.
+files are the index) and is trimmed below `size` bytes, oldest use first; a file
+that is open stays readable after it is evicted.
 
     <cache>/ab/cdef…      a blob, read-only
     <cache>/.fill-…       a fill in progress (removed when it fails)
@@ -21,10 +21,11 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from casfs.blobs.staging import BLOB_MODE, CHUNK, StagingFile
+from casfs.blobs.staging import BLOB_MODE, StagingFile, read_chunks
 
 log = logging.getLogger("casfs.blobs")
 
+FILL_LOCKS = 64
 Fetch = Callable[[], Iterable[bytes]]  # the blob's bytes, chunk by chunk
 
 
@@ -38,7 +39,9 @@ class ReadCache:
         self.size = size
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._fills: dict[str, threading.Lock] = {}
+        # Fills of one blob wait for each other; a fixed set of locks (by hash) keeps
+        # that from growing with every blob ever read.
+        self._fills = [threading.Lock() for _ in range(FILL_LOCKS)]
         self._checked: set[str] = set()  # cached files hashed by this process
         self._used = sum(p.stat().st_size for p in directory.glob("??/*"))
 
@@ -61,7 +64,7 @@ class ReadCache:
         with self._fill_lock(sha256):
             if self.path(sha256).exists():
                 return
-            self._fill(sha256, _chunks(staging.fd, staging.size), known=True)
+            self._fill(sha256, read_chunks(staging.fd, staging.size), known=True)
             self._checked.add(sha256)
 
     def drop(self, sha256: str) -> None:
@@ -75,8 +78,7 @@ class ReadCache:
             self._checked.discard(sha256)
 
     def _fill_lock(self, sha256: str) -> threading.Lock:
-        with self._lock:
-            return self._fills.setdefault(sha256, threading.Lock())
+        return self._fills[int(sha256[:4], 16) % FILL_LOCKS]
 
     def _open_checked(self, sha256: str) -> int | None:
         try:
@@ -86,7 +88,7 @@ class ReadCache:
         if sha256 in self._checked:
             return fd
         digest = hashlib.sha256()
-        for chunk in _chunks(fd, os.fstat(fd).st_size):
+        for chunk in read_chunks(fd, os.fstat(fd).st_size):
             digest.update(chunk)
         if digest.hexdigest() == sha256:
             self._checked.add(sha256)
@@ -122,26 +124,19 @@ class ReadCache:
         self._trim()
 
     def _trim(self) -> None:
-        """Evict least recently used blobs until the cache fits its size."""
+        """Evict least recently used blobs until the cache is a tenth below its size, so
+        that the scan this takes happens once in many fills, not on every one."""
         with self._lock:
             if self._used <= self.size:
                 return
+            target = self.size * 9 // 10
             entries = sorted(((p.stat().st_mtime, p) for p in self.directory.glob("??/*")),
                              key=lambda entry: entry[0])
             for _, path in entries:
-                if self._used <= self.size:
+                if self._used <= target:
                     break
                 size = path.stat().st_size
                 path.unlink(missing_ok=True)
                 self._used -= size
                 self._checked.discard(path.parent.name + path.name)
 
-
-def _chunks(fd: int, size: int) -> Iterable[bytes]:
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
-        if not chunk:
-            return
-        yield chunk
-        offset += len(chunk)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from obstore.store import S3Store
 
 from casfs.blobs import BlobStore, Hashed
 from casfs.blobs.cache import ReadCache
-from casfs.blobs.staging import CHUNK, Stager, StagingFile, is_sha256_hex
+from casfs.blobs.staging import CHUNK, Stager, StagingFile, is_sha256_hex, read_chunks
 from casfs.errors import StoreError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class S3BlobStore:
                 return True
             if self.has(sha256):
                 return False
-            obstore.put(self._store, key, _chunks(staging.fd, staging.size),
+            obstore.put(self._store, key, read_chunks(staging.fd, staging.size, PART),
                         use_multipart=True, chunk_size=PART)
             return True
         except AlreadyExistsError:
@@ -201,16 +201,6 @@ def _retries(deadline_s: float) -> RetryConfig:
     return {"max_retries": 5, "retry_timeout": timedelta(seconds=deadline_s),
             "backoff": {"init_backoff": timedelta(milliseconds=100),
                         "max_backoff": timedelta(seconds=5), "base": 2}}
-
-
-def _chunks(fd: int, size: int) -> Iterable[bytes]:
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(PART, size - offset), offset)
-        if not chunk:
-            return
-        yield chunk
-        offset += len(chunk)
 
 
 def _os_error(doing: str, key: str, error: Exception) -> OSError:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -21,6 +22,17 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 def is_sha256_hex(value: str) -> bool:
     return _SHA256_HEX.fullmatch(value) is not None
+
+
+def read_chunks(fd: int, size: int, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The first `size` bytes of `fd`, `chunk` bytes at a time (fewer if it is shorter)."""
+    offset = 0
+    while offset < size:
+        data = os.pread(fd, min(chunk, size - offset), offset)
+        if not data:
+            return
+        yield data
+        offset += len(data)
 
 
 class StagingFile:
