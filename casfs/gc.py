@@ -52,8 +52,9 @@ def find_garbage(store: Store, policy: GcPolicy, now: float | None = None
     """The garbage in pages of BATCH blobs; no catalog read is open between pages."""
     now = now or time.time()
     after = ""
+    places: dict[tuple[str, str], str] = {}  # artifact -> its directory path, asked once
     while page := store.catalog.garbage_blobs(policy, now, after, BATCH):
-        yield [_garbage(store, *row) for row in page]
+        yield [_garbage(store, places, *row) for row in page]
         after = page[-1][0]
 
 
@@ -96,9 +97,11 @@ def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcRepo
     report.removed_bytes += removed_bytes
 
 
-def _garbage(store: Store, sha256: str, size: int, first_seen: float,
-             last: LastUse | None) -> Garbage:
+def _garbage(store: Store, places: dict[tuple[str, str], str], sha256: str, size: int,
+             first_seen: float, last: LastUse | None) -> Garbage:
     if last is None:
         return Garbage(sha256, size, first_seen, None, None)
-    path = store.catalog.path_at(last.resolver, last.artifact_id, last.basename)
-    return Garbage(sha256, size, first_seen, path, last.valid_to)
+    key = (last.resolver, last.artifact_id)
+    if key not in places:
+        places[key] = store.catalog.path_at(*key, "").rstrip("/")
+    return Garbage(sha256, size, first_seen, f"{places[key]}/{last.basename}", last.valid_to)
