@@ -56,7 +56,7 @@ class SqlQueries:
         if sample is not None:
             sql += f" AND {self.db.dialect.random_fraction} < ?"
             args.append(sample)
-        sql += " ORDER BY last_verified_at IS NOT NULL, last_verified_at, sha256"
+        sql += " ORDER BY last_verified_at NULLS FIRST, sha256"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -202,7 +202,7 @@ def _garbage_sql(policy: GcPolicy, one: bool, json_array: str
     sql = (f"SELECT b.sha256, b.bytes, b.first_seen, "
            f" (SELECT {json_array}(d.resolver, d.artifact_id, d.basename, d.valid_to) "
            "  FROM documents d WHERE d.sha256 = b.sha256 "
-           "  ORDER BY d.valid_to IS NULL DESC, d.valid_to DESC LIMIT 1) "
+           "  ORDER BY d.valid_to DESC LIMIT 1) "  # garbage has no live row: no NULLs
            "FROM blobs b WHERE b.state != 'deleted' AND b.first_seen < ? - ? "
            f"AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 AND {kept}) "
            "AND NOT EXISTS (SELECT 1 FROM variants v WHERE v.sha256 = b.sha256) ")
