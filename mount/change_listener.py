@@ -36,7 +36,6 @@ class ChangeListener:
         self.forget_directories = forget_directories  # the mount's directory cache
         self.own = own_senders  # this mount's own connections: what it changed itself
         self.invalidate = invalidate or forget_in_kernel
-        self.heard = 0  # changes applied, for tests and /.casfs/metrics
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="casfs-changes", daemon=True)
 
@@ -64,7 +63,6 @@ class ChangeListener:
                             if isinstance(change, DirectoryChange):
                                 self.forget_directories()
                             self.invalidate(catalog, change)
-                            self.heard += 1
                     if self._stop.is_set():
                         break
                 if failing:

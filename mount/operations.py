@@ -122,18 +122,17 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             self.cached[file.ino] = key
         return valid
 
-    async def _took_new_version(self, file: OpenFile) -> bool:
-        """At the first open of an inode here: is this version other than the one the
-        kernel has attributes of (written by another mount, host or tool)? Then the
-        kernel's size is stale: drop it, or reads stop at the old size or run past
-        the new one. False when the kernel's view is this version."""
+    async def _drop_stale_size(self, file: OpenFile) -> None:
+        """At the first open of an inode here: when this version is other than the one
+        the kernel has attributes of (written by another mount, host or tool), the
+        kernel's size is stale: drop it, or reads stop at the old size or run past the
+        new one."""
         assert file.document is not None
         shown = self.attrs.shown.get(file.ino)
         if shown is None or shown == version_key(file.document):
-            return False
+            return
         self.attrs.shown[file.ino] = version_key(file.document)
         await trio.to_thread.run_sync(pyfuse3.invalidate_inode, file.ino, True)
-        return True
 
     @handler
     async def open(self, inode: int, flags: int,
@@ -156,7 +155,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             raise
         try:
             if made:
-                await self._took_new_version(file)
+                await self._drop_stale_size(file)
             if writable and flags & os.O_TRUNC:
                 async with self.files.hold(file):
                     await self.files.truncate(file, 0)
