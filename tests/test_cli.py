@@ -57,6 +57,8 @@ def test_put_and_stats_json(store_path: Path, tmp_path: Path) -> None:
     stats = json.loads(run("--store", str(store_path), "stats", "--json").stdout)
     assert {k: stats[k] for k in ("documents", "blobs", "logical_bytes", "physical_bytes")} == {
         "documents": 2, "blobs": 1, "logical_bytes": 28, "physical_bytes": 14}
+    assert stats["catalog"].startswith("sqlite://") and stats["catalog"].endswith("/catalog.db")
+    assert stats["blob_store"] == f"file://{store_path}"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from casfs.config import config_path, write_config
 from casfs.errors import CasfsError
@@ -91,16 +92,27 @@ def cmd_put(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
 def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     with ctx.open_store(readonly=not os.access(ctx.store_path, os.W_OK)) as store:
-        stats = store.catalog.stats()
-    stats["store"] = str(ctx.store_path.absolute())  # type: ignore[assignment]
+        stats: dict[str, Any] = {**store.catalog.stats(),
+                                 "store": str(ctx.store_path.absolute()),
+                                 "catalog": _without_password(store.locations.catalog),
+                                 "blob_store": store.locations.blobs}
     if args.json:
         print_json(stats)
         return 0
     logical, physical = stats["logical_bytes"], stats["physical_bytes"]
     ratio = logical / physical if physical else 1.0
     print(f"store:          {stats['store']}")
+    print(f"catalog:        {stats['catalog']}")
+    print(f"blob store:     {stats['blob_store']}")
     print(f"documents:      {stats['documents']:,} ({stats['versions']:,} versions kept)")
     print(f"blobs:          {stats['blobs']:,}")
     print(f"logical bytes:  {human_bytes(logical)}")
