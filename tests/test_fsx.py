@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BOTH_CATALOGS, Mounter
+from .conftest import ALL_BACKENDS, Mounter
 from .fsx import Exerciser
 
 OPS = int(os.environ.get("CASFS_FSX_OPS", "2000"))
 
 
-@BOTH_CATALOGS
+@ALL_BACKENDS
 @pytest.mark.parametrize("use_mmap", [True, False], ids=["mmap", "no-mmap"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_operations_read_what_the_model_says(mounter: Mounter, seed: int,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BOTH_CATALOGS, Mounter
+from .conftest import ALL_BACKENDS, Mounter
 
-pytestmark = BOTH_CATALOGS
+pytestmark = ALL_BACKENDS
 
 TRANSACTIONS = 200
 
