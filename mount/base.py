@@ -14,7 +14,8 @@ import time
 import pyfuse3
 
 from casfs.catalog import ROOT_INO
-from casfs.records import Directory
+from casfs.catalog.changes import Change, DirectoryChange
+from casfs.records import Directory, Document
 from casfs.store import Store
 
 from . import control
@@ -24,6 +25,7 @@ from .catalog_writer import CatalogWriter
 from .control import Control
 from .directory_cache import DirectoryCache
 from .files import Handle
+from .listing_cache import MAX_LISTING, ListingCache
 from .open_files import OpenFiles
 
 log = logging.getLogger("casfs.mount")
@@ -39,6 +41,9 @@ class OperationsBase(pyfuse3.Operations):
         self.xattrs = xattrs
         self.query = CatalogReader(store)
         self.directories = DirectoryCache(cache_timeout, enabled=not store.catalog.local)
+        self.listings = ListingCache(cache_timeout, enabled=not store.catalog.local)
+        if writer is not None:
+            writer.on_commit = self.listings.drop
         self.readonly = readonly
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
         # A read-only mount has no writer: every writing handler refuses first.
@@ -59,6 +64,13 @@ class OperationsBase(pyfuse3.Operations):
                  self.files.writing_count()),
                 ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
                  len(self.lookups))]
+
+    def forget_cached(self, changes: list[Change]) -> None:
+        """Drop what this mount keeps of the places another host changed (called
+        from the change listener's thread)."""
+        if any(isinstance(c, DirectoryChange) for c in changes):
+            self.directories.forget()
+        self.listings.drop(changes)
 
     # -- helpers ----------------------------------------------------------------
     @property
@@ -141,9 +153,24 @@ class OperationsBase(pyfuse3.Operations):
         if directory is None:
             raise pyfuse3.FUSEError(
                 errno.ENOTDIR if await self._is_document(parent_ino) else errno.ENOENT)
-        artifact_dir = directory
-        doc = await self.query(lambda c: c.lookup_document(artifact_dir, name))
+        doc = await self._document_named(directory, name)
         if doc is None:
             return None
         file = self.files.get(doc.ino)  # open here: shown as this mount has it open
         return self.attrs.open_file(file) if file else self.attrs.document(doc)
+
+    async def _document_named(self, directory: Directory, name: str) -> Document | None:
+        """The live document `name` of an artifact directory: from its kept listing,
+        from a fetch of the whole listing once it is read name by name, or by name."""
+        listing = self.listings.names(directory)
+        if listing is not None:
+            return listing.get(name)
+        started = self.listings.wants(directory)
+        if started is None:
+            return await self.query(lambda c: c.lookup_document(directory, name))
+        documents = await self.query(
+            lambda c: c.list_documents(directory, 0, MAX_LISTING + 1))
+        self.listings.keep(directory, documents, started)
+        if len(documents) > MAX_LISTING:
+            return await self.query(lambda c: c.lookup_document(directory, name))
+        return next((d for d in documents if d.basename == name), None)

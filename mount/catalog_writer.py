@@ -9,7 +9,8 @@ writes in the order they were asked for); a server that takes writers in paralle
 commit at once. Each handler awaits its write before it answers the kernel, so what
 one request causes is committed before anything that follows it. Inode numbers for
 new files come from a block reserved through the writer, so a create waits for the
-writer only once per block.
+writer only once per block. What each job committed is handed to `on_commit`, so
+that the mount drops what it cached of those places.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from casfs.catalog import Catalog
+from casfs.catalog.changes import Change
 from casfs.store import Store
 
 from .catalog_pool import CatalogPool
@@ -32,6 +34,7 @@ class CatalogWriter:
         size = 1 if self.catalog.local else REMOTE_WRITERS
         self._pool = CatalogPool(store, size, first=self.catalog)
         self._inos = range(0)
+        self.on_commit: Callable[[list[Change] | None], None] = lambda changes: None
 
     @property
     def senders(self) -> set[str]:
@@ -41,7 +44,14 @@ class CatalogWriter:
 
     async def __call__(self, change: Callable[[Catalog], T]) -> T:
         """Run `change(catalog)` on a writer thread with a connection of its own."""
-        return await self._pool.run(change)
+        def job(catalog: Catalog) -> T:
+            try:
+                return change(catalog)
+            finally:
+                committed = catalog.drain_changes()
+                if committed != []:
+                    self.on_commit(committed)
+        return await self._pool.run(job)
 
     async def new_ino(self) -> int:
         if not self._inos:

@@ -30,10 +30,10 @@ RETRY_S = 5.0  # how long it waits before it connects again after a failure
 
 class ChangeListener:
     def __init__(self, store: Store, own_senders: Callable[[], set[str]],
-                 forget_directories: Callable[[], None],
+                 forget_cached: Callable[[list[Change]], None],
                  invalidate: Callable[[Catalog, Change], None] | None = None) -> None:
         self.store = store
-        self.forget_directories = forget_directories  # the mount's directory cache
+        self.forget_cached = forget_cached  # what the mount keeps of directories
         self.own = own_senders  # this mount's own connections: what it changed itself
         self.invalidate = invalidate or forget_in_kernel
         self._stop = threading.Event()
@@ -59,9 +59,8 @@ class ChangeListener:
                     return  # this catalog announces nothing
                 for sender, changes in listen(POLL_S):
                     if sender not in self.own():
+                        self.forget_cached(changes)
                         for change in changes:
-                            if isinstance(change, DirectoryChange):
-                                self.forget_directories()
                             self.invalidate(catalog, change)
                     if self._stop.is_set():
                         break

@@ -232,7 +232,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     _report(ready_fd, None)
     otel_catalog = _instrument(store)
     listener = ChangeListener(store, lambda: writer.senders if writer else set(),
-                              ops.directories.forget)
+                              ops.forget_cached)
     if not store.catalog.local and not options.nonotify:
         listener.start()
     clean = False

@@ -202,3 +202,71 @@ def test_killing_host_a_loses_nothing_either_host_committed(hosts: Hosts) -> Non
             assert hashlib.sha256((root / "k" / name).read_bytes()).hexdigest() == sha
     with Store.open(hosts.paths["ops"]) as store:
         assert fsck.fsck(store) == []
+
+
+# -- the listing cache (mount/listing_cache.py) ----------------------------------------
+def stat_all(directory: Path) -> None:
+    for name in sorted(os.listdir(directory)):
+        (directory / name).stat()
+
+
+def fresh_view() -> None:
+    """Make the kernel forget its cached names, so that lookups reach the mount."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops the kernel's caches (root)")
+def test_own_changes_show_at_once_after_a_directory_was_fetched(hosts: Hosts) -> None:
+    a = hosts.mount("a")
+    directory = a / "r" / "W1"
+    directory.mkdir(parents=True)
+    for i in range(5):
+        (directory / f"f{i}.txt").write_bytes(b"x" * i)
+    fresh_view()
+    stat_all(directory)  # read name by name: the listing is fetched and kept
+    (directory / "new.txt").write_bytes(b"new")
+    (directory / "f1.txt").unlink()
+    (directory / "f2.txt").rename(directory / "g2.txt")
+    (directory / "f3.txt").write_bytes(b"longer now")
+    fresh_view()
+    assert (directory / "new.txt").read_bytes() == b"new"
+    assert not (directory / "f1.txt").exists()
+    assert not (directory / "f2.txt").exists()
+    assert (directory / "g2.txt").stat().st_size == 2
+    assert (directory / "f3.txt").stat().st_size == len(b"longer now")
+    assert sorted(os.listdir(directory)) == ["f0.txt", "f3.txt", "f4.txt", "g2.txt",
+                                             "new.txt"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops the kernel's caches (root)")
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "no-notify"])
+def test_another_hosts_changes_show_within_cache_timeout(hosts: Hosts, notify: bool) -> None:
+    """b keeps a listing of the directory; a changes it; b's names follow."""
+    a = hosts.mount("a")
+    b = hosts.mount("b", *(() if notify else ("nonotify",)))
+    (a / "r" / "W1").mkdir(parents=True)
+    for i in range(5):
+        (a / "r" / "W1" / f"f{i}.txt").write_bytes(b"x" * i)
+    seen = b / "r" / "W1"
+    deadline = time.monotonic() + CACHE_TIMEOUT + 1
+    while not seen.exists() or len(os.listdir(seen)) < 5:
+        assert time.monotonic() < deadline, "a's files never showed on b"
+        time.sleep(0.02)
+    fresh_view()
+    stat_all(seen)
+    (a / "r" / "W1" / "added.txt").write_bytes(b"added on a")
+    (a / "r" / "W1" / "f0.txt").unlink()
+    (a / "r" / "W1" / "f4.txt").write_bytes(b"rewritten on a")
+    start = time.monotonic()
+    while True:
+        fresh_view()
+        if ((seen / "added.txt").exists() and not (seen / "f0.txt").exists()
+                and (seen / "f4.txt").stat().st_size == len(b"rewritten on a")):
+            break
+        assert time.monotonic() - start < CACHE_TIMEOUT + 1, "b kept a stale listing"
+        time.sleep(0.05)
+    assert (seen / "added.txt").read_bytes() == b"added on a"
+    assert (seen / "f4.txt").read_bytes() == b"rewritten on a"
+    if notify:
+        assert time.monotonic() - start < CACHE_TIMEOUT, "the announcement was not heard"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote
 
+from casfs.catalog.changes import Change
 from casfs.errors import StoreError
 from casfs.records import (
     BlobUsage,
@@ -57,6 +58,12 @@ class Catalog(Protocol):
         """A write transaction for a caller that removes blob bytes (gc, quarantine):
         no registration of a blob it locks (`lock_blob_for_removal`) commits until it
         ends. Methods documented "inside write_transaction" are called in one."""
+        ...
+
+    def drain_changes(self) -> list[Change] | None:
+        """The places (documents and directories) this connection's transactions
+        changed and committed since the last call, so that a mount can drop what it
+        cached of them; None when there were too many to keep (drop everything)."""
         ...
 
     # -- the tree ---------------------------------------------------------------

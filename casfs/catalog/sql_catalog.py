@@ -33,6 +33,7 @@ from casfs.errors import BlobsMissing, CatalogRace, Conflict, NotFound, UniqueVi
 from casfs.records import Directory, Document, NewDocument, Variant
 
 INO_BLOCK = 256
+MAX_KEPT_CHANGES = 1000  # see drain_changes
 RETRIES = 5  # a write transaction that lost a race with another writer runs again
 _DOC_COLUMNS = DOC_COLUMNS
 _DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
@@ -62,6 +63,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         self._directories_seen: dict[tuple[str, str | None], Directory] = {}
         self._counter_deltas: dict[tuple[str, str], int] = {}
         self._changes: list[Change] = []
+        self._committed: list[Change] | None = []
         self.sender = secrets.token_hex(8)  # who this connection is, in announcements
 
     def close(self) -> None:
@@ -92,7 +94,21 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
             raise
         changes, self._changes = self._changes, []
         if changes:
+            self._keep_committed(changes)
             self._announce(changes)
+
+    def _keep_committed(self, changes: list[Change]) -> None:
+        if self._committed is None:
+            return  # already too many: the next drain says "everything"
+        self._committed.extend(changes)
+        if len(self._committed) > MAX_KEPT_CHANGES:
+            self._committed = None
+
+    def drain_changes(self) -> list[Change] | None:
+        """What this connection's transactions committed since the last call; None
+        when that was more than MAX_KEPT_CHANGES places (take it as everything)."""
+        committed, self._committed = self._committed, []
+        return committed
 
     def _announce(self, changes: list[Change]) -> None:
         """Tell other processes what the transaction that just committed changed
