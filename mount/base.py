@@ -19,6 +19,7 @@ from casfs.records import Directory, Document
 from casfs.store import Store
 
 from . import control
+from .absent_names import AbsentNames
 from .attributes import Attributes
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
@@ -55,6 +56,7 @@ class OperationsBase(pyfuse3.Operations):
         self.lookups: dict[int, int] = {}
         # inode -> version_key of the bytes the kernel may hold in its page cache
         self.cached: dict[int, int] = {}
+        self.absent = AbsentNames()
         self._next_fh = 1
         self._refused: set[str] = set()
         self._root_mtime_ns: int | None = None

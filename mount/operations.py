@@ -48,6 +48,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             ) from None
         attr = await self._child(parent_inode, text)
         if attr is None:
+            self.absent.saw(parent_inode, text)
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._counted(attr)
 
@@ -176,7 +177,11 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         if not stat.S_ISREG(mode):
             raise self._refuse("create of a non-regular file", errno.EPERM)
         directory = await self._artifact_dir(parent_inode, "create")
-        existing = await self._child(parent_inode, text)
+        # The kernel looks a name up before it creates it: asked again only when that
+        # answer is not fresh (the registration at close settles a race either way).
+        existing = None if self.absent.fresh(parent_inode, text) and \
+            self.files.named(parent_inode, text) is None else \
+            await self._child(parent_inode, text)
         if existing is not None:
             if flags & os.O_EXCL:
                 raise pyfuse3.FUSEError(errno.EEXIST)

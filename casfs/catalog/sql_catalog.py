@@ -82,7 +82,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         self._counter_deltas = {}
         self._changes = []
         try:
-            with self.db.transaction():
+            with self.db.transaction(pipelined=True):
                 yield
                 self._flush_counters()
         except BaseException:
@@ -439,8 +439,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
             with self._write():
                 self._require_present([new.sha256], present)
                 self._count_arrival(new)
-                previous = self.get_document(ino)
-                occupant = self.lookup_document(directory, basename)
+                previous, occupant = self._inode_and_occupant(ino, directory, basename)
                 if occupant is not None and occupant.ino != ino:
                     self._close(occupant.ino, "replaced")
                 if previous is not None and previous.id == supersede and \
@@ -454,6 +453,19 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                         basename=basename, **_content(new))
                 return self._insert_new(ino, new, basename, directory)
         return self._retrying(change)
+
+    def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
+                            ) -> tuple[Document | None, Document | None]:
+        """The live document of `ino` and the live one at the path, in one query."""
+        rows = self.db.rows(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND (ino = ? OR "
+            "(resolver = ? AND artifact_id = ? AND basename = ?))",
+            (ino, directory.resolver, directory.artifact_id, basename))
+        found = [_doc(r) for r in rows]
+        previous = next((d for d in found if d.ino == ino), None)
+        occupant = next((d for d in found if (d.resolver, d.artifact_id, d.basename) == (
+            directory.resolver, directory.artifact_id, basename)), None)
+        return previous, occupant
 
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -33,6 +34,7 @@ from casfs.errors import (
 
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_MS = 10_000  # as long as SQLite's busy timeout
+GATHER_S = 0.02  # after one announcement, how long a listener waits for more
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -95,6 +97,22 @@ def translate(error: psycopg.Error) -> CatalogError | UniqueViolation:
 _translated = translating(psycopg.Error, translate)
 
 
+def _fetch_all(cursor: psycopg.Cursor[Row]) -> list[Row]:
+    """The rows of the last statement, none when it returns none. (In a pipeline the
+    description is not known before the fetch, so the fetch itself is tried.)"""
+    try:
+        return cursor.fetchall()
+    except psycopg.ProgrammingError:  # a statement that returns no rows
+        return []
+
+
+def _fetch_one(cursor: psycopg.Cursor[Row]) -> Row | None:
+    try:
+        return cursor.fetchone()
+    except psycopg.ProgrammingError:
+        return None
+
+
 class PostgresDatabase:
     dialect = DIALECT
 
@@ -126,13 +144,13 @@ class PostgresDatabase:
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         with self.connection().cursor() as cursor:
             cursor.execute(to_psycopg(sql), args)
-            return cursor.fetchall() if cursor.description else []
+            return _fetch_all(cursor)
 
     @_translated
     def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         with self.connection().cursor() as cursor:
             cursor.execute(to_psycopg(sql), args)
-            return cursor.fetchone() if cursor.description else None
+            return _fetch_one(cursor)
 
     @_translated
     def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
@@ -151,11 +169,12 @@ class PostgresDatabase:
             raise translate(e) from e
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, pipelined: bool = False) -> Iterator[None]:
         connection = self.connection()
         self._in_transaction = True
         try:
-            with connection.transaction():
+            with connection.pipeline() if pipelined else nullcontext(), \
+                    connection.transaction():
                 yield
         except psycopg.Error as e:
             raise translate(e) from e
@@ -202,6 +221,10 @@ class PostgresDatabase:
                 self._listening.add(channel)
             got = [n.payload for n in connection.notifies(timeout=timeout, stop_after=1)]
             if got:
+                # Busy writers announce a commit each: take what arrives meanwhile in
+                # one wake-up rather than one each (a wake-up costs the daemon more CPU
+                # than the payload).
+                time.sleep(GATHER_S)
                 got += [n.payload for n in connection.notifies(timeout=0.001)]
             return got
         except psycopg.Error as e:

@@ -96,8 +96,8 @@ class SqliteDatabase:
             raise translate(e) from e
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.execute("BEGIN IMMEDIATE")
+    def transaction(self, *, pipelined: bool = False) -> Iterator[None]:
+        self.execute("BEGIN IMMEDIATE")  # in process: nothing to pipeline
         try:
             yield
         except BaseException:
