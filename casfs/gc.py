@@ -8,6 +8,13 @@ batches, each inside a catalog write transaction that checks the blob is still
 garbage, so a registration racing with it either is seen or sees the blob gone and
 restores it (see `SqliteCatalog._require_present`). Deleted blobs keep their row
 as a tombstone (state 'deleted') for the history that still names them.
+
+An object store also collects orphans: objects uploaded but never registered (a
+writer died between the upload and the commit). gc lists the bucket first, whole,
+before it deletes anything: a listing that fails stops gc with nothing deleted,
+because a failed listing taken for an empty one (or a partial one for a whole one)
+is how a collector loses live data. An orphan older than `grace` is deleted under
+the same per-blob lock, after checking that no registration recorded it meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from casfs.blobs import Listing
 from casfs.errors import CatalogBusy
 from casfs.records import GcPolicy, LastUse
 from casfs.store import Store
@@ -31,10 +39,12 @@ class Garbage:
     first_seen: float
     last_path: str | None  # where the record that last used it was
     last_used: float | None  # when that record was closed
+    orphan: bool = False  # an object with no catalog row (first_seen: its upload)
 
     def as_json(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "bytes": self.bytes, "first_seen": self.first_seen,
-                "last_path": self.last_path, "last_used": self.last_used}
+                "last_path": self.last_path, "last_used": self.last_used,
+                "orphan": self.orphan}
 
 
 @dataclass
@@ -58,10 +68,28 @@ def find_garbage(store: Store, policy: GcPolicy, now: float | None = None
         after = page[-1][0]
 
 
+def find_orphans(store: Store, grace: float, now: float | None = None) -> list[Garbage]:
+    """Objects of an object store with no catalog row, older than `grace`, from a
+    whole listing: OSError when the listing fails, whatever it had listed."""
+    if store.blobs.local or not isinstance(store.blobs, Listing):
+        return []
+    now = now or time.time()
+    orphans: list[Garbage] = []
+    prefix, known = "", {}
+    for sha, size, modified in store.blobs.list_blobs():
+        if sha[:2] != prefix:  # listed in key order: one fan-out at a time
+            prefix, known = sha[:2], store.catalog.blob_sizes_with_prefix(sha[:2])
+        if sha not in known and now - modified > grace:
+            orphans.append(Garbage(sha, size, modified, None, None, orphan=True))
+    return orphans
+
+
 def collect(store: Store, policy: GcPolicy, *, apply: bool,
             on_blob: Callable[[Garbage], None] | None = None) -> GcReport:
-    """Preview (apply=False) or delete the garbage; resumable: a rerun goes on."""
+    """Preview (apply=False) or delete the garbage; resumable: a rerun goes on. The
+    orphans of an object store are listed before anything is deleted."""
     report = GcReport(apply=apply)
+    orphans = find_orphans(store, policy.grace)
     for page in find_garbage(store, policy, time.time()):
         for garbage in page:
             report.blobs += 1
@@ -75,6 +103,15 @@ def collect(store: Store, policy: GcPolicy, *, apply: bool,
                 raise CatalogBusy(
                     f"{e}. gc deleted {report.removed} blob(s) before that; run it again "
                     "to go on (it resumes), at a quieter time if this repeats") from None
+    for start in range(0, len(orphans), BATCH):
+        page = orphans[start:start + BATCH]
+        for garbage in page:
+            report.blobs += 1
+            report.bytes += garbage.bytes
+            if on_blob:
+                on_blob(garbage)
+        if apply:
+            _delete_orphans(store, page, report)
     return report
 
 
@@ -88,6 +125,26 @@ def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcRepo
                     not store.catalog.is_garbage(garbage.sha256, policy, now):
                 continue  # being registered, or referenced again since the scan
             store.catalog.set_blob_state(garbage.sha256, "deleted")
+            store.blobs.delete(garbage.sha256)
+            removed += 1
+            removed_bytes += garbage.bytes
+        store.catalog.bump_counter("casfs_gc_removed_total", removed)
+        store.catalog.bump_counter("casfs_gc_removed_bytes_total", removed_bytes)
+    report.removed += removed
+    report.removed_bytes += removed_bytes
+
+
+def _delete_orphans(store: Store, batch: list[Garbage], report: GcReport) -> None:
+    """Delete orphan objects inside one write transaction: each under its blob lock
+    and only while the ledger still has no row of it (else a registration that had
+    uploaded it committed meanwhile, and it is no orphan). A tombstone row (a blob gc
+    deleted before, uploaded again by a writer that died) is no record of it."""
+    removed = removed_bytes = 0
+    with store.catalog.write_transaction():
+        for garbage in batch:
+            if not store.catalog.lock_blob_for_removal(garbage.sha256) or \
+                    store.catalog.blob_state(garbage.sha256) not in ("absent", "deleted"):
+                continue
             store.blobs.delete(garbage.sha256)
             removed += 1
             removed_bytes += garbage.bytes

@@ -24,7 +24,10 @@ def register(commands: Any) -> None:
         "gc", help="delete blobs no kept record uses (preview unless --apply)",
         description="A blob is garbage when no live record uses it, no record closed less "
                     "than --keep-history ago does (or the window of a matching "
-                    "[[gc.retention]] rule), and it is older than --grace. Without --apply "
+                    "[[gc.retention]] rule), and it is older than --grace. In an object "
+                    "store, objects uploaded but never registered (orphans) older than "
+                    "--grace go too; gc lists the whole bucket before it deletes anything "
+                    "and stops on a listing error. Without --apply "
                     "nothing is deleted: each blob is listed with the record that last "
                     "used it.",
         epilog="Durations: 0, 90s, 90m, 12h, 7d, 2w. Defaults come from [gc] in the config "
@@ -67,7 +70,9 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
             return
         shown += 1
         last = (f"{garbage.last_path} (closed {iso_time(garbage.last_used)})"
-                if garbage.last_path else "no record")
+                if garbage.last_path else
+                f"an object never registered (uploaded {iso_time(garbage.first_seen)})"
+                if garbage.orphan else "no record")
         print(f"  {garbage.sha256[:16]}  {human_bytes(garbage.bytes):>10}  {last}")
 
     listed: list[dict[str, Any]] = []
