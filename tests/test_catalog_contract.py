@@ -136,6 +136,18 @@ def test_variants_are_kept_per_document(store: Store) -> None:
     assert [v.variant for v in store.catalog.variants(doc.id)] == ["html"]
 
 
+def test_records_are_pointed_at_the_place_their_blobs_moved_to(store: Store) -> None:
+    """After `migrate --blobs`: every version and variant names its object."""
+    doc, _ = store.catalog.register(new())
+    store.catalog.register(new(sha256=SHA_B))  # a second version: the first is history
+    store.catalog.add_variant(Variant(doc.id, "html", "file:///h", 5, "text/html", SHA_B))
+    assert store.catalog.point_records_at("s3://bucket/p/sha256/") == 2
+    assert {d.storage_uri for d in store.catalog.history(doc.ino)} == {
+        f"s3://bucket/p/sha256/{sha[:2]}/{sha[2:]}" for sha in (SHA_A, SHA_B)}
+    assert [v.storage_uri for v in store.catalog.variants(doc.id)] == [
+        f"s3://bucket/p/sha256/bb/{SHA_B[2:]}"]
+
+
 def test_ingest_file_stores_once_and_counts_dedup_hits(store: Store, tmp_path: Path) -> None:
     source = tmp_path / "paper.pdf"
     source.write_bytes(b"%PDF-1.7 ...")

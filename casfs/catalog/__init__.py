@@ -245,6 +245,11 @@ class Catalog(Protocol):
         """A blob's size as the ledger has it."""
         ...
 
+    def point_records_at(self, base: str) -> int:
+        """Set every record's and variant's storage_uri to `base` + "ab/cdef..." (its
+        hash), in one transaction, after the blobs moved there; how many records."""
+        ...
+
     def mark_verified(self, sha256s: list[str], when: float) -> None:
         """Record that these blobs were checked at `when` (verify's ledger)."""
         ...

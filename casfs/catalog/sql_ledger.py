@@ -31,6 +31,14 @@ class SqlBlobLedger:
         """Record a blob as present, quarantined or missing (inside write_transaction)."""
         self.db.execute("UPDATE blobs SET state = ? WHERE sha256 = ?", (state, sha256))
 
+    def point_records_at(self, base: str) -> int:
+        place = "CAST(? AS TEXT) || substr(sha256, 1, 2) || '/' || substr(sha256, 3)"
+        with self._write():
+            self.db.execute(f"UPDATE documents SET storage_uri = {place}", (base,))
+            self.db.execute(f"UPDATE variants SET storage_uri = {place}", (base,))
+            row = self.db.one("SELECT count(*) FROM documents")
+        return int(row[0]) if row else 0
+
     def mark_verified(self, sha256s: list[str], when: float) -> None:
         with self._write():
             self.db.executemany("UPDATE blobs SET last_verified_at = ? WHERE sha256 = ?",
