@@ -35,6 +35,7 @@ from types import TracebackType
 import pyfuse3
 import trio
 
+from casfs.blobs.cache import Arrival
 from casfs.blobs.staging import StagingFile
 from casfs.ingest import guess_content_type, place_blob, register_placed
 from casfs.records import Document, NewDocument
@@ -54,18 +55,36 @@ class BlobPin:
     closed (and its number reused) under it when a finalize moves the file on.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, arrival: Arrival | None = None) -> None:
         self.fd = fd
+        self.arrival = arrival  # the bytes are still coming into the cache
         self._readers = 0
         self._retired = False
+        self._reported = False
 
     async def pread(self, size: int, offset: int) -> bytes:
         self._readers += 1
         try:
+            await self.arrived(offset + size)
             return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
         finally:
             self._readers -= 1
             self._close_if_done()
+
+    async def arrived(self, end: int | None = None) -> None:
+        """Wait until bytes [0, end) (all of them by default) are readable; EIO when
+        their fetch failed, logged once."""
+        arrival = self.arrival
+        if arrival is None or arrival.complete:
+            return
+        try:
+            await trio.to_thread.run_sync(arrival.wait_for, arrival.size if end is None
+                                          else end, abandon_on_cancel=True)
+        except OSError as e:
+            if not self._reported:
+                self._reported = True
+                log.error("%s", e)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     def retire(self) -> None:
         self._retired = True
@@ -195,8 +214,10 @@ class OpenFiles:
         blobs = self.store.blobs
         try:
             if blobs.local:
-                return BlobPin(blobs.open_blob(doc.sha256))
-            return BlobPin(await trio.to_thread.run_sync(blobs.open_blob, doc.sha256))
+                return BlobPin(*blobs.open_blob_early(doc.sha256, doc.bytes))
+            # A large blob not cached yet: reads wait for their own bytes only.
+            return BlobPin(*await trio.to_thread.run_sync(blobs.open_blob_early, doc.sha256,
+                                                          doc.bytes))
         except FileNotFoundError:
             log.error("blob %s of inode %d is missing (run casfs fsck)", doc.sha256, doc.ino)
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -254,6 +275,7 @@ class OpenFiles:
         staging = self.store.blobs.stage()
         if file.pin is not None:
             try:
+                await file.pin.arrived()
                 await trio.to_thread.run_sync(staging.copy_from, file.pin.fd)
             except BaseException:
                 staging.discard()

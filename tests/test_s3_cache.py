@@ -1,6 +1,6 @@
 """The read cache of an S3 blob store, on a real S3 server: one download for many
 readers, right bytes while it evicts, a damaged cached file found and fetched again,
-and the writer's host keeps what it wrote."""
+the writer's host keeps what it wrote, and a large blob is read while it arrives."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from casfs.blobs.cache import EARLY_FROM
 from casfs.blobs.s3 import S3BlobStore
 
 from .s3 import S3Server
@@ -100,3 +101,72 @@ def test_a_damaged_cache_file_is_found_and_fetched_again(make_store: object) -> 
     fresh = make_store("r")  # a new process: it checks a cached file on first open
     downloads = counting(fresh)
     assert read(fresh, sha) == data and downloads == [sha]
+
+
+def gated(store: S3BlobStore) -> tuple[threading.Event, list[str]]:
+    """Downloads that deliver their first chunk, then wait for the gate to open."""
+    gate, downloads = threading.Event(), []
+    stream = store._stream
+
+    def held(sha256: str) -> Iterator[bytes]:
+        downloads.append(sha256)
+        for count, chunk in enumerate(stream(sha256)):
+            if count == 1:
+                assert gate.wait(60), "the test never opened the gate"
+            yield chunk
+
+    store._stream = held  # type: ignore[method-assign]
+    return gate, downloads
+
+
+def test_a_reader_of_the_first_bytes_does_not_wait_for_the_whole_object(
+        make_store: object) -> None:
+    data = os.urandom(EARLY_FROM * 3)
+    sha = put(make_store("w"), data)  # type: ignore[operator]
+    reader = make_store("r")  # type: ignore[operator]
+    gate, downloads = gated(reader)
+    fd, arrival = reader.open_blob_early(sha, len(data))
+    second_fd, second = reader.open_blob_early(sha, len(data))  # another reader meanwhile
+    try:
+        assert arrival is not None and second is arrival
+        arrival.wait_for(4096)  # returns while the rest of the object is held back
+        assert os.pread(fd, 4096, 0) == data[:4096]
+        assert not arrival.done and arrival.arrived < len(data)
+        assert not reader.cache.path(sha).exists(), "kept before it was hashed"
+        gate.set()
+        arrival.wait_for(len(data))
+        assert arrival.complete
+        assert os.pread(second_fd, len(data), 0) == data
+        assert reader.cache.path(sha).read_bytes() == data
+        assert downloads == [sha]
+    finally:
+        gate.set()
+        os.close(fd)
+        os.close(second_fd)
+
+
+def test_a_large_fill_with_wrong_bytes_fails_its_readers_and_is_not_kept(
+        make_store: object) -> None:
+    data = os.urandom(EARLY_FROM + 1000)
+    sha = put(make_store("w"), data)  # type: ignore[operator]
+    reader = make_store("r")  # type: ignore[operator]
+    reader._stream = lambda sha256: iter([b"x" * len(data)])  # type: ignore[method-assign]
+    fd, arrival = reader.open_blob_early(sha, len(data))
+    try:
+        assert arrival is not None
+        with pytest.raises(OSError, match="refused"):
+            arrival.wait_for(len(data))  # a read to the end waits for the verdict
+        with pytest.raises(OSError, match="refused"):
+            arrival.wait_for(10)  # and after it, any read fails
+        assert not reader.cache.path(sha).exists()
+        assert list(reader.cache.directory.glob(".fill-*")) == []
+    finally:
+        os.close(fd)
+    del reader._stream  # the real server again: a later open fetches the right bytes
+    fd, arrival = reader.open_blob_early(sha, len(data))
+    try:
+        if arrival is not None:
+            arrival.wait_for(len(data))
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)

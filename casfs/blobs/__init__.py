@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
 
+from casfs.blobs.cache import Arrival
 from casfs.blobs.staging import StagingFile
 from casfs.errors import StoreError
 
@@ -66,6 +67,13 @@ class BlobStore(Protocol):
         """A read-only file descriptor on the blob's bytes, which stays readable
         until closed even if the blob is deleted meanwhile. FileNotFoundError when
         the blob does not exist."""
+        ...
+
+    def open_blob_early(self, sha256: str, size: int) -> tuple[int, Arrival | None]:
+        """`open_blob` for a reader that need not wait for all `size` bytes: with an
+        `Arrival` while they are still coming (a large blob filling a host's cache),
+        and then a range may be read only after `Arrival.wait_for` its end; None
+        when every byte is readable now."""
         ...
 
     def uri(self, sha256: str) -> str:

@@ -8,6 +8,13 @@ Concurrent readers of one blob wait for one fill. The cache survives restarts (i
 files are the index) and is trimmed below `size` bytes, oldest use first; a file
 that is open stays readable after it is evicted.
 
+A large blob (EARLY_FROM bytes or more) is filled in the background instead, and
+its readers get a descriptor on the file as it grows together with its `Arrival`:
+a read of the first bytes waits for those bytes, not for the whole object. The fill
+is still hashed to the end: if the bytes turn out wrong, the file is never kept and
+every later read of it fails (the reads before it got bytes no check had passed
+yet: the price of not waiting, paid only for large blobs).
+
     <cache>/ab/cdef…      a blob, read-only
     <cache>/.fill-…       a fill in progress (removed when it fails)
 """
@@ -26,11 +33,49 @@ from casfs.blobs.staging import BLOB_MODE, StagingFile, read_chunks
 log = logging.getLogger("casfs.blobs")
 
 FILL_LOCKS = 64
+EARLY_FROM = 8 << 20  # blobs this large are read while they arrive
 Fetch = Callable[[], Iterable[bytes]]  # the blob's bytes, chunk by chunk
 
 
 class CorruptBlob(OSError):
     """Bytes that arrived do not match the blob's name."""
+
+
+class Arrival:
+    """How much of a blob being filled in the background has arrived."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.arrived = 0
+        self.error: BaseException | None = None
+        self.done = False
+        self._changed = threading.Condition()
+
+    @property
+    def complete(self) -> bool:
+        return self.done and self.error is None
+
+    def wait_for(self, end: int) -> None:
+        """Block until bytes [0, end) are here (or the fill ended); raise the fill's
+        error, if it failed, whatever had arrived (the bytes are not to be trusted).
+        A range that reaches the end waits for the hash's verdict too, so a reader
+        of the whole blob learns of wrong bytes. Bounded: the fetch has the object
+        store's request timeouts."""
+        with self._changed:
+            while not self.done and (self.arrived < end or end >= self.size):
+                self._changed.wait()
+            if self.error is not None:
+                raise OSError(f"reading the blob failed: {self.error}") from self.error
+
+    def _advance(self, count: int) -> None:
+        with self._changed:
+            self.arrived += count
+            self._changed.notify_all()
+
+    def _finish(self, error: BaseException | None) -> None:
+        with self._changed:
+            self.error, self.done = error, True
+            self._changed.notify_all()
 
 
 class ReadCache:
@@ -43,6 +88,7 @@ class ReadCache:
         # that from growing with every blob ever read.
         self._fills = [threading.Lock() for _ in range(FILL_LOCKS)]
         self._checked: set[str] = set()  # cached files hashed by this process
+        self._arriving: dict[str, tuple[Path, Arrival]] = {}  # background fills
         self._used = sum(p.stat().st_size for p in directory.glob("??/*"))
 
     def path(self, sha256: str) -> Path:
@@ -50,6 +96,10 @@ class ReadCache:
 
     def open(self, sha256: str, fetch: Fetch) -> int:
         """A descriptor on the cached blob, fetching it first when it is not here."""
+        with self._lock:
+            arriving = self._arriving.get(sha256)
+        if arriving is not None:  # one download: wait for the background fill's end
+            arriving[1].wait_for(arriving[1].size)
         with self._fill_lock(sha256):
             fd = self._open_checked(sha256)
             if fd is None:
@@ -58,6 +108,64 @@ class ReadCache:
                 self._checked.add(sha256)
         os.utime(fd)  # the time of last use, for eviction
         return fd
+
+    def open_early(self, sha256: str, size: int, fetch: Fetch) -> tuple[int, Arrival | None]:
+        """A descriptor on the blob and, while its bytes are still arriving, their
+        `Arrival` (read a range only after `wait_for` its end). Small blobs are
+        fetched whole first, as by `open`."""
+        if size < EARLY_FROM:
+            return self.open(sha256, fetch), None
+        with self._fill_lock(sha256):
+            fd = self._open_checked(sha256)
+            if fd is not None:
+                os.utime(fd)
+                return fd, None
+            with self._lock:  # the fill's end renames its file under this lock
+                arriving = self._arriving.get(sha256)
+                if arriving is None:
+                    arriving = self._start_arrival(sha256, size, fetch)
+                return os.open(arriving[0], os.O_RDONLY | os.O_CLOEXEC), arriving[1]
+
+    def _start_arrival(self, sha256: str, size: int, fetch: Fetch) -> tuple[Path, Arrival]:
+        partial = self.directory / f".fill-{os.getpid()}-{threading.get_ident()}-{sha256}"
+        out = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        arrival = Arrival(size)
+        self._arriving[sha256] = (partial, arrival)
+        threading.Thread(target=self._arrive, args=(sha256, out, partial, arrival, fetch),
+                         name=f"casfs-fill-{sha256[:8]}", daemon=True).start()
+        return partial, arrival
+
+    def _arrive(self, sha256: str, out: int, partial: Path, arrival: Arrival,
+                fetch: Fetch) -> None:
+        digest = hashlib.sha256()
+        error: BaseException | None = None
+        try:
+            for chunk in fetch():
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view):]
+                digest.update(chunk)
+                arrival._advance(len(chunk))
+            if digest.hexdigest() != sha256:
+                raise CorruptBlob(f"the bytes fetched for blob {sha256} have hash "
+                                  f"{digest.hexdigest()}: refused")
+            os.fchmod(out, BLOB_MODE)
+            self.path(sha256).parent.mkdir(exist_ok=True)
+            with self._lock:
+                os.replace(partial, self.path(sha256))
+                self._used += arrival.arrived
+                self._checked.add(sha256)
+                del self._arriving[sha256]
+        except BaseException as e:
+            error = e  # told to every reader that waits for it, who says so
+            with self._lock:
+                self._arriving.pop(sha256, None)
+                partial.unlink(missing_ok=True)
+        finally:
+            os.close(out)
+            arrival._finish(error)
+        if error is None:
+            self._trim()
 
     def add(self, sha256: str, staging: StagingFile) -> None:
         """Keep a blob this host just wrote (its bytes are hashed already)."""

@@ -32,7 +32,7 @@ from obstore.exceptions import AlreadyExistsError
 from obstore.store import S3Store
 
 from casfs.blobs import BlobStore, Hashed
-from casfs.blobs.cache import ReadCache
+from casfs.blobs.cache import Arrival, ReadCache
 from casfs.blobs.staging import CHUNK, Stager, StagingFile, is_sha256_hex, read_chunks
 from casfs.errors import StoreError
 
@@ -129,6 +129,9 @@ class S3BlobStore:
 
     def open_blob(self, sha256: str) -> int:
         return self.cache.open(sha256, lambda: self._stream(sha256))
+
+    def open_blob_early(self, sha256: str, size: int) -> tuple[int, Arrival | None]:
+        return self.cache.open_early(sha256, size, lambda: self._stream(sha256))
 
     def _stream(self, sha256: str) -> Iterator[bytes]:
         key = self.key(sha256)
