@@ -170,3 +170,33 @@ def test_a_large_fill_with_wrong_bytes_fails_its_readers_and_is_not_kept(
         assert os.pread(fd, len(data), 0) == data
     finally:
         os.close(fd)
+
+
+def test_a_damaged_large_cache_file_fails_its_readers_and_is_fetched_again(
+        make_store: object) -> None:
+    """Its first open in a process hashes it beside the readers (who need not wait)."""
+    data = os.urandom(EARLY_FROM + 4096)
+    sha = put(make_store("w"), data)  # type: ignore[operator]
+    reader = make_store("r")  # type: ignore[operator]
+    assert read(reader, sha) == data
+    cached = reader.cache.path(sha)
+    cached.chmod(0o644)
+    with open(cached, "r+b") as f:
+        f.seek(EARLY_FROM)
+        f.write(b"rot")
+    fresh = make_store("r")  # type: ignore[operator]
+    fd, arrival = fresh.open_blob_early(sha, len(data))
+    try:
+        assert arrival is not None
+        with pytest.raises(OSError, match="damaged"):
+            arrival.wait_for(len(data))
+    finally:
+        os.close(fd)
+    downloads = counting(fresh)
+    fd, arrival = fresh.open_blob_early(sha, len(data))
+    try:
+        if arrival is not None:
+            arrival.wait_for(len(data))
+        assert os.pread(fd, len(data), 0) == data and downloads == [sha]
+    finally:
+        os.close(fd)

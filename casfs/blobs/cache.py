@@ -10,7 +10,8 @@ that is open stays readable after it is evicted.
 
 A large blob (EARLY_FROM bytes or more) is filled in the background instead, and
 its readers get a descriptor on the file as it grows together with its `Arrival`:
-a read of the first bytes waits for those bytes, not for the whole object. The fill
+a read of the first bytes waits for those bytes, not for the whole object (and the
+first open of a large cached file hashes it beside its readers, likewise). The fill
 is still hashed to the end: if the bytes turn out wrong, the file is never kept and
 every later read of it fails (the reads before it got bytes no check had passed
 yet: the price of not waiting, paid only for large blobs).
@@ -116,15 +117,48 @@ class ReadCache:
         if size < EARLY_FROM:
             return self.open(sha256, fetch), None
         with self._fill_lock(sha256):
-            fd = self._open_checked(sha256)
+            fd = self._open_cached(sha256)
             if fd is not None:
                 os.utime(fd)
-                return fd, None
+                if sha256 in self._checked:
+                    return fd, None
+                return fd, self._start_check(sha256, fd, size)
             with self._lock:  # the fill's end renames its file under this lock
                 arriving = self._arriving.get(sha256)
                 if arriving is None:
                     arriving = self._start_arrival(sha256, size, fetch)
                 return os.open(arriving[0], os.O_RDONLY | os.O_CLOEXEC), arriving[1]
+
+    def _start_check(self, sha256: str, fd: int, size: int) -> Arrival:
+        """Hash a cached file (its first open in this process) beside its readers,
+        who need not wait for it: its bytes are all here; a read that reaches the
+        end waits for the verdict. A damaged file fails its reads and is dropped,
+        so the next open fetches it anew."""
+        arrival = Arrival(size)
+        arrival.arrived = size
+        check = os.dup(fd)
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                digest = hashlib.sha256()
+                for chunk in read_chunks(check, size):
+                    digest.update(chunk)
+                if digest.hexdigest() == sha256:
+                    self._checked.add(sha256)
+                else:
+                    log.warning("cached blob %s was damaged on disk; dropped, the next "
+                                "open fetches it again", sha256)
+                    self.drop(sha256)
+                    error = CorruptBlob(f"the cached copy of blob {sha256} was damaged")
+            except BaseException as e:
+                error = e
+            finally:
+                os.close(check)
+                arrival._finish(error)
+
+        threading.Thread(target=run, name=f"casfs-check-{sha256[:8]}", daemon=True).start()
+        return arrival
 
     def _start_arrival(self, sha256: str, size: int, fetch: Fetch) -> tuple[Path, Arrival]:
         partial = self.directory / f".fill-{os.getpid()}-{threading.get_ident()}-{sha256}"
@@ -188,10 +222,15 @@ class ReadCache:
     def _fill_lock(self, sha256: str) -> threading.Lock:
         return self._fills[int(sha256[:4], 16) % FILL_LOCKS]
 
-    def _open_checked(self, sha256: str) -> int | None:
+    def _open_cached(self, sha256: str) -> int | None:
         try:
-            fd = os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            return None
+
+    def _open_checked(self, sha256: str) -> int | None:
+        fd = self._open_cached(sha256)
+        if fd is None:
             return None
         if sha256 in self._checked:
             return fd

@@ -1,0 +1,212 @@
+"""The blob store in S3 beside the local one, in one run, through the mount.
+
+    .venv/bin/python contrib/bench/s3.py [--dir DIR] [--big-mib 1024]
+        [--small 10000] [--writers 8] [--json]
+
+Starts its own S3 server (SeaweedFS, `weed mini`, as the tests do) and mounts a
+store on each blob store (both on the embedded SQLite catalog, so that only the
+blob store differs) under --dir; leaves nothing behind. Workloads: ingest of one
+big file (`cp`) and of small files (2 KiB, by 1 and by N writers, each close
+durable and registered); then reads of the big file through a new mount: cold (the
+host's cache is empty: the S3 store downloads), warm (the blob is in the cache,
+the page cache dropped) and hot (in the page cache). Beside them, two baselines of
+the same run: a plain GET of the same object into a local file (the client alone,
+no hash, no mount) and the first read of the file on the local store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from casfs.blobs.s3 import S3BlobStore  # noqa: E402
+from casfs.mount import daemon  # noqa: E402
+from casfs.mount.daemon import MountOptions  # noqa: E402
+from casfs.store import Store  # noqa: E402
+from tests.s3 import S3Server  # noqa: E402
+
+CHUNK = 1 << 20
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def read_all(path: Path) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(CHUNK):
+            pass
+
+
+@contextmanager
+def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
+    mountpoint.mkdir(exist_ok=True)
+    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
+    try:
+        yield mountpoint
+    finally:
+        daemon.unmount(mountpoint)
+
+
+def write_files(directory: Path, names: list[str], payload: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with open(directory / name, "wb") as f:
+            f.write(payload)
+
+
+def ingest(store: Path, work: Path, big: Path, small: int, writers: int) -> dict[str, float]:
+    payload = os.urandom(2048)
+    names = [f"f{i:06d}.bin" for i in range(small)]
+    share = small // writers
+    out: dict[str, float] = {}
+    with mounted(store, work / "mnt") as mnt:
+        (mnt / "bench" / "big").mkdir(parents=True)
+        seconds = timed(lambda: subprocess.run(["cp", str(big), str(mnt / "bench" / "big")],
+                                               check=True))
+        out["ingest of the big file, MiB/s"] = big.stat().st_size / seconds / (1 << 20)
+        out["small files, 1 writer, files/s"] = small / timed(
+            lambda: write_files(mnt / "bench" / "one", names, payload))
+
+        def parallel() -> None:
+            threads = [threading.Thread(target=write_files, args=(
+                mnt / "bench" / f"w{k}", names[k * share:(k + 1) * share], payload))
+                for k in range(writers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        out[f"small files, {writers} writers, files/s"] = share * writers / timed(parallel)
+    return out
+
+
+def reads(store: Path, work: Path, size: int, cache: Path | None) -> dict[str, float]:
+    mib = size / (1 << 20)
+    out: dict[str, float] = {}
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)  # this host has never read it
+    drop_caches()
+    with mounted(store, work / "mnt") as mnt:
+        path = mnt / "bench" / "big" / "big.bin"
+        out["first read (cold), MiB/s"] = mib / timed(lambda: read_all(path))
+        out["hot read (page cache), MiB/s"] = mib / timed(lambda: read_all(path))
+    if cache is not None:
+        drop_caches()
+        with mounted(store, work / "mnt") as mnt:
+            path = mnt / "bench" / "big" / "big.bin"
+            out["warm read (host cache), MiB/s"] = mib / timed(lambda: read_all(path))
+    return out
+
+
+def plain_get(bucket: str, prefix: str, work: Path, sha256: str, size: int) -> float:
+    """MiB/s of the client alone: the object streamed into a local file."""
+    client = S3BlobStore(bucket, prefix, work / "get-tmp", work / "get-cache")
+    target = work / "plain-get.bin"
+    drop_caches()
+
+    def get() -> None:
+        with open(target, "wb") as f:
+            for chunk in client._stream(sha256):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+
+    seconds = timed(get)
+    target.unlink()
+    return size / seconds / (1 << 20)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path.cwd())
+    parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="casfs-s3-bench-", dir=args.dir))
+    server = S3Server().start()
+    saved = {key: os.environ.get(key) for key in server.env()}
+    os.environ.update(server.env())
+    results: dict[str, dict[str, float]] = {}
+    try:
+        big = work / "big.bin"
+        with open(big, "wb") as f:
+            for _ in range(args.big_mib):
+                f.write(os.urandom(1 << 20))
+        size = big.stat().st_size
+        bucket, prefix = "casfs", uuid.uuid4().hex
+        kinds = {"local": None, "s3": f"s3://{bucket}/{prefix}"}
+        for kind, blobs in kinds.items():
+            print(f"{kind}: ingest", file=sys.stderr)
+            place = work / kind
+            place.mkdir()
+            Store.init(place / "store", blobs=blobs).close()
+            results[kind] = ingest(place / "store", place, big, args.small, args.writers)
+            print(f"{kind}: reads", file=sys.stderr)
+            cache = place / "store" / "cache" if blobs else None
+            results[kind] |= reads(place / "store", place, size, cache)
+        with Store.open(work / "s3" / "store") as store:
+            doc = store.catalog.resolve_path("/bench/big/big.bin")
+            assert doc is not None
+            sha256 = doc.sha256
+        results["baseline"] = {
+            "plain GET into a local file, MiB/s": plain_get(bucket, prefix, work, sha256, size),
+            "first read on the local store, MiB/s": results["local"]["first read (cold), MiB/s"]}
+    finally:
+        for mountpoint in work.rglob("mnt"):
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(server.dir, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'workload':40} {'local':>10} {'s3':>18}")
+    for workload, value in results["s3"].items():
+        base = results["local"].get(workload)
+        if base is None:
+            print(f"{workload:40} {'':>10} {value:10.1f}")
+        else:
+            print(f"{workload:40} {base:10.1f} {value:10.1f} ({value / base:4.2f}x)")
+    warm = results["s3"]["warm read (host cache), MiB/s"]
+    for name, value in results["baseline"].items():
+        print(f"{name:40} {value:10.1f}")
+    get = results["baseline"]["plain GET into a local file, MiB/s"]
+    print(f"cold read on S3 vs plain GET: {results['s3']['first read (cold), MiB/s'] / get:.2f}x"
+          f" (goal 0.8x); warm read vs first read on the local store: "
+          f"{warm / results['local']['first read (cold), MiB/s']:.2f}x (goal 1x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
