@@ -77,6 +77,9 @@ class BlobPin:
         arrival = self.arrival
         if arrival is None or arrival.complete:
             return
+        if end is not None and arrival.arrived >= end and end < arrival.size and \
+                arrival.error is None:
+            return  # here already: no hop to a thread (most reads of a cold blob)
         try:
             await trio.to_thread.run_sync(arrival.wait_for, arrival.size if end is None
                                           else end, abandon_on_cancel=True)

@@ -1,0 +1,133 @@
+"""Where the time of a small-file write goes: CPU of the mount daemon, of the
+PostgreSQL server and of the writers, per file, on SQLite and on PostgreSQL.
+
+    .venv/bin/python contrib/bench/write_cost.py [--dir DIR] [--files 2400]
+        [--writers 1 8] [--json]
+
+Each case mounts a fresh store (the PostgreSQL one on the tests' throwaway server,
+fsync off), writes --files files of 2 KiB split over the writers (each close
+durable and registered), and reads the processes' CPU time from /proc before and
+after. On a machine with few cores the daemon's CPU per file is what bounds the
+files per second, whatever the number of writers: this is the experiment behind
+the README's sentence on 8 writers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from casfs.mount import daemon  # noqa: E402
+from casfs.mount.daemon import MountOptions  # noqa: E402
+from casfs.processes import read_pid  # noqa: E402
+from casfs.store import Store  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def server_cpu(server: PostgresServer | None) -> float:
+    """CPU seconds of the server's postmaster and every backend it has now."""
+    if server is None or server.process is None:
+        return 0.0
+    root = server.process.pid
+    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True,
+                              text=True).stdout.split()
+    total = 0.0
+    for pid in [root, *map(int, children)]:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            total += cpu_seconds(pid)
+    return total
+
+
+def write_files(directory: Path, count: int, payload: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        with open(directory / f"f{i:06d}.bin", "wb") as f:
+            f.write(payload)
+
+
+def one_case(store: Path, work: Path, files: int, writers: int,
+             server: PostgresServer | None) -> dict[str, float]:
+    mountpoint = work / "mnt"
+    mountpoint.mkdir(exist_ok=True)
+    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
+    try:
+        pidfile = next((store / "run").glob("mount-*.json"))
+        pid = read_pid(pidfile)
+        assert pid is not None
+        payload = os.urandom(2048)
+        share = files // writers
+        before = (cpu_seconds(pid), server_cpu(server), time.process_time())
+        start = time.perf_counter()
+        threads = [threading.Thread(target=write_files, args=(
+            mountpoint / "bench" / f"w{k}", share, payload)) for k in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        after = (cpu_seconds(pid), server_cpu(server), time.process_time())
+    finally:
+        daemon.unmount(mountpoint)
+    done = share * writers
+    return {"files/s": done / wall,
+            "daemon CPU per file, ms": (after[0] - before[0]) / done * 1e3,
+            "server CPU per file, ms": (after[1] - before[1]) / done * 1e3,
+            "writers' CPU per file, ms": (after[2] - before[2]) / done * 1e3}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path.cwd())
+    parser.add_argument("--files", type=int, default=2400)
+    parser.add_argument("--writers", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="casfs-write-cost-", dir=args.dir))
+    server = PostgresServer().start()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for writers in args.writers:
+            for kind in ("sqlite", "postgresql"):
+                place = work / f"{kind}-{writers}"
+                place.mkdir()
+                catalog = server.url(server.create_database()) if kind == "postgresql" else None
+                Store.init(place / "store", catalog=catalog).close()
+                results[f"{kind}, {writers} writer(s)"] = one_case(
+                    place / "store", place, args.files, writers,
+                    server if kind == "postgresql" else None)
+    finally:
+        for mountpoint in work.rglob("mnt"):
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        server.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    columns = list(next(iter(results.values())))
+    print(f"{'case':26}" + "".join(f"{c:>28}" for c in columns))
+    for case, values in results.items():
+        print(f"{case:26}" + "".join(f"{values[c]:28.2f}" for c in columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
