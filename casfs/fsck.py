@@ -124,26 +124,33 @@ def check_blob_files(store: Store) -> Iterator[Problem]:
                               "re-hash and correct or quarantine")
 
 
-def check_objects(store: Store) -> Iterator[Problem]:
-    """An object store's blobs against the ledger: objects with no catalog row (an
-    upload whose registration never committed, or a catalog restored from an older
-    backup) and objects of the wrong size. A failed listing is an error, never "no
-    objects"."""
+def objects_beside_ledger(store: Store) -> Iterator[tuple[str, int, float, int | None]]:
+    """(sha256, size, last modified, the ledger's size or None when it has no row
+    that is not a tombstone) of every object of an object store; nothing for a local
+    one. OSError on any listing error: a failed listing is never "no objects"."""
     if store.blobs.local or not isinstance(store.blobs, Listing):
         return
-    now = time.time()
     prefix, known = "", {}
     for sha, size, modified in store.blobs.list_blobs():
         if sha[:2] != prefix:  # listed in key order: one fan-out at a time
             prefix, known = sha[:2], store.catalog.blob_sizes_with_prefix(sha[:2])
-        if sha not in known:
+        yield sha, size, modified, known.get(sha)
+
+
+def check_objects(store: Store) -> Iterator[Problem]:
+    """An object store's blobs against the ledger: objects with no catalog row (an
+    upload whose registration never committed, or a catalog restored from an older
+    backup) and objects of the wrong size."""
+    now = time.time()
+    for sha, size, modified, recorded in objects_beside_ledger(store):
+        if recorded is None:
             if now - modified > STRAY_GRACE:
                 yield Problem("stray-object", "an object with no catalog row",
                               store.blobs.uri(sha), sha, "adopt it if its hash matches, "
                               "else quarantine it")
-        elif known[sha] != size:
+        elif recorded != size:
             yield Problem("size-mismatch", f"the object has {size} bytes, the catalog says "
-                          f"{known[sha]}", store.blobs.uri(sha), sha,
+                          f"{recorded}", store.blobs.uri(sha), sha,
                           "re-hash and correct or quarantine")
 
 

@@ -19,13 +19,14 @@ the same per-blob lock, after checking that no registration recorded it meanwhil
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from casfs.blobs import Listing
 from casfs.errors import CatalogBusy
+from casfs.fsck import objects_beside_ledger
 from casfs.records import GcPolicy, LastUse
 from casfs.store import Store
 
@@ -71,17 +72,10 @@ def find_garbage(store: Store, policy: GcPolicy, now: float | None = None
 def find_orphans(store: Store, grace: float, now: float | None = None) -> list[Garbage]:
     """Objects of an object store with no catalog row, older than `grace`, from a
     whole listing: OSError when the listing fails, whatever it had listed."""
-    if store.blobs.local or not isinstance(store.blobs, Listing):
-        return []
     now = now or time.time()
-    orphans: list[Garbage] = []
-    prefix, known = "", {}
-    for sha, size, modified in store.blobs.list_blobs():
-        if sha[:2] != prefix:  # listed in key order: one fan-out at a time
-            prefix, known = sha[:2], store.catalog.blob_sizes_with_prefix(sha[:2])
-        if sha not in known and now - modified > grace:
-            orphans.append(Garbage(sha, size, modified, None, None, orphan=True))
-    return orphans
+    return [Garbage(sha, size, modified, None, None, orphan=True)
+            for sha, size, modified, recorded in objects_beside_ledger(store)
+            if recorded is None and now - modified > grace]
 
 
 def collect(store: Store, policy: GcPolicy, *, apply: bool,
@@ -90,7 +84,8 @@ def collect(store: Store, policy: GcPolicy, *, apply: bool,
     orphans of an object store are listed before anything is deleted."""
     report = GcReport(apply=apply)
     orphans = find_orphans(store, policy.grace)
-    for page in find_garbage(store, policy, time.time()):
+    orphan_pages = (orphans[start:start + BATCH] for start in range(0, len(orphans), BATCH))
+    for page in itertools.chain(find_garbage(store, policy, time.time()), orphan_pages):
         for garbage in page:
             report.blobs += 1
             report.bytes += garbage.bytes
@@ -103,28 +98,22 @@ def collect(store: Store, policy: GcPolicy, *, apply: bool,
                 raise CatalogBusy(
                     f"{e}. gc deleted {report.removed} blob(s) before that; run it again "
                     "to go on (it resumes), at a quieter time if this repeats") from None
-    for start in range(0, len(orphans), BATCH):
-        page = orphans[start:start + BATCH]
-        for garbage in page:
-            report.blobs += 1
-            report.bytes += garbage.bytes
-            if on_blob:
-                on_blob(garbage)
-        if apply:
-            _delete_orphans(store, page, report)
     return report
 
 
 def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcReport) -> None:
-    """Delete a batch inside one write transaction, re-checking each blob there."""
+    """Delete a batch inside one write transaction, re-checking each blob there under
+    its lock: garbage must still be garbage; an orphan must still have no row (else a
+    registration that had uploaded it committed meanwhile), a tombstone being none."""
     removed = removed_bytes = 0
     with store.catalog.write_transaction():
         now = time.time()
         for garbage in batch:
             if not store.catalog.lock_blob_for_removal(garbage.sha256) or \
-                    not store.catalog.is_garbage(garbage.sha256, policy, now):
-                continue  # being registered, or referenced again since the scan
-            store.catalog.set_blob_state(garbage.sha256, "deleted")
+                    not _still_deletable(store, policy, garbage, now):
+                continue  # being registered, or recorded again since the scan
+            if not garbage.orphan:
+                store.catalog.set_blob_state(garbage.sha256, "deleted")
             store.blobs.delete(garbage.sha256)
             removed += 1
             removed_bytes += garbage.bytes
@@ -134,24 +123,10 @@ def _delete(store: Store, policy: GcPolicy, batch: list[Garbage], report: GcRepo
     report.removed_bytes += removed_bytes
 
 
-def _delete_orphans(store: Store, batch: list[Garbage], report: GcReport) -> None:
-    """Delete orphan objects inside one write transaction: each under its blob lock
-    and only while the ledger still has no row of it (else a registration that had
-    uploaded it committed meanwhile, and it is no orphan). A tombstone row (a blob gc
-    deleted before, uploaded again by a writer that died) is no record of it."""
-    removed = removed_bytes = 0
-    with store.catalog.write_transaction():
-        for garbage in batch:
-            if not store.catalog.lock_blob_for_removal(garbage.sha256) or \
-                    store.catalog.blob_state(garbage.sha256) not in ("absent", "deleted"):
-                continue
-            store.blobs.delete(garbage.sha256)
-            removed += 1
-            removed_bytes += garbage.bytes
-        store.catalog.bump_counter("casfs_gc_removed_total", removed)
-        store.catalog.bump_counter("casfs_gc_removed_bytes_total", removed_bytes)
-    report.removed += removed
-    report.removed_bytes += removed_bytes
+def _still_deletable(store: Store, policy: GcPolicy, garbage: Garbage, now: float) -> bool:
+    if garbage.orphan:
+        return store.catalog.blob_state(garbage.sha256) in ("absent", "deleted")
+    return store.catalog.is_garbage(garbage.sha256, policy, now)
 
 
 def _garbage(store: Store, places: dict[tuple[str, str], str], sha256: str, size: int,
