@@ -39,14 +39,14 @@ def make_blobs(store_path: Path, count: int, size: int) -> int:
         for _ in range(count):
             data = os.urandom(size)
             sha = hashlib.sha256(data).hexdigest()
-            path = store.blobs.path(sha)
+            path = store.blobs.path(sha)  # type: ignore[attr-defined]  # the local store
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             path.chmod(0o444)
             rows.append((sha, size, time.time()))
             total += size
         with store.catalog.write_transaction():
-            store.catalog.conn.executemany(
+            store.catalog.db.executemany(  # type: ignore[attr-defined]
                 "INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?)", rows)
     return total
 
@@ -72,7 +72,7 @@ def gc_preview(store_path: Path, records: int) -> dict[str, object]:
     Store.init(store_path).close()
     now = time.time()
     with Store.open(store_path) as store:
-        conn = store.catalog.conn
+        conn = store.catalog.db  # type: ignore[attr-defined]  # an SQL catalog
         with store.catalog.write_transaction():
             conn.execute("INSERT INTO directories VALUES (2, 1, 'r', 'r', NULL, 0, 0)")
             conn.execute("INSERT INTO directories VALUES (3, 2, 'a', 'r', 'a', 0, 0)")
