@@ -23,55 +23,30 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from mount_workloads import (  # noqa: E402
+    drop_caches,
+    mounted,
+    per_second,
+    timed,
+    write_files,
+    write_in_parallel,
+)
+
 from casfs import synthetic  # noqa: E402
-from casfs.mount import daemon  # noqa: E402
-from casfs.mount.daemon import MountOptions  # noqa: E402
 from casfs.store import Store  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2\n")
-
-
-@contextmanager
-def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
-    mountpoint.mkdir(exist_ok=True)
-    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
-    try:
-        yield mountpoint
-    finally:
-        daemon.unmount(mountpoint)
 
 
 def stat_all(paths: list[Path]) -> None:
     for path in paths:
         os.stat(path)
-
-
-def write_files(directory: Path, names: list[str], payload: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        with open(directory / name, "wb") as f:
-            f.write(payload)
 
 
 def workloads(store: Path, work: Path, files: int, writers: int) -> dict[str, float]:
@@ -80,19 +55,9 @@ def workloads(store: Path, work: Path, files: int, writers: int) -> dict[str, fl
     out: dict[str, float] = {}
     with mounted(store, work / "mnt") as mnt:
         one = mnt / "bench" / "one"
-        out["1 writer, files/s"] = files / timed(lambda: write_files(one, names, payload))
-        share = files // writers
-
-        def parallel() -> None:
-            threads = [threading.Thread(target=write_files, args=(
-                mnt / "bench" / f"w{k}", names[k * share:(k + 1) * share], payload))
-                for k in range(writers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-
-        out[f"{writers} writers, files/s"] = share * writers / timed(parallel)
+        out["1 writer, files/s"] = per_second(lambda: write_files(one, names, payload))
+        out[f"{writers} writers, files/s"] = per_second(
+            lambda: write_in_parallel(mnt / "bench", names, payload, writers))
     with mounted(store, work / "mnt") as mnt:
         drop_caches()
         paths = [mnt / "bench" / "one" / n for n in names]

@@ -23,35 +23,26 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from mount_workloads import (  # noqa: E402
+    drop_caches,
+    mounted,
+    per_second,
+    timed,
+    write_files,
+    write_in_parallel,
+)
+
 from casfs.blobs.s3 import S3BlobStore  # noqa: E402
-from casfs.mount import daemon  # noqa: E402
-from casfs.mount.daemon import MountOptions  # noqa: E402
 from casfs.store import Store  # noqa: E402
 from tests.s3 import S3Server  # noqa: E402
 
 CHUNK = 1 << 20
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
 def read_all(path: Path) -> None:
@@ -60,46 +51,19 @@ def read_all(path: Path) -> None:
             pass
 
 
-@contextmanager
-def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
-    mountpoint.mkdir(exist_ok=True)
-    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
-    try:
-        yield mountpoint
-    finally:
-        daemon.unmount(mountpoint)
-
-
-def write_files(directory: Path, names: list[str], payload: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        with open(directory / name, "wb") as f:
-            f.write(payload)
-
-
 def ingest(store: Path, work: Path, big: Path, small: int, writers: int) -> dict[str, float]:
     payload = os.urandom(2048)
     names = [f"f{i:06d}.bin" for i in range(small)]
-    share = small // writers
     out: dict[str, float] = {}
     with mounted(store, work / "mnt") as mnt:
         (mnt / "bench" / "big").mkdir(parents=True)
         seconds = timed(lambda: subprocess.run(["cp", str(big), str(mnt / "bench" / "big")],
                                                check=True))
         out["ingest of the big file, MiB/s"] = big.stat().st_size / seconds / (1 << 20)
-        out["small files, 1 writer, files/s"] = small / timed(
+        out["small files, 1 writer, files/s"] = per_second(
             lambda: write_files(mnt / "bench" / "one", names, payload))
-
-        def parallel() -> None:
-            threads = [threading.Thread(target=write_files, args=(
-                mnt / "bench" / f"w{k}", names[k * share:(k + 1) * share], payload))
-                for k in range(writers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-
-        out[f"small files, {writers} writers, files/s"] = share * writers / timed(parallel)
+        out[f"small files, {writers} writers, files/s"] = per_second(
+            lambda: write_in_parallel(mnt / "bench", names, payload, writers))
     return out
 
 
@@ -108,13 +72,13 @@ def reads(store: Path, work: Path, size: int, cache: Path | None) -> dict[str, f
     out: dict[str, float] = {}
     if cache is not None:
         shutil.rmtree(cache, ignore_errors=True)  # this host has never read it
-    drop_caches()
+    drop_caches(3)
     with mounted(store, work / "mnt") as mnt:
         path = mnt / "bench" / "big" / "big.bin"
         out["first read (cold), MiB/s"] = mib / timed(lambda: read_all(path))
         out["hot read (page cache), MiB/s"] = mib / timed(lambda: read_all(path))
     if cache is not None:
-        drop_caches()
+        drop_caches(3)
         with mounted(store, work / "mnt") as mnt:
             path = mnt / "bench" / "big" / "big.bin"
             out["warm read (host cache), MiB/s"] = mib / timed(lambda: read_all(path))
@@ -125,7 +89,7 @@ def plain_get(bucket: str, prefix: str, work: Path, sha256: str, size: int) -> f
     """MiB/s of the client alone: the object streamed into a local file."""
     client = S3BlobStore(bucket, prefix, work / "get-tmp", work / "get-cache")
     target = work / "plain-get.bin"
-    drop_caches()
+    drop_caches(3)
 
     def get() -> None:
         with open(target, "wb") as f:

@@ -21,15 +21,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from casfs.mount import daemon  # noqa: E402
-from casfs.mount.daemon import MountOptions  # noqa: E402
+from mount_workloads import mounted, write_in_parallel  # noqa: E402
+
 from casfs.processes import read_pid  # noqa: E402
 from casfs.store import Store  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
@@ -56,37 +55,18 @@ def server_cpu(server: PostgresServer | None) -> float:
     return total
 
 
-def write_files(directory: Path, count: int, payload: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        with open(directory / f"f{i:06d}.bin", "wb") as f:
-            f.write(payload)
-
-
 def one_case(store: Path, work: Path, files: int, writers: int,
              server: PostgresServer | None) -> dict[str, float]:
-    mountpoint = work / "mnt"
-    mountpoint.mkdir(exist_ok=True)
-    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
-    try:
-        pidfile = next((store / "run").glob("mount-*.json"))
-        pid = read_pid(pidfile)
+    with mounted(store, work / "mnt") as mountpoint:
+        pid = read_pid(next((store / "run").glob("mount-*.json")))
         assert pid is not None
         payload = os.urandom(2048)
-        share = files // writers
+        names = [f"f{i:06d}.bin" for i in range(files)]
         before = (cpu_seconds(pid), server_cpu(server), time.process_time())
         start = time.perf_counter()
-        threads = [threading.Thread(target=write_files, args=(
-            mountpoint / "bench" / f"w{k}", share, payload)) for k in range(writers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        done = write_in_parallel(mountpoint / "bench", names, payload, writers)
         wall = time.perf_counter() - start
         after = (cpu_seconds(pid), server_cpu(server), time.process_time())
-    finally:
-        daemon.unmount(mountpoint)
-    done = share * writers
     return {"files/s": done / wall,
             "daemon CPU per file, ms": (after[0] - before[0]) / done * 1e3,
             "server CPU per file, ms": (after[1] - before[1]) / done * 1e3,

@@ -1,0 +1,73 @@
+"""What the mount benchmarks share: timing, dropping the kernel's caches, a mount
+that is always unmounted, and small files written by one or by several writers.
+
+Imported by the scripts beside it (`python contrib/bench/NAME.py` puts this folder
+first on the import path).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from casfs.mount import daemon
+from casfs.mount.daemon import MountOptions
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Seconds `action()` took."""
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def per_second(action: Callable[[], int]) -> float:
+    """How many things `action()` did (its result) per second."""
+    start = time.perf_counter()
+    count = action()
+    return count / (time.perf_counter() - start)
+
+
+def drop_caches(level: int = 2) -> None:
+    """Write back, then drop the kernel's names and attributes (2) or also the page
+    cache (3). Needs root."""
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write(f"{level}\n")
+
+
+@contextmanager
+def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
+    """`store` mounted at `mountpoint` (cache_timeout 300) for the block."""
+    mountpoint.mkdir(exist_ok=True)
+    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
+    try:
+        yield mountpoint
+    finally:
+        daemon.unmount(mountpoint)
+
+
+def write_files(directory: Path, names: list[str], payload: bytes) -> int:
+    """One writer: each name created, written and closed in turn; how many."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with open(directory / name, "wb") as f:
+            f.write(payload)
+    return len(names)
+
+
+def write_in_parallel(root: Path, names: list[str], payload: bytes, writers: int) -> int:
+    """`names` split over `writers` threads, each in a directory of its own under
+    `root` (w0, w1, ...); how many files were written."""
+    share = len(names) // writers
+    threads = [threading.Thread(target=write_files, args=(
+        root / f"w{k}", names[k * share:(k + 1) * share], payload)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return share * writers
