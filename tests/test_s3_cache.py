@@ -45,6 +45,17 @@ def read(store: S3BlobStore, sha256: str) -> bytes:
         os.close(fd)
 
 
+def read_whole_early(store: S3BlobStore, sha256: str, size: int) -> bytes:
+    """Every byte, through `open_blob_early` (waiting for them, and their verdict)."""
+    fd, arrival = store.open_blob_early(sha256, size)
+    try:
+        if arrival is not None:
+            arrival.wait_for(size)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
 def counting(store: S3BlobStore) -> list[str]:
     """Record every download the store starts."""
     downloads: list[str] = []
@@ -163,13 +174,7 @@ def test_a_large_fill_with_wrong_bytes_fails_its_readers_and_is_not_kept(
     finally:
         os.close(fd)
     del reader._stream  # the real server again: a later open fetches the right bytes
-    fd, arrival = reader.open_blob_early(sha, len(data))
-    try:
-        if arrival is not None:
-            arrival.wait_for(len(data))
-        assert os.pread(fd, len(data), 0) == data
-    finally:
-        os.close(fd)
+    assert read_whole_early(reader, sha, len(data)) == data
 
 
 def test_a_damaged_large_cache_file_fails_its_readers_and_is_fetched_again(
@@ -193,10 +198,4 @@ def test_a_damaged_large_cache_file_fails_its_readers_and_is_fetched_again(
     finally:
         os.close(fd)
     downloads = counting(fresh)
-    fd, arrival = fresh.open_blob_early(sha, len(data))
-    try:
-        if arrival is not None:
-            arrival.wait_for(len(data))
-        assert os.pread(fd, len(data), 0) == data and downloads == [sha]
-    finally:
-        os.close(fd)
+    assert read_whole_early(fresh, sha, len(data)) == data and downloads == [sha]
