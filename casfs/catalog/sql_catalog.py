@@ -456,10 +456,12 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
 
     def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
                             ) -> tuple[Document | None, Document | None]:
-        """The live document of `ino` and the live one at the path, in one query."""
+        """The live document of `ino` and the live one at the path, in one query
+        (two index lookups: an OR of the two would scan the table on SQLite)."""
         rows = self.db.rows(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND (ino = ? OR "
-            "(resolver = ? AND artifact_id = ? AND basename = ?))",
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND ino = ? UNION ALL "
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
+            "AND artifact_id = ? AND basename = ?",
             (ino, directory.resolver, directory.artifact_id, basename))
         found = [_doc(r) for r in rows]
         previous = next((d for d in found if d.ino == ino), None)
