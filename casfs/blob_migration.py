@@ -39,6 +39,8 @@ class MoveReport:
     present: int = 0  # in the bucket already
     missing: list[str] = field(default_factory=list)  # no local file (fsck's business)
     damaged: list[str] = field(default_factory=list)  # bytes do not match the name
+    # The ledger knew these were gone (quarantined or missing): nothing to move.
+    known_absent: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -47,26 +49,25 @@ class MoveReport:
     def as_json(self) -> dict[str, Any]:
         return {"blobs": self.blobs, "bytes": self.bytes, "copied": self.copied,
                 "copied_bytes": self.copied_bytes, "already_there": self.present,
-                "missing": self.missing, "damaged": self.damaged}
+                "missing": self.missing, "damaged": self.damaged,
+                "known_absent": self.known_absent}
 
 
-def ledger_blobs(store: Store) -> Iterator[tuple[str, int]]:
-    """(sha256, size) of every blob the ledger has not marked deleted, page by page."""
+def ledger_pages(store: Store) -> Iterator[list[tuple[str, int]]]:
+    """(sha256, size) of every blob the ledger has not marked deleted, a hash fan-out
+    (one query) at a time."""
     for prefix in PREFIXES:
-        yield from sorted(store.catalog.blob_sizes_with_prefix(prefix).items())
+        yield sorted(store.catalog.blob_sizes_with_prefix(prefix).items())
 
 
 def survey(store: Store, target: BlobStore) -> MoveReport:
-    """What a move would do (nothing is written): the ledger's blobs, and whether the
-    bucket answers (OSError when not) and has the first of them already."""
+    """What a move would do: the ledger's blobs (nothing is written; OSError when
+    the bucket does not answer)."""
     report = MoveReport()
-    first = None
-    for sha, size in ledger_blobs(store):
-        first = first or sha
-        report.blobs += 1
-        report.bytes += size
-    if target.has(first or "0" * 64):
-        report.present = 1
+    for page in ledger_pages(store):
+        report.blobs += len(page)
+        report.bytes += sum(size for _, size in page)
+    target.has("0" * 64)  # the bucket answers, with these credentials
     return report
 
 
@@ -81,8 +82,8 @@ def move(store: Store, target: BlobStore, *, workers: int = WORKERS,
     report = MoveReport()
     lock = threading.Lock()
 
-    def one(sha: str, size: int) -> None:
-        outcome = _copy(source, target, sha, size)
+    def one(sha: str, size: int) -> None:  # in a worker thread: no catalog here
+        outcome = _copy(source, target, sha)
         with lock:
             if outcome == "copied":
                 report.copied += 1
@@ -97,16 +98,19 @@ def move(store: Store, target: BlobStore, *, workers: int = WORKERS,
                 progress(report)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for prefix in PREFIXES:
-            page = sorted(store.catalog.blob_sizes_with_prefix(prefix).items())
+        for page in ledger_pages(store):
             report.blobs += len(page)
             report.bytes += sum(size for _, size in page)
             for future in [pool.submit(one, sha, size) for sha, size in page]:
                 future.result()  # the first failure stops the move
+    for sha in list(report.missing):
+        if store.catalog.blob_state(sha) in ("quarantined", "missing"):
+            report.missing.remove(sha)
+            report.known_absent.append(sha)
     return report
 
 
-def _copy(source: LocalBlobStore, target: BlobStore, sha: str, size: int) -> str:
+def _copy(source: LocalBlobStore, target: BlobStore, sha: str) -> str:
     if target.has(sha):
         return "present"
     try:

@@ -93,6 +93,8 @@ class ListingCache:
     def drop(self, changes: list[Change] | None) -> None:
         """Forget the directories these committed changes touched (None: all of
         them). A directory change (rename, rmdir) drops everything: it moves names."""
+        if not self.enabled:
+            return  # nothing kept (an embedded catalog): called on its every commit
         with self._lock:
             self._clock += 1
             if changes is None or any(not isinstance(c, DocumentChange) for c in changes):

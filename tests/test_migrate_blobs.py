@@ -173,3 +173,18 @@ def test_migrate_refuses_a_bucket_that_does_not_answer(
     assert "nothing was switched" in result.stderr
     with Store.open(store_path) as store:
         assert store.locations.blobs.startswith("file://")
+
+
+def test_a_blob_verify_quarantined_does_not_hold_the_move_back(
+        store_path: Path, bucket: str) -> None:
+    expected = fill(store_path, 5)
+    bad = sorted(set(expected.values()))[0]
+    blob = store_path / "cas" / "sha256" / bad[:2] / bad[2:]
+    blob.chmod(0o644)
+    blob.write_bytes(b"rotted")
+    assert casfs(store_path, "verify").returncode == 1  # quarantined, named
+    result = casfs(store_path, "migrate", "--blobs", bucket, "--apply", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["switched"] and report["known_absent"] == [bad]
+    assert (report["copied"], report["missing"], report["damaged"]) == (4, [], [])

@@ -155,6 +155,9 @@ def _migrate_blobs(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     print(f"copied {report.copied:,} blobs ({human_bytes(report.copied_bytes)}); "
           f"{report.present:,} were there already")
+    if report.known_absent:
+        print(f"{len(report.known_absent):,} blobs the ledger already marks quarantined or "
+              "missing were not there to move (casfs fsck lists them)")
     for sha in report.missing:
         print(f"  missing locally: {sha} (run casfs fsck)")
     for sha in report.damaged:
