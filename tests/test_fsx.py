@@ -1,7 +1,8 @@
 """The file-system exerciser (tests/fsx.py) on a real mount, with and without mmap.
 
 CASFS_FSX_OPS sets the operations per run (default 2,000 here; the README gives
-the long run). After each run the mount is remounted and the stored file must
+the long run), CASFS_FSX_MAX_LEN the largest file (default 256 KiB; above 8 MiB a
+blob in S3 is read while it arrives). After each run the mount is remounted and the stored file must
 equal the model: the bytes were stored right, and read right.
 """
 
@@ -16,6 +17,7 @@ from .conftest import ALL_BACKENDS, Mounter
 from .fsx import Exerciser
 
 OPS = int(os.environ.get("CASFS_FSX_OPS", "2000"))
+MAX_LEN = int(os.environ.get("CASFS_FSX_MAX_LEN", str(256 * 1024)))
 
 
 @ALL_BACKENDS
@@ -27,7 +29,7 @@ def test_random_operations_read_what_the_model_says(mounter: Mounter, seed: int,
     directory = mnt / "fsx" / f"run{seed}"
     directory.mkdir(parents=True)
     path = directory / "file.bin"
-    expected = Exerciser(path, seed, use_mmap).run(OPS)
+    expected = Exerciser(path, seed, use_mmap, max_len=MAX_LEN).run(OPS)
     assert path.read_bytes() == expected
     mnt = mounter.remount()
     assert (mnt / "fsx" / f"run{seed}" / "file.bin").read_bytes() == expected
