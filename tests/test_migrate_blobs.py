@@ -21,6 +21,7 @@ from casfs.records import NewDocument
 from casfs.store import Locations, Store
 
 from .conftest import Mounter
+from .postgres import PostgresServer
 from .s3 import S3Server
 
 BLOBS = int(os.environ.get("CASFS_MIGRATE_BLOBS", "10000"))
@@ -188,3 +189,25 @@ def test_a_blob_verify_quarantined_does_not_hold_the_move_back(
     report = json.loads(result.stdout)
     assert report["switched"] and report["known_absent"] == [bad]
     assert (report["copied"], report["missing"], report["damaged"]) == (4, [], [])
+
+
+def test_a_one_machine_store_moves_to_postgresql_and_s3_in_one_command(
+        store_path: Path, bucket: str, postgres_server: PostgresServer,
+        tmp_path: Path) -> None:
+    expected = fill(store_path, 30)
+    url = postgres_server.url(postgres_server.create_database())
+    result = casfs(store_path, "migrate", "--catalog", url, "--blobs", bucket, "--apply",
+                   "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # one document for both moves
+    assert report["catalog"]["counts"]["documents"] == 30
+    assert report["blobs"]["switched"] and report["blobs"]["copied"] == 30
+    with Store.open(store_path) as store:
+        assert (store.locations.catalog, store.locations.blobs) == (url, bucket)
+        for path, sha in expected.items():
+            doc = store.catalog.resolve_path(path)
+            assert doc is not None and doc.sha256 == sha
+            assert doc.storage_uri == store.blobs.uri(sha)
+        assert fsck.fsck(store) == []
+    again = casfs(store_path, "migrate", "--catalog", url, "--json")
+    assert again.returncode == 2  # the store is on PostgreSQL already: said, nothing done

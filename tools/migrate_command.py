@@ -61,13 +61,17 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
         raise CasfsError("say what to move: --catalog URL, --blobs URL, or both")
     if args.workers < 1:
         raise CasfsError("--workers must be at least 1")
-    code = _migrate_catalog(args, ctx) if args.catalog else 0
+    reports: dict[str, dict[str, Any]] = {}  # --json: what each move did
+    code = _migrate_catalog(args, ctx, reports) if args.catalog else 0
     if args.blobs and code == 0:
-        code = _migrate_blobs(args, ctx)
+        code = _migrate_blobs(args, ctx, reports)
+    if args.json:  # one document: nested when both moved
+        print_json(reports if len(reports) > 1 else next(iter(reports.values())))
     return code
 
 
-def _migrate_catalog(args: argparse.Namespace, ctx: Context) -> int:
+def _migrate_catalog(args: argparse.Namespace, ctx: Context,
+                     reports: dict[str, dict[str, Any]]) -> int:
     # Not at import: every command would load the PostgreSQL driver.
     from casfs.catalog.postgres import migrate
     from casfs.catalog.postgres.database import PostgresDatabase
@@ -98,14 +102,16 @@ def _migrate_catalog(args: argparse.Namespace, ctx: Context) -> int:
                     Locations(args.catalog, store.locations.blobs).write(store.layout)
         finally:
             target.close()
+    refused = not args.apply and report.state == "other"
     if args.json:
-        print_json({"apply": args.apply, "catalog": args.catalog, **report.as_json()})
-        return 0
+        reports["catalog"] = {"apply": args.apply, "catalog": args.catalog,
+                              **report.as_json()}
+        return 2 if refused else 0
     counts = ", ".join(f"{n:,} {table}" for table, n in report.counts.items())
     if not args.apply:
         print(f"would copy {counts} and {report.counters} counters into {args.catalog} "
               f"(target: {report.state})")
-        if report.state == "other":
+        if refused:
             print("the target is not empty: give an empty database")
             return 2
         print("run again with --apply to copy, check and switch")
@@ -116,7 +122,8 @@ def _migrate_catalog(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _migrate_blobs(args: argparse.Namespace, ctx: Context) -> int:
+def _migrate_blobs(args: argparse.Namespace, ctx: Context,
+                   reports: dict[str, dict[str, Any]]) -> int:
     from casfs import blob_migration
     from casfs.blobs import open_blobs
 
@@ -146,8 +153,8 @@ def _migrate_blobs(args: argparse.Namespace, ctx: Context) -> int:
         except OSError as e:
             raise CasfsError(f"{e}; nothing was switched (run again to go on)") from None
     if args.json:
-        print_json({"apply": args.apply, "blobs_url": args.blobs,
-                    "switched": args.apply and report.complete, **report.as_json()})
+        reports["blobs"] = {"apply": args.apply, "blobs_url": args.blobs,
+                            "switched": args.apply and report.complete, **report.as_json()}
         return 0 if report.complete else 1
     if not args.apply:
         print(f"would copy {report.blobs:,} blobs ({human_bytes(report.bytes)}) into "
