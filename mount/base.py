@@ -62,10 +62,18 @@ class OperationsBase(pyfuse3.Operations):
         self._root_mtime_ns: int | None = None
 
     def _gauges(self) -> list[tuple[str, str, float]]:
-        return [("casfs_mount_open_files", "Files open for writing in this mount.",
-                 self.files.writing_count()),
-                ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
-                 len(self.lookups))]
+        gauges: list[tuple[str, str, float]] = [
+            ("casfs_mount_open_files", "Files open for writing in this mount.",
+             self.files.writing_count()),
+            ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
+             len(self.lookups))]
+        if self._writer is not None:
+            gauges += [("casfs_mount_registrations", "Closed files registered by this mount.",
+                        self._writer.rounds.items),
+                       ("casfs_mount_registration_commits", "Catalog commits those took "
+                        "(group commit: files closed together share one).",
+                        self._writer.rounds.rounds)]
+        return gauges
 
     def forget_cached(self, changes: list[Change]) -> None:
         """Drop what this mount keeps of the places another host changed (called
@@ -133,6 +141,9 @@ class OperationsBase(pyfuse3.Operations):
         file = self.files.get(ino)
         if file is not None:
             return self.attrs.open_file(file)
+        directory = self.directories.get(ino)  # kept: no round trip to ask for a document
+        if directory is not None:
+            return self.attrs.directory(ino, directory.mtime_ns)
         doc = await self.query(lambda c: c.get_document(ino))
         if doc is not None:
             return self.attrs.document(doc)

@@ -11,21 +11,30 @@ one request causes is committed before anything that follows it. Inode numbers f
 new files come from a block reserved through the writer, so a create waits for the
 writer only once per block. What each job committed is handed to `on_commit`, so
 that the mount drops what it cached of those places.
+
+Registrations of closed files go through `together` (group commit, see rounds.py):
+those that arrive while one round commits share the next round's transaction. If
+any of them fails, the round runs each on its own, so each close gets its own answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
+
+import outcome
 
 from casfs.catalog import Catalog
 from casfs.catalog.changes import Change
 from casfs.store import Store
 
 from .catalog_pool import CatalogPool
+from .rounds import Rounds
 
 T = TypeVar("T")
 REMOTE_WRITERS = 8
+REMOTE_ROUNDS = 1  # group commits at once on a server, each waiting on its round trips
+Write = Callable[[Catalog], object]
 
 
 class CatalogWriter:
@@ -35,6 +44,8 @@ class CatalogWriter:
         self._pool = CatalogPool(store, size, first=self.catalog)
         self._inos = range(0)
         self.on_commit: Callable[[list[Change] | None], None] = lambda changes: None
+        self.rounds: Rounds[Write, object] = Rounds(
+            self._round, at_once=1 if self.catalog.local else REMOTE_ROUNDS)
 
     @property
     def senders(self) -> set[str]:
@@ -53,6 +64,14 @@ class CatalogWriter:
                     self.on_commit(committed)
         return await self._pool.run(job)
 
+    async def together(self, write: Callable[[Catalog], T]) -> T:
+        """`write(catalog)` in the next group commit: one transaction with the
+        writes that arrive while the round before it runs."""
+        return cast(T, await self.rounds.submit(write))
+
+    async def _round(self, writes: list[Write]) -> list[outcome.Outcome[object]]:
+        return await self(lambda catalog: _run_together(catalog, writes))
+
     async def new_ino(self) -> int:
         if not self._inos:
             self._inos = await self(lambda catalog: catalog.reserve_inos())
@@ -62,3 +81,15 @@ class CatalogWriter:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _run_together(catalog: Catalog, writes: list[Write]) -> list[outcome.Outcome[object]]:
+    """Every write in one transaction; when that fails, each in its own, for its
+    own answer (the failure was one write's, or the transaction's)."""
+    if len(writes) > 1:
+        try:
+            with catalog.together():
+                return [outcome.Value(write(catalog)) for write in writes]
+        except Exception:  # each write is run again below, on its own
+            pass
+    return [outcome.capture(write, catalog) for write in writes]

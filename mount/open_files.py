@@ -32,18 +32,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
+import outcome
 import pyfuse3
 import trio
 
 from casfs.blobs.cache import Arrival
 from casfs.blobs.staging import StagingFile
-from casfs.ingest import guess_content_type, place_blob, register_placed
+from casfs.ingest import StoredBlob, guess_content_type, place_blob, register_placed
 from casfs.records import Document, NewDocument
 from casfs.store import Store
 
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .directory_cache import DirectoryCache
+from .rounds import Rounds
 
 log = logging.getLogger("casfs.mount")
 
@@ -150,6 +152,7 @@ class OpenFiles:
         self.writer = writer  # None on a read-only mount, which never finalizes
         self.by_ino: dict[int, OpenFile] = {}
         self._by_name: dict[tuple[int, str], OpenFile] = {}
+        self._placing: Rounds[StagingFile, StoredBlob] = Rounds(self._place_round)
 
     def get(self, ino: int) -> OpenFile | None:
         return self.by_ino.get(ino)
@@ -250,6 +253,20 @@ class OpenFiles:
         if file.open_handles == 0 and not file.lock.locked():
             self._forget(file)
 
+    async def _place(self, staging: StagingFile) -> StoredBlob:
+        """Store a staging file's bytes (law 1). On a local store, the files closed
+        together are placed in one trip to a worker thread; an upload to an object
+        store runs in parallel with the others instead."""
+        if self.store.blobs.local:
+            return await self._placing.submit(staging)
+        return await trio.to_thread.run_sync(place_blob, self.store.blobs, staging)
+
+    async def _place_round(self, stagings: list[StagingFile]
+                           ) -> list[outcome.Outcome[StoredBlob]]:
+        blobs = self.store.blobs
+        return await trio.to_thread.run_sync(
+            lambda: [outcome.capture(place_blob, blobs, s) for s in stagings])
+
     def _forget(self, file: OpenFile) -> None:
         if file.staging is not None:
             file.staging.discard()
@@ -335,7 +352,7 @@ class OpenFiles:
     async def _place_and_register(self, file: OpenFile, staging: StagingFile
                                   ) -> Document | None:
         try:
-            blob = await trio.to_thread.run_sync(place_blob, self.store.blobs, staging)
+            blob = await self._place(staging)
         except OSError as e:
             log.error("finalizing %s failed: %s", file.name, e)
             raise pyfuse3.FUSEError(errno.ENOSPC if e.errno == errno.ENOSPC
@@ -361,7 +378,7 @@ class OpenFiles:
             run_id=meta.get("run_id"), mtime_ns=file.mtime_ns, dedup_hit=blob.dedup_hit)
         assert self.writer is not None
         supersede = file.session_version
-        document = await self.writer(lambda writing: register_placed(
+        document = await self.writer.together(lambda writing: register_placed(
             self.store.blobs, {blob.sha256: staging},
             lambda present: writing.write_at_path(file.ino, directory, name, new,
                                                   present, supersede=supersede)))

@@ -22,7 +22,7 @@ from casfs.store import Store
 from casfs.tools import cli
 
 from .postgres import PostgresServer, bin_dir, sweep_stale_servers
-from .s3 import S3Server, weed
+from .s3 import BUCKET, S3Server, weed
 
 FUSE_MISSING = None
 if not os.path.exists("/dev/fuse"):
@@ -119,7 +119,7 @@ def blobs_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     if not backend.endswith("+s3"):
         return None
     request.getfixturevalue("s3_env")
-    return f"s3://casfs/{uuid.uuid4().hex}"
+    return f"s3://{BUCKET}/{uuid.uuid4().hex}"
 
 
 @pytest.fixture

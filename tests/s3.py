@@ -21,6 +21,7 @@ from pathlib import Path
 
 ACCESS_KEY = "casfs-test"
 SECRET_KEY = "casfs-test-secret"
+BUCKET = "casfs"  # the tests' stores live under prefixes of their own in it
 
 
 def weed() -> Path | None:
@@ -86,7 +87,28 @@ class S3Server:
                 self.stop()
                 raise RuntimeError(f"SeaweedFS did not start:\n{log}")
             time.sleep(0.1)
+        self._make_bucket()
         return self
+
+    def _make_bucket(self) -> None:
+        """SeaweedFS makes a bucket at its first write: one blob in and out, so that
+        a test whose first request is a listing (fsck of an empty store) finds it."""
+        from casfs.blobs.s3 import S3BlobStore
+
+        scratch = Path(tempfile.mkdtemp(prefix="casfs-s3-bucket-"))
+        saved = dict(os.environ)
+        try:
+            os.environ.update(self.env())  # the blob store takes the standard variables
+            blobs = S3BlobStore(BUCKET, "bucket-made", scratch / "tmp", scratch / "cache")
+            staging = blobs.stage()
+            staging.write(b"a bucket", 0)
+            sha256, _, _ = blobs.place(staging)
+            staging.discard()
+            blobs.delete(sha256)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _answers(self) -> bool:
         try:

@@ -237,3 +237,43 @@ def test_a_second_host_joins_the_store_and_sees_its_records(store: Store, tmp_pa
         other.close()
     with pytest.raises(StoreError):
         Store.init(tmp_path / "host-c", catalog=catalog_url.replace("casfs@", "casfs:pw@"))
+
+
+def test_writes_together_commit_as_one(store: Store) -> None:
+    """Group commit: every write of the block is visible after it, with its counters
+    and its announced changes, and none of them before it ends."""
+    catalog, other = store.catalog, store.open_catalog()
+    directory = catalog.ensure_directory("unpaywall", "W1")
+    catalog.drain_changes()
+    try:
+        inos = [catalog.reserve_inos().start, catalog.reserve_inos().start]
+        with catalog.together():
+            written = [catalog.write_at_path(ino, directory, f"{ino}.pdf", new(
+                sha256=sha, basename=None, source_url=None))
+                for ino, sha in zip(inos, [SHA_A, SHA_B], strict=True)]
+            assert other.lookup_document(directory, f"{inos[0]}.pdf") is None
+        assert [other.lookup_document(directory, d.basename) for d in written] == written
+    finally:
+        other.close()
+    counters = {(n, labels): v for n, labels, v in catalog.counters()}
+    assert counters[("casfs_ingested_files_total", 'resolver="unpaywall"')] == 2
+    assert {c.ino for c in catalog.drain_changes() or []} >= set(inos)
+
+
+def test_a_failure_inside_together_commits_nothing_of_the_block(store: Store) -> None:
+    catalog = store.catalog
+    directory = catalog.ensure_directory("unpaywall", "W1")
+    first, _ = catalog.register(new(basename="taken.pdf"))
+    ino = catalog.reserve_inos().start
+    with pytest.raises(Conflict), catalog.together():
+        catalog.write_at_path(ino, directory, "fresh.pdf", new(basename=None, source_url=None))
+        catalog.rename_document(ino, directory, "taken.pdf", replace=False)
+    assert catalog.lookup_document(directory, "fresh.pdf") is None
+    assert catalog.stats()["documents"] == 1
+    counters = {(n, labels): v for n, labels, v in catalog.counters()}
+    assert counters[("casfs_ingested_files_total", 'resolver="unpaywall"')] == 1
+    # the connection is usable afterwards, on its own and together
+    with catalog.together():
+        catalog.write_at_path(ino, directory, "fresh.pdf", new(basename=None, source_url=None))
+    assert catalog.lookup_document(directory, "fresh.pdf") is not None
+    assert catalog.get_document(first.ino) == first

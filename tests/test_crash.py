@@ -1,6 +1,7 @@
 """SIGKILL the mount daemon during ingest, again and again: every file whose close()
 returned 0 survives with the right bytes, no record points at a missing or wrong
-blob, and fsck is clean after each recovery.
+blob, and fsck is clean after each recovery. Several writers close files at once,
+so that the kill also lands in group commits (closes sharing one transaction).
 
 CASFS_CRASH_CYCLES sets the number of cycles (default 20).
 """
@@ -24,25 +25,27 @@ from .conftest import ALL_BACKENDS, Mounter
 
 pytestmark = ALL_BACKENDS
 
-# Writes files (some new, some overwriting earlier names). Prints "try name sha256"
-# before each one and "ok name sha256" after its close() returned 0. Dies when the
-# mount goes away under it.
+WRITERS = 4  # at once, each in a directory of its own
+
+# Writes files (some new, some overwriting earlier names) in crash/DIR. Prints
+# "try DIR/name sha256" before each one and "ok DIR/name sha256" after its close()
+# returned 0. Dies when the mount goes away under it.
 WRITER = r"""
 import hashlib, os, random, sys
-root, seed = sys.argv[1], int(sys.argv[2])
+root, seed, directory = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = random.Random(seed)
-os.makedirs(os.path.join(root, "crash", "A"), exist_ok=True)
+os.makedirs(os.path.join(root, "crash", directory), exist_ok=True)
 i = 0
 while True:
     name = f"f{rng.randrange(12)}.bin" if rng.random() < 0.3 else f"c{seed}-{i}.bin"
     data = rng.randbytes(rng.choice([100, 5000, 300_000, 2_000_000]))
     sha = hashlib.sha256(data).hexdigest()
-    print("try", name, sha, flush=True)
-    path = os.path.join(root, "crash", "A", name)
+    print("try", f"{directory}/{name}", sha, flush=True)
+    path = os.path.join(root, "crash", directory, name)
     with open(path, "wb") as f:
         for offset in range(0, len(data), 65536):
             f.write(data[offset:offset + 65536])
-    print("ok", name, sha, flush=True)
+    print("ok", f"{directory}/{name}", sha, flush=True)
     i += 1
 """
 
@@ -57,7 +60,7 @@ def check(mnt: Path, store_path: Path, committed: dict[str, set[str]]) -> None:
     attempt whose registration committed just before the kill (its close() had no
     time to return): never older bytes, never anything else."""
     for name, allowed in committed.items():
-        data = (mnt / "crash" / "A" / name).read_bytes()
+        data = (mnt / "crash" / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() in allowed, name
     with Store.open(store_path) as store:
         problems = fsck.fsck(store)
@@ -75,12 +78,13 @@ def test_sigkill_during_ingest_loses_no_committed_file(mounter: Mounter) -> None
         assert time.monotonic() < deadline, f"only {cycle} cycles in the time allowed"
         mnt = mounter.mount()  # also recovers the mountpoint the last kill left behind
         check(mnt, mounter.store_path, committed)
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt), str(cycle)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True)
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(mnt),
+                                     str(cycle * WRITERS + k), f"A{k}"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True) for k in range(WRITERS)]
         time.sleep(rng.uniform(0.05, 0.5))
         kill_daemon(mounter.store_path)
-        out, _ = writer.communicate(timeout=60)
+        out = "".join(writer.communicate(timeout=60)[0] for writer in writers)
         for line in out.splitlines():
             kind, name, sha = line.split()
             if kind == "ok":

@@ -60,6 +60,15 @@ class Catalog(Protocol):
         ends. Methods documented "inside write_transaction" are called in one."""
         ...
 
+    def together(self) -> AbstractContextManager[None]:
+        """Group commit: the write methods called inside the block share one
+        transaction, committed when the block ends (one commit, one wait for the disk
+        or the server, one announcement for all of them). When the block raises,
+        nothing of it is committed; a write that lost a race with another writer
+        raises instead of running again (the caller runs each write on its own then,
+        to learn which one failed). Does not nest."""
+        ...
+
     def drain_changes(self) -> list[Change] | None:
         """The places (documents and directories) this connection's transactions
         changed and committed since the last call, so that a mount can drop what it

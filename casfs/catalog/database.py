@@ -75,13 +75,10 @@ class Database(Protocol):
         this connection until the iterator is exhausted or closed."""
         ...
 
-    def transaction(self, *, pipelined: bool = False) -> AbstractContextManager[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """A write transaction: it holds whatever lock the backend needs so that
         what it read stays true until it commits (SQLite: BEGIN IMMEDIATE; PostgreSQL:
-        row and advisory locks). Commits at the end, rolls back on an exception.
-        `pipelined`: a server backend sends statements whose answer nobody reads
-        without waiting for it (an error then surfaces at the next read or the
-        commit, still inside the transaction); no `copy` or `stream` inside."""
+        row and advisory locks). Commits at the end, rolls back on an exception."""
         ...
 
     def attempt(self) -> AbstractContextManager[None]:

@@ -64,6 +64,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         self._counter_deltas: dict[tuple[str, str], int] = {}
         self._changes: list[Change] = []
         self._committed: list[Change] | None = []
+        self._together = False  # inside `together`: writes join its transaction
         self.sender = secrets.token_hex(8)  # who this connection is, in announcements
 
     def close(self) -> None:
@@ -75,14 +76,35 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         return self._write()
 
     @contextmanager
+    def together(self) -> Iterator[None]:
+        """The writes inside share one transaction (group commit): see Catalog."""
+        if self._together:
+            raise AssertionError("together() does not nest")
+        with self._transaction():
+            self._together = True
+            try:
+                yield
+            finally:
+                self._together = False
+
+    @contextmanager
     def _write(self) -> Iterator[None]:
+        """A write transaction of its own, or a part of the `together` one."""
+        if self._together:
+            yield
+            return
+        with self._transaction():
+            yield
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         # Directories found in this transaction stay valid until it ends; another
         # process may remove one as soon as it commits.
         self._directories_seen = {}
         self._counter_deltas = {}
         self._changes = []
         try:
-            with self.db.transaction(pipelined=True):
+            with self.db.transaction():
                 yield
                 self._flush_counters()
         except BaseException:
@@ -116,7 +138,11 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
 
     def _retrying(self, change: Callable[[], T]) -> T:
         """Run `change`, a whole write transaction, again when it lost a race with
-        another writer (a key or a directory made meanwhile): the next run sees it."""
+        another writer (a key or a directory made meanwhile): the next run sees it.
+        Inside `together` the loss ends the shared transaction instead: its caller
+        runs each write again on its own."""
+        if self._together:
+            return change()
         for attempt in itertools.count(1):
             try:
                 return change()

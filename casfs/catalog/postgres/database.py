@@ -15,7 +15,7 @@ import functools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -98,19 +98,12 @@ _translated = translating(psycopg.Error, translate)
 
 
 def _fetch_all(cursor: psycopg.Cursor[Row]) -> list[Row]:
-    """The rows of the last statement, none when it returns none. (In a pipeline the
-    description is not known before the fetch, so the fetch itself is tried.)"""
-    try:
-        return cursor.fetchall()
-    except psycopg.ProgrammingError:  # a statement that returns no rows
-        return []
+    """The rows of the last statement, none when it returns none."""
+    return cursor.fetchall() if cursor.description is not None else []
 
 
 def _fetch_one(cursor: psycopg.Cursor[Row]) -> Row | None:
-    try:
-        return cursor.fetchone()
-    except psycopg.ProgrammingError:
-        return None
+    return cursor.fetchone() if cursor.description is not None else None
 
 
 class PostgresDatabase:
@@ -169,12 +162,14 @@ class PostgresDatabase:
             raise translate(e) from e
 
     @contextmanager
-    def transaction(self, *, pipelined: bool = False) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        # Not pipelined: with group commit, psycopg's pipeline cost more CPU in the
+        # mount (2.77-2.93 ms per small file with 8 writers) than the round trips it
+        # saved (2.41-2.65 ms without), and the daemon's CPU is what bounds it.
         connection = self.connection()
         self._in_transaction = True
         try:
-            with connection.pipeline() if pipelined else nullcontext(), \
-                    connection.transaction():
+            with connection.transaction():
                 yield
         except psycopg.Error as e:
             raise translate(e) from e

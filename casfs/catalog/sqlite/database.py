@@ -96,8 +96,8 @@ class SqliteDatabase:
             raise translate(e) from e
 
     @contextmanager
-    def transaction(self, *, pipelined: bool = False) -> Iterator[None]:
-        self.execute("BEGIN IMMEDIATE")  # in process: nothing to pipeline
+    def transaction(self) -> Iterator[None]:
+        self.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
