@@ -33,17 +33,15 @@ class _Ticket(Generic[Item, Result]):
 class Rounds(Generic[Item, Result]):
     """`await rounds.submit(item)`: run `item` in the next round of `run_round`.
 
-    `run_round(items)` returns one outcome per item, in order. At most `at_once`
-    rounds run at a time (one, unless the rounds wait on something that takes many
-    at once, like a database server); the caller whose item is first in line runs
-    the next round (no task of its own)."""
+    `run_round(items)` returns one outcome per item, in order. One round runs at a
+    time; the caller whose item is first in line runs the next one (no task of its
+    own)."""
 
-    def __init__(self, run_round: Callable[[list[Item]], Awaitable[list[outcome.Outcome[Result]]]],
-                 at_once: int = 1) -> None:
+    def __init__(self, run_round: Callable[[list[Item]], Awaitable[list[outcome.Outcome[Result]]]]
+                 ) -> None:
         self._run_round = run_round
-        self._at_once = at_once
         self._waiting: list[_Ticket[Item, Result]] = []
-        self._running = 0
+        self._running = False
         self.rounds = 0  # how many ran, and how many items they took (for tests, metrics)
         self.items = 0
 
@@ -51,7 +49,7 @@ class Rounds(Generic[Item, Result]):
         ticket: _Ticket[Item, Result] = _Ticket(item)
         self._waiting.append(ticket)
         while ticket.answer is None:
-            if self._running < self._at_once:
+            if not self._running:
                 await self._lead()
             else:
                 try:
@@ -59,7 +57,7 @@ class Rounds(Generic[Item, Result]):
                 except BaseException:  # cancelled: leave the line, hand on the lead
                     if ticket in self._waiting:
                         self._waiting.remove(ticket)
-                    if self._waiting and self._running < self._at_once:
+                    if self._waiting and not self._running:
                         self._waiting[0].wake.set()
                     raise
                 ticket.wake = trio.Event()
@@ -67,7 +65,7 @@ class Rounds(Generic[Item, Result]):
 
     async def _lead(self) -> None:
         """Run one round with the items waiting now; then hand the lead on."""
-        self._running += 1
+        self._running = True
         batch, self._waiting = self._waiting[:MAX_ROUND], self._waiting[MAX_ROUND:]
         try:
             with trio.CancelScope(shield=True):  # the others' answers depend on it
@@ -83,6 +81,6 @@ class Rounds(Generic[Item, Result]):
                 ticket.answer = answer
                 ticket.wake.set()
         finally:
-            self._running -= 1
+            self._running = False
             if self._waiting:
                 self._waiting[0].wake.set()  # the first in line leads the next round
