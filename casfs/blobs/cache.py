@@ -35,7 +35,7 @@ log = logging.getLogger("casfs.blobs")
 
 FILL_LOCKS = 64
 EARLY_FROM = 8 << 20  # blobs this large are read while they arrive
-Fetch = Callable[[], Iterable[bytes]]  # the blob's bytes, chunk by chunk
+Fetch = Callable[[], Iterable[bytes | memoryview]]  # the blob's bytes, chunk by chunk
 
 
 class CorruptBlob(OSError):
@@ -245,7 +245,8 @@ class ReadCache:
         self.drop(sha256)
         return None
 
-    def _fill(self, sha256: str, chunks: Iterable[bytes], *, known: bool = False) -> None:
+    def _fill(self, sha256: str, chunks: Iterable[bytes | memoryview], *,
+              known: bool = False) -> None:
         target = self.path(sha256)
         target.parent.mkdir(exist_ok=True)
         partial = self.directory / f".fill-{os.getpid()}-{threading.get_ident()}-{sha256}"
