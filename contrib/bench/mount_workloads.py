@@ -7,6 +7,7 @@ first on the import path).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from casfs.mount import daemon
 from casfs.mount.daemon import MountOptions
+from casfs.processes import read_pid
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -38,6 +42,23 @@ def drop_caches(level: int = 2) -> None:
     subprocess.run(["sync"], check=True)
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write(f"{level}\n")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
+
+
+def daemon_pid(store: Path) -> int:
+    """The pid of the mount daemon of `store` (one mount at a time)."""
+    pid = read_pid(next((store / "run").glob("mount-*.json")))
+    assert pid is not None
+    return pid
 
 
 @contextmanager

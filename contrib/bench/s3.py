@@ -11,7 +11,10 @@ durable and registered); then reads of the big file through a new mount: cold (t
 host's cache is empty: the S3 store downloads), warm (the blob is in the cache,
 the page cache dropped) and hot (in the page cache). Beside them, two baselines of
 the same run: a plain GET of the same object into a local file (the client alone,
-no hash, no mount) and the first read of the file on the local store.
+no hash, no mount) and the first read of the file on the local store. Beside the
+cold read and the plain GET, the CPU seconds each process used (the mount daemon's
+split into user and kernel time): on a machine with few cores, shared with the S3
+server, that is what bounds a cold read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -30,6 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from mount_workloads import (  # noqa: E402
+    cpu_seconds,
+    cpu_times,
+    daemon_pid,
     drop_caches,
     mounted,
     per_second,
@@ -67,7 +74,8 @@ def ingest(store: Path, work: Path, big: Path, small: int, writers: int) -> dict
     return out
 
 
-def reads(store: Path, work: Path, size: int, cache: Path | None) -> dict[str, float]:
+def reads(store: Path, work: Path, size: int, cache: Path | None, server_pid: int
+          ) -> dict[str, float]:
     mib = size / (1 << 20)
     out: dict[str, float] = {}
     if cache is not None:
@@ -75,7 +83,14 @@ def reads(store: Path, work: Path, size: int, cache: Path | None) -> dict[str, f
     drop_caches(3)
     with mounted(store, work / "mnt") as mnt:
         path = mnt / "bench" / "big" / "big.bin"
+        pid = daemon_pid(store)
+        before = (cpu_times(pid), cpu_seconds(server_pid), time.process_time())
         out["first read (cold), MiB/s"] = mib / timed(lambda: read_all(path))
+        after = (cpu_times(pid), cpu_seconds(server_pid), time.process_time())
+        out["cold read: daemon CPU s, user"] = after[0][0] - before[0][0]
+        out["cold read: daemon CPU s, kernel"] = after[0][1] - before[0][1]
+        out["cold read: S3 server CPU s"] = after[1] - before[1]
+        out["cold read: reader CPU s"] = after[2] - before[2]
         out["hot read (page cache), MiB/s"] = mib / timed(lambda: read_all(path))
     if cache is not None:
         drop_caches(3)
@@ -85,8 +100,10 @@ def reads(store: Path, work: Path, size: int, cache: Path | None) -> dict[str, f
     return out
 
 
-def plain_get(bucket: str, prefix: str, work: Path, sha256: str, size: int) -> float:
-    """MiB/s of the client alone: the object streamed into a local file."""
+def plain_get(bucket: str, prefix: str, work: Path, sha256: str, size: int,
+              server_pid: int) -> dict[str, float]:
+    """MiB/s of the client alone (the object streamed into a local file), and the
+    CPU seconds of the client and the server."""
     client = S3BlobStore(bucket, prefix, work / "get-tmp", work / "get-cache")
     target = work / "plain-get.bin"
     drop_caches(3)
@@ -98,9 +115,13 @@ def plain_get(bucket: str, prefix: str, work: Path, sha256: str, size: int) -> f
             f.flush()
             os.fsync(f.fileno())
 
+    before = (time.process_time(), cpu_seconds(server_pid))
     seconds = timed(get)
+    after = (time.process_time(), cpu_seconds(server_pid))
     target.unlink()
-    return size / seconds / (1 << 20)
+    return {"plain GET into a local file, MiB/s": size / seconds / (1 << 20),
+            "plain GET: client CPU s": after[0] - before[0],
+            "plain GET: S3 server CPU s": after[1] - before[1]}
 
 
 def main() -> int:
@@ -132,13 +153,14 @@ def main() -> int:
             results[kind] = ingest(place / "store", place, big, args.small, args.writers)
             print(f"{kind}: reads", file=sys.stderr)
             cache = place / "store" / "cache" if blobs else None
-            results[kind] |= reads(place / "store", place, size, cache)
+            assert server.process is not None
+            results[kind] |= reads(place / "store", place, size, cache, server.process.pid)
         with Store.open(work / "s3" / "store") as store:
             doc = store.catalog.resolve_path("/bench/big/big.bin")
             assert doc is not None
             sha256 = doc.sha256
-        results["baseline"] = {
-            "plain GET into a local file, MiB/s": plain_get(bucket, prefix, work, sha256, size),
+        results["baseline"] = plain_get(bucket, prefix, work, sha256, size,
+                                        server.process.pid) | {
             "first read on the local store, MiB/s": results["local"]["first read (cold), MiB/s"]}
     finally:
         for mountpoint in work.rglob("mnt"):
@@ -158,13 +180,13 @@ def main() -> int:
     print(f"{'workload':40} {'local':>10} {'s3':>18}")
     for workload, value in results["s3"].items():
         base = results["local"].get(workload)
-        if base is None:
-            print(f"{workload:40} {'':>10} {value:10.1f}")
+        if not base:
+            print(f"{workload:40} {'' if base is None else base:>10} {value:10.2f}")
         else:
-            print(f"{workload:40} {base:10.1f} {value:10.1f} ({value / base:4.2f}x)")
+            print(f"{workload:40} {base:10.2f} {value:10.2f} ({value / base:4.2f}x)")
     warm = results["s3"]["warm read (host cache), MiB/s"]
     for name, value in results["baseline"].items():
-        print(f"{name:40} {value:10.1f}")
+        print(f"{name:40} {value:10.2f}")
     get = results["baseline"]["plain GET into a local file, MiB/s"]
     print(f"cold read on S3 vs plain GET: {results['s3']['first read (cold), MiB/s'] / get:.2f}x"
           f" (goal 0.8x); warm read vs first read on the local store: "

@@ -27,18 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import mounted, write_in_parallel  # noqa: E402
+from mount_workloads import cpu_seconds, daemon_pid, mounted, write_in_parallel  # noqa: E402
 
-from casfs.processes import read_pid  # noqa: E402
 from casfs.store import Store  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def server_cpu(server: PostgresServer | None) -> float:
@@ -58,8 +50,7 @@ def server_cpu(server: PostgresServer | None) -> float:
 def one_case(store: Path, work: Path, files: int, writers: int,
              server: PostgresServer | None) -> dict[str, float]:
     with mounted(store, work / "mnt") as mountpoint:
-        pid = read_pid(next((store / "run").glob("mount-*.json")))
-        assert pid is not None
+        pid = daemon_pid(store)
         payload = os.urandom(2048)
         names = [f"f{i:06d}.bin" for i in range(files)]
         before = (cpu_seconds(pid), server_cpu(server), time.process_time())
