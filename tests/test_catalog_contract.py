@@ -5,10 +5,12 @@ Every test here runs on SQLite and on PostgreSQL (BOTH_CATALOGS); what only one
 backend has (SQLite's schema versions, its backup) has a file of its own.
 """
 
+import time
 from pathlib import Path
 
 import pytest
 
+from casfs.catalog import ROOT_INO, Catalog
 from casfs.errors import BlobsMissing, CatalogError, Conflict, StoreError, UniqueViolation
 from casfs.ingest import ingest_file, place_blob, register_placed
 from casfs.records import NewDocument, Variant
@@ -277,3 +279,69 @@ def test_a_failure_inside_together_commits_nothing_of_the_block(store: Store) ->
         catalog.write_at_path(ino, directory, "fresh.pdf", new(basename=None, source_url=None))
     assert catalog.lookup_document(directory, "fresh.pdf") is not None
     assert catalog.get_document(first.ino) == first
+
+
+def _tree(catalog: Catalog) -> dict[str, str | None]:
+    """Every directory (None) and document (its hash) by path, walked by the mount's
+    own queries: lookups by name, listings and inodes."""
+    tree: dict[str, str | None] = {}
+    for resolver in catalog.list_directories(ROOT_INO, 0, 1000):
+        tree[f"/{resolver.name}"] = None
+        assert catalog.lookup_directory(ROOT_INO, resolver.name) == resolver
+        for artifact in catalog.list_directories(resolver.ino, 0, 1000):
+            tree[f"/{resolver.name}/{artifact.name}"] = None
+            assert catalog.get_directory(artifact.ino) == artifact
+            for doc in catalog.list_documents(artifact, 0, 1000):
+                tree[f"/{resolver.name}/{artifact.name}/{doc.basename}"] = doc.sha256
+                assert catalog.lookup_document(artifact, doc.basename) == doc
+                assert catalog.get_document(doc.ino) == doc
+    return tree
+
+
+def test_a_view_of_a_past_moment_is_the_tree_as_it_was_then(store: Store) -> None:
+    """A scripted history; after each step the live tree is noted with the time. A
+    view of each of those times shows exactly the tree noted then."""
+    c = store.catalog
+    moments: list[tuple[float, dict[str, str | None]]] = []
+
+    def note() -> None:
+        time.sleep(0.002)
+        moments.append((time.time(), _tree(c)))
+        time.sleep(0.002)
+
+    note()  # empty
+    w1 = c.ensure_directory("unpaywall", "W1")
+    note()
+    doc, _ = c.register(new(basename="a.pdf", sha256=SHA_A))
+    note()
+    c.write_at_path(doc.ino, w1, "a.pdf", new(sha256=SHA_B, basename=None))  # overwrite
+    note()
+    c.rename_document(doc.ino, w1, "b.pdf", replace=False)
+    note()
+    c.rename_directory(w1.ino, w1.parent_ino, "W2")  # the documents follow
+    note()
+    w2 = c.find_directory("unpaywall", "W2")
+    assert w2 is not None
+    c.update_metadata(doc.ino, content_type="application/pdf")  # a metadata change
+    note()
+    c.unlink_document(doc.ino)
+    note()
+    again, _ = c.register(new(artifact_id="W2", basename="b.pdf", sha256=SHA_A,
+                              source_url="https://x/again.pdf"))  # the same name again
+    note()
+    spare = c.make_directory(w2.parent_ino, "spare")
+    c.set_directory_mtime(spare.ino, 123_000_000_000)
+    note()
+    c.remove_directory(spare.ino)
+    note()
+    view = store.open_catalog()
+    try:
+        for moment, expected in moments:
+            view.show_at(moment)
+            assert view.at == moment
+            assert _tree(view) == expected, moment
+        with pytest.raises(CatalogError):
+            view.unlink_document(again.ino)
+    finally:
+        view.close()
+    assert c.get_document(again.ino) == again  # the present is untouched

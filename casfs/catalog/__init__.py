@@ -54,6 +54,18 @@ class Catalog(Protocol):
         """Release the connection; the object is not used afterwards."""
         ...
 
+    @property
+    def at(self) -> float | None:
+        """The moment this connection shows (Unix seconds), None for the present."""
+        ...
+
+    def show_at(self, moment: float) -> None:
+        """Time travel: from now on the tree's lookups and listings (directories and
+        documents, by inode, name or place) answer as the catalog stood at `moment`:
+        what was live then, under the names and in the directories it had then.
+        Every write raises CatalogReadOnly."""
+        ...
+
     def write_transaction(self) -> AbstractContextManager[None]:
         """A write transaction for a caller that removes blob bytes (gc, quarantine):
         no registration of a blob it locks (`lock_blob_for_removal`) commits until it

@@ -27,9 +27,17 @@ from casfs import naming
 from casfs.catalog import ROOT_INO, BlobCheck, Catalog, RegisterOutcome
 from casfs.catalog.changes import Change, DirectoryChange, DocumentChange
 from casfs.catalog.database import Database, Row
+from casfs.catalog.past import PastQueries
 from casfs.catalog.sql_ledger import SqlBlobLedger
 from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
-from casfs.errors import BlobsMissing, CatalogRace, Conflict, NotFound, UniqueViolation
+from casfs.errors import (
+    BlobsMissing,
+    CatalogRace,
+    CatalogReadOnly,
+    Conflict,
+    NotFound,
+    UniqueViolation,
+)
 from casfs.records import Directory, Document, NewDocument, Variant
 
 INO_BLOCK = 256
@@ -65,6 +73,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         self._changes: list[Change] = []
         self._committed: list[Change] | None = []
         self._together = False  # inside `together`: writes join its transaction
+        self._past: PastQueries | None = None  # set by show_at: a read-only view
         self.sender = secrets.token_hex(8)  # who this connection is, in announcements
 
     def close(self) -> None:
@@ -74,6 +83,14 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         """A write transaction for a caller that must act on blob files while no
         registration can commit (quarantine, gc): see `_require_present`."""
         return self._write()
+
+    @property
+    def at(self) -> float | None:
+        return self._past.at if self._past else None
+
+    def show_at(self, moment: float) -> None:
+        """From now on, answer the tree's questions as of `moment`; refuse writes."""
+        self._past = PastQueries(self.db, moment)
 
     @contextmanager
     def together(self) -> Iterator[None]:
@@ -90,6 +107,8 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
     @contextmanager
     def _write(self) -> Iterator[None]:
         """A write transaction of its own, or a part of the `together` one."""
+        if self._past is not None:
+            raise CatalogReadOnly("a view of a past moment cannot be changed")
         if self._together:
             yield
             return
@@ -173,21 +192,29 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         return ino
 
     def get_directory(self, ino: int) -> Directory | None:
+        if self._past:
+            return self._past.get_directory(ino)
         row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories WHERE ino = ?", (ino,))
         return _dir(row) if row else None
 
     def lookup_directory(self, parent_ino: int, name: str) -> Directory | None:
+        if self._past:
+            return self._past.lookup_directory(parent_ino, name)
         row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
                         "WHERE parent_ino = ? AND name = ?", (parent_ino, name))
         return _dir(row) if row else None
 
     def list_directories(self, parent_ino: int, after_ino: int, limit: int) -> list[Directory]:
+        if self._past:
+            return self._past.list_directories(parent_ino, after_ino, limit)
         rows = self.db.rows(
             f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
             "ORDER BY ino LIMIT ?", (parent_ino, after_ino, limit))
         return [_dir(r) for r in rows]
 
     def find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
+        if self._past:
+            return self._past.find_directory(resolver, artifact_id)
         if artifact_id is None:  # `IS ?` would keep PostgreSQL from using the index
             row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
                             "WHERE resolver = ? AND artifact_id IS NULL", (resolver,))
@@ -203,8 +230,8 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
         self._changes.append(DirectoryChange(ino, parent_ino, name))
         self.db.execute(
             "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
-            "created_at, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9)))
+            "created_at, mtime_ns, valid_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9), now))
         return Directory(ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9))
 
     def _ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
@@ -260,8 +287,18 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                 raise NotFound(f"no directory {ino}")
             if self.list_directories(ino, 0, 1) or self._has_documents(directory):
                 raise Conflict(f"directory {directory.name!r} is not empty")
+            self._archive_directory(ino, "rmdir", time.time())
             self.db.execute("DELETE FROM directories WHERE ino = ?", (ino,))
             self._changes.append(DirectoryChange(ino, directory.parent_ino, directory.name))
+
+    def _archive_directory(self, ino: int, change: str, now: float) -> None:
+        """Keep the directory's present state in its history, ended now by `change`
+        (inside a write transaction, before the row changes)."""
+        self.db.execute(
+            "INSERT INTO directory_history (ino, parent_ino, name, resolver, artifact_id, "
+            "created_at, mtime_ns, valid_from, valid_to, change) SELECT ino, parent_ino, "
+            "name, resolver, artifact_id, created_at, mtime_ns, valid_from, ?, ? "
+            "FROM directories WHERE ino = ?", (now, change, ino))
 
     def _has_documents(self, directory: Directory) -> bool:
         return self._one(f"SELECT 1 FROM documents WHERE {_LIVE} AND resolver = ? "
@@ -292,14 +329,17 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                 if (old.resolver, old.artifact_id) != (resolver, artifact_id) and \
                         self.find_directory(resolver, artifact_id) is not None:
                     raise Conflict(f"{resolver}/{artifact_id or ''} already has a directory")
-            self.db.execute("UPDATE directories SET parent_ino = ?, name = ? WHERE ino = ?",
-                            (new_parent_ino, new_name, ino))
+            now = time.time()
+            for old in {ino: directory, **{old.ino: old for old, *_ in moves}}.values():
+                self._archive_directory(old.ino, "rename", now)
+            self.db.execute("UPDATE directories SET parent_ino = ?, name = ?, valid_from = ? "
+                            "WHERE ino = ?", (new_parent_ino, new_name, now, ino))
             self._changes += [DirectoryChange(ino, directory.parent_ino, directory.name),
                               DirectoryChange(ino, new_parent_ino, new_name)]
             for old, resolver, artifact_id in moves:
                 self.db.execute(
-                    "UPDATE directories SET resolver = ?, artifact_id = ? WHERE ino = ?",
-                    (resolver, artifact_id, old.ino))
+                    "UPDATE directories SET resolver = ?, artifact_id = ?, valid_from = ? "
+                    "WHERE ino = ?", (resolver, artifact_id, now, old.ino))
                 if old.artifact_id is not None and artifact_id is not None:
                     self._move_documents(old, resolver, artifact_id)
 
@@ -338,17 +378,23 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
 
     # -- documents --------------------------------------------------------------
     def get_document(self, ino: int) -> Document | None:
+        if self._past:
+            return self._past.get_document(ino)
         row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE ino = ? AND {_LIVE}",
                         (ino,))
         return _doc(row) if row else None
 
     def lookup_document(self, directory: Directory, basename: str) -> Document | None:
+        if self._past:
+            return self._past.lookup_document(directory, basename)
         row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? "
                         f"AND artifact_id = ? AND basename = ? AND {_LIVE}",
                         (directory.resolver, directory.artifact_id, basename))
         return _doc(row) if row else None
 
     def list_documents(self, directory: Directory, after_ino: int, limit: int) -> list[Document]:
+        if self._past:
+            return self._past.list_documents(directory, after_ino, limit)
         rows = self.db.rows(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? AND artifact_id = ? "
             f"AND {_LIVE} AND ino > ? ORDER BY ino LIMIT ?",
@@ -558,8 +604,10 @@ class SqlCatalog(SqlQueries, SqlBlobLedger):
                                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                                   (mtime_ns,))
             else:
-                row = self._one("UPDATE directories SET mtime_ns = ? WHERE ino = ? "
-                                "RETURNING parent_ino, name", (mtime_ns, ino))
+                now = time.time()
+                self._archive_directory(ino, "mtime", now)
+                row = self._one("UPDATE directories SET mtime_ns = ?, valid_from = ? "
+                                "WHERE ino = ? RETURNING parent_ino, name", (mtime_ns, now, ino))
                 if row is None:
                     raise NotFound(f"no directory {ino}")
                 self._changes.append(DirectoryChange(ino, *row))

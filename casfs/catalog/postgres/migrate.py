@@ -27,7 +27,10 @@ from casfs.errors import StoreError
 
 # table -> columns copied, in an order that keeps foreign keys satisfied
 TABLES: dict[str, str] = {
-    "directories": "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns",
+    "directories": "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns, "
+                   "valid_from",
+    "directory_history": "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns, "
+                         "valid_from, valid_to, change",
     "blobs": "sha256, bytes, first_seen, last_verified_at, state",
     "documents": DOC_COLUMNS,
     "variants": "document_id, variant, storage_uri, bytes, content_type, sha256",

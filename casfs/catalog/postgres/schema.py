@@ -103,6 +103,29 @@ CREATE TABLE counters (
 );
 """
 
+# v2: directory history (see the SQLite schema's v3).
+_V2 = """
+ALTER TABLE directories ADD COLUMN valid_from DOUBLE PRECISION NOT NULL DEFAULT 0;
+UPDATE directories SET valid_from = created_at;
+CREATE TABLE directory_history (
+    ino         BIGINT NOT NULL,
+    parent_ino  BIGINT NOT NULL,
+    name        TEXT NOT NULL,
+    resolver    TEXT NOT NULL,
+    artifact_id TEXT,
+    created_at  DOUBLE PRECISION NOT NULL,
+    mtime_ns    BIGINT NOT NULL,
+    valid_from  DOUBLE PRECISION NOT NULL,
+    valid_to    DOUBLE PRECISION NOT NULL,
+    change      TEXT NOT NULL
+);
+CREATE INDEX directory_history_by_parent ON directory_history (parent_ino, valid_from);
+CREATE INDEX directory_history_by_ino ON directory_history (ino, valid_from);
+CREATE INDEX directory_history_by_id ON directory_history (resolver, artifact_id, valid_from);
+CREATE INDEX documents_by_place ON documents (resolver, artifact_id, basename, valid_from);
+CREATE INDEX documents_by_directory ON documents (resolver, artifact_id, ino)
+"""
+
 Migration = Callable[[Database], None]
 
 
@@ -114,7 +137,7 @@ def _sql(script: str) -> Migration:
 
 
 # MIGRATIONS[i] moves a catalog from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_sql(_V1)]
+MIGRATIONS: list[Migration] = [_sql(_V1), _sql(_V2)]
 SCHEMA_VERSION = len(MIGRATIONS)
 _LOCK = 0x63617366  # "casf": one migration at a time, whichever host starts it
 

@@ -6,6 +6,12 @@ meta         key/value facts: `next_ino` (the inode counter).
 directories  the tree's directories: resolvers (depth 1) and artifacts (depth 2).
              `ino` is the stable inode number; `name` the path component shown,
              derived from the identifier by `casfs.naming.dir_name_for`.
+             `valid_from` (v3) is when the row took its present state.
+directory_history (v3) every earlier state of a directory: the row as it was from
+             `valid_from` to `valid_to`, and the `change` that ended it (rename,
+             rmdir, mtime). A directory as it was at time T is the live row with
+             valid_from <= T, or the history row with valid_from <= T < valid_to
+             (time travel: `casfs mount --at`).
 documents    one row per *version* of a document. A live row has `valid_to IS NULL`.
              A rename, overwrite or delete closes the row (sets `valid_to` and
              `change`) and, when the document goes on, inserts its next version
@@ -116,6 +122,30 @@ DELETE FROM meta WHERE key = 'dedup_hits';
 CREATE INDEX blobs_by_last_verified ON blobs (last_verified_at);
 """
 
+# v3: directory history, so that the tree can be shown as it was at any time;
+# documents are found by place and time without scanning every version.
+_V3 = """
+ALTER TABLE directories ADD COLUMN valid_from REAL NOT NULL DEFAULT 0;
+UPDATE directories SET valid_from = created_at;
+CREATE TABLE directory_history (
+    ino         INTEGER NOT NULL,
+    parent_ino  INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    resolver    TEXT NOT NULL,
+    artifact_id TEXT,
+    created_at  REAL NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    valid_from  REAL NOT NULL,
+    valid_to    REAL NOT NULL,
+    change      TEXT NOT NULL
+);
+CREATE INDEX directory_history_by_parent ON directory_history (parent_ino, valid_from);
+CREATE INDEX directory_history_by_ino ON directory_history (ino, valid_from);
+CREATE INDEX directory_history_by_id ON directory_history (resolver, artifact_id, valid_from);
+CREATE INDEX documents_by_place ON documents (resolver, artifact_id, basename, valid_from);
+CREATE INDEX documents_by_directory ON documents (resolver, artifact_id, ino);
+"""
+
 Migration = Callable[[apsw.Connection], None]
 
 
@@ -127,7 +157,7 @@ def _sql(script: str) -> Migration:
 
 
 # MIGRATIONS[i] moves a catalog from version i to version i + 1.
-MIGRATIONS: list[Migration] = [_sql(_V1), _sql(_V2)]
+MIGRATIONS: list[Migration] = [_sql(_V1), _sql(_V2), _sql(_V3)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
