@@ -124,6 +124,7 @@ class Store:
         self.catalog = catalog
         self.blobs = blobs
         self.readonly = readonly
+        self.at: float | None = None  # the moment shown (time travel), None for now
 
     @classmethod
     def init(cls, root: Path, *, catalog: str | None = None, blobs: str | None = None
@@ -159,9 +160,19 @@ class Store:
             raise StoreError(f"cannot open the catalog of {root}: {e}") from None
 
     def open_catalog(self, *, readonly: bool | None = None) -> Catalog:
-        """Another connection to this store's catalog (for another thread)."""
-        return open_catalog(self.locations.catalog,
-                            readonly=self.readonly if readonly is None else readonly)
+        """Another connection to this store's catalog (for another thread), showing
+        the same moment as the store."""
+        catalog = open_catalog(self.locations.catalog,
+                               readonly=self.readonly if readonly is None else readonly)
+        if self.at is not None:
+            catalog.show_at(self.at)
+        return catalog
+
+    def show_at(self, moment: float) -> None:
+        """Time travel: show the tree as it was at `moment`, on this store's catalog
+        and every connection opened from it after; writes are refused."""
+        self.at = moment
+        self.catalog.show_at(moment)
 
     @classmethod
     def _open(cls, root: Path, readonly: bool) -> Store:

@@ -31,6 +31,7 @@ from casfs import fsck, metrics
 from casfs.catalog import Catalog
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
+from casfs.moments import format_moment, parse_moment
 from casfs.processes import mount_pid_file, pid_alive, read_pid
 from casfs.store import Store, StoreLayout
 
@@ -59,6 +60,7 @@ class MountOptions:
     noxattr: bool = False
     nonotify: bool = False  # do not listen to the catalog's announcements of changes
     readahead_kib: int = readahead.DEFAULT_KIB
+    at: float | None = None  # time travel: the moment shown, read-only
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -80,6 +82,8 @@ class MountOptions:
                     raise CasfsError(f"-o cache_timeout needs seconds, got {value!r}") from None
             elif key == "readahead":
                 values["readahead_kib"] = _kib(value)
+            elif key == "at":
+                values["at"], values["readonly"] = parse_moment(value), True
             elif key == "metrics_port":
                 if not value.isdigit() or not 0 < int(value) < 65536:
                     raise CasfsError(f"-o metrics_port needs a TCP port, got {value!r}")
@@ -92,6 +96,8 @@ class MountOptions:
         out = [f"cache_timeout={self.cache_timeout:g}", f"readahead={self.readahead_kib}K"]
         if self.metrics_port is not None:
             out.append(f"metrics_port={self.metrics_port}")
+        if self.at is not None:
+            out.append(f"at={format_moment(self.at)}")
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
                                       ("debug", self.debug), ("noxattr", self.noxattr),
                                       ("nonotify", self.nonotify)) if on]
@@ -201,6 +207,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     try:
         store = Store.open(store_root, readonly=options.readonly)
+        if options.at is not None:
+            store.show_at(options.at)
     except CasfsError as e:
         _report(ready_fd, str(e))
         return 2
@@ -233,8 +241,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     otel_catalog = _instrument(store)
     listener = ChangeListener(store, lambda: writer.senders if writer else set(),
                               ops.forget_cached)
-    if not store.catalog.local and not options.nonotify:
-        listener.start()
+    if not store.catalog.local and not options.nonotify and options.at is None:
+        listener.start()  # (a past moment does not change)
     clean = False
     try:
         trio.run(_serve, ops, options.metrics_port)

@@ -26,6 +26,10 @@ def register(commands: Any) -> None:
                    help=OPTIONS_HELP)
     p.add_argument("--foreground", "-f", action="store_true",
                    help="serve in this process until unmounted (logs to stderr)")
+    p.add_argument("--at", metavar="WHEN",
+                   help="time travel: mount the tree as it was at WHEN, read-only (an ISO "
+                        "8601 time such as 2026-11-20T14:00:00Z or with an offset, a date "
+                        "(00:00 UTC), or a time ago such as 3d or 2h30m)")
     p.set_defaults(func=cmd_mount)
 
     p = commands.add_parser(
@@ -38,15 +42,18 @@ def register(commands: Any) -> None:
 
 
 def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
+    from casfs.moments import format_moment
     from casfs.mount import daemon  # not at import: every command would load FUSE
-    options = daemon.MountOptions.parse(args.options, ctx.config.mount)
+    options = daemon.MountOptions.parse(
+        args.options + ([f"at={args.at}"] if args.at else []), ctx.config.mount)
     mountpoint = args.mountpoint.absolute()
     if args.foreground:
         daemon.prepare_mountpoint(mountpoint)
         code: int = daemon.run(ctx.store_path, mountpoint, options)
         return code
     pid = daemon.start(ctx.store_path, mountpoint, options)
-    print(f"mounted {ctx.store_path.absolute()} at {mountpoint} (daemon {pid})")
+    shown = "" if options.at is None else f", as it was at {format_moment(options.at)}"
+    print(f"mounted {ctx.store_path.absolute()} at {mountpoint} (daemon {pid}{shown})")
     return 0
 
 
