@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from casfs.records import NewDocument
 from casfs.tools import cli
 
 
@@ -156,3 +157,41 @@ def test_history_follows_a_document_through_overwrites_renames_and_unlink(
     missing = casfs(store_path, "history", "/arxiv/W9/none.pdf")
     assert missing.returncode == 1 and "nothing was ever" in missing.stderr
     assert casfs(store_path, "history", "not/a/valid/path/x").returncode == 2
+
+
+def test_lookups_at_a_past_moment_show_the_documents_and_paths_of_then(
+        store_path: Path, tmp_path: Path) -> None:
+    import time
+
+    from casfs.moments import format_moment
+    from casfs.store import Store
+
+    with Store.open(store_path) as store:
+        catalog = store.catalog
+        first, _ = catalog.register(NewDocument(
+            resolver="unpaywall", artifact_id="W1", basename="a.pdf", sha256="a" * 64,
+            bytes=1, storage_uri="u", source_url="https://x/a.pdf"))
+        time.sleep(0.01)
+        before = format_moment(time.time())
+        time.sleep(0.01)
+        catalog.register(NewDocument(
+            resolver="unpaywall", artifact_id="W1", basename="a.pdf", sha256="b" * 64,
+            bytes=2, storage_uri="u", source_url="https://x/a.pdf"))  # a new version
+        w1 = catalog.find_directory("unpaywall", "W1")
+        assert w1 is not None
+        catalog.rename_directory(w1.ino, w1.parent_ino, "W2")
+    then = json.loads(casfs(store_path, "search", "--at", before, "--json").stdout)
+    assert [(d["path"], d["sha256"]) for d in then] == [("/unpaywall/W1/a.pdf", "a" * 64)]
+    now = json.loads(casfs(store_path, "search", "--json").stdout)
+    assert [(d["path"], d["sha256"]) for d in now] == [("/unpaywall/W2/a.pdf", "b" * 64)]
+    assert json.loads(casfs(store_path, "show", "W1", "--at", before, "--json").stdout)[0][
+        "sha256"] == "a" * 64
+    assert casfs(store_path, "show", "W1", "--json").returncode == 1  # moved since
+    assert casfs(store_path, "where", "a" * 12, "--at", before).returncode == 0
+    assert casfs(store_path, "where", "a" * 12).returncode == 1  # no longer live
+    history = json.loads(casfs(store_path, "history", "/unpaywall/W1/a.pdf", "--at", before,
+                               "--json").stdout)
+    assert [(v["sha256"][0], v["shown"]) for v in history] == [
+        ("a", True), ("b", False), ("b", False)]
+    bad = casfs(store_path, "search", "--at", "tomorrow")
+    assert bad.returncode == 2 and "not a moment: 'tomorrow'" in bad.stderr

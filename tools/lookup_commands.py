@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from casfs.catalog import ROOT_INO
 from casfs.errors import CasfsError
+from casfs.moments import parse_moment
 from casfs.naming import identifier_for_dir_name
 from casfs.records import DocumentFilter, Found
+from casfs.store import Store
 
 from . import argtypes
 from .output import human_bytes, iso_time, print_json, record
@@ -75,6 +77,19 @@ def register(commands: Any) -> None:
 
 def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="a JSON array of records")
+    p.add_argument("--at", metavar="WHEN",
+                   help="as the store was at WHEN (an ISO 8601 time, a date, a time ago "
+                        "such as 3d, or now): the documents live then, at their paths of "
+                        "then")
+
+
+def _open(args: argparse.Namespace, ctx: Context) -> Store:
+    """The store, read-only, showing the moment of --at if one was given."""
+    moment = None if args.at is None else parse_moment(args.at)  # before opening anything
+    store = ctx.open_store(readonly=True)
+    if moment is not None:
+        store.show_at(moment)
+    return store
 
 
 def _emit(found: Iterable[Found], args: argparse.Namespace) -> int:
@@ -102,7 +117,7 @@ def _emit(found: Iterable[Found], args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
-    with ctx.open_store(readonly=True) as store:
+    with _open(args, ctx) as store:
         return _emit(store.catalog.search(DocumentFilter(artifact_id=args.artifact_id)), args)
 
 
@@ -110,7 +125,7 @@ def cmd_where(args: argparse.Namespace, ctx: Context) -> int:
     prefix = args.sha256.lower()
     if len(prefix) < 8 or len(prefix) > 64 or not re.fullmatch(r"[0-9a-f]+", prefix):
         raise CasfsError(f"{args.sha256!r}: give 8 to 64 hex digits of a SHA-256")
-    with ctx.open_store(readonly=True) as store:
+    with _open(args, ctx) as store:
         matches = store.catalog.blobs_with_prefix(prefix, limit=3)
         if len(matches) > 1:
             raise CasfsError(f"{prefix} is ambiguous: it starts {', '.join(matches[:2])}"
@@ -129,7 +144,7 @@ def cmd_search(args: argparse.Namespace, ctx: Context) -> int:
         resolver=args.resolver, content_type=args.content_type, artifact_glob=args.artifact,
         url_substring=args.url, run_id=args.run, since=args.since, until=args.until,
         min_size=args.min_size, max_size=args.max_size, limit=args.limit)
-    with ctx.open_store(readonly=True) as store:
+    with _open(args, ctx) as store:
         return _emit(store.catalog.search(query), args)
 
 
@@ -137,23 +152,31 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
     parts = [p for p in args.path.split("/") if p]
     if len(parts) != 3:
         raise CasfsError(f"{args.path!r}: give a path /<resolver>/<artifact>/<name>")
-    with ctx.open_store(readonly=True) as store:
+    with _open(args, ctx) as store:
         catalog = store.catalog
         resolver_dir = catalog.lookup_directory(ROOT_INO, parts[0])
         artifact_dir = resolver_dir and catalog.lookup_directory(resolver_dir.ino, parts[1])
-        resolver = resolver_dir.resolver if resolver_dir else identifier_for_dir_name(parts[0])
-        artifact = (artifact_dir.artifact_id if artifact_dir and artifact_dir.artifact_id
-                    else identifier_for_dir_name(parts[1]))
-        last = catalog.last_at_path(resolver, artifact, parts[2])
-        if last is None:
-            print(f"nothing was ever at {args.path}", file=sys.stderr)
-            return 1
+        if args.at is not None:  # the document that was at PATH then
+            last = artifact_dir and catalog.lookup_document(artifact_dir, parts[2])
+            if not last:
+                print(f"nothing was at {args.path} at {args.at}", file=sys.stderr)
+                return 1
+        else:
+            resolver = resolver_dir.resolver if resolver_dir else \
+                identifier_for_dir_name(parts[0])
+            artifact = (artifact_dir.artifact_id if artifact_dir and artifact_dir.artifact_id
+                        else identifier_for_dir_name(parts[1]))
+            last = catalog.last_at_path(resolver, artifact, parts[2])
+            if last is None:
+                print(f"nothing was ever at {args.path}", file=sys.stderr)
+                return 1
         versions = catalog.history(last.ino)
         states = {v.sha256: catalog.blob_state(v.sha256) for v in versions}
         paths = {v.id: catalog.virtual_path(v) for v in versions}
     rows = [{**record(Found(v, paths[v.id])), "valid_from": iso_time(v.valid_from),
              "valid_to": iso_time(v.valid_to), "change": v.change,
-             "blob": states[v.sha256]} for v in versions]
+             "blob": states[v.sha256]} | ({"shown": v.id == last.id} if args.at else {})
+            for v in versions]
     if args.json:
         print_json(rows)
         return 0
@@ -161,8 +184,9 @@ def cmd_history(args: argparse.Namespace, ctx: Context) -> int:
         until = row["valid_to"] or "now"
         ended = f" ({row['change']})" if row["change"] else ""
         gone = "" if row["blob"] == "present" else f"  [blob {row['blob']}]"
+        shown = "  <- at " + args.at if row.get("shown") else ""
         print(f"{row['valid_from']} .. {until}{ended}\t{row['path']}\t"
-              f"{human_bytes(row['bytes'])}\t{row['sha256'][:12]}{gone}")
+              f"{human_bytes(row['bytes'])}\t{row['sha256'][:12]}{gone}{shown}")
     return 0
 
 

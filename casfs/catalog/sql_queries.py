@@ -1,14 +1,15 @@
 """Read-only queries of the catalog for the tools: search, where, dedup figures.
 
 A mixin of `SqlCatalog`, kept apart so that the write paths and the reports can
-each be read on their own. Every query returns live documents only.
+each be read on their own. Every query returns live documents only (`search`: those
+live at the moment the catalog shows, when it shows a past one).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casfs.catalog.database import Database, Dialect
 from casfs.records import (
@@ -20,6 +21,9 @@ from casfs.records import (
     GcPolicy,
     LastUse,
 )
+
+if TYPE_CHECKING:
+    from casfs.catalog.past import PastQueries
 
 DOC_COLUMNS = (
     "id, ino, artifact_id, resolver, source_url, basename, content_type, bytes, sha256, "
@@ -36,16 +40,36 @@ _FOUND = (f"SELECT {_D_COLUMNS}, '/' || r.name || '/' || a.name || '/' || d.base
 
 class SqlQueries:
     db: Database
+    _past: PastQueries | None  # the moment shown (SqlCatalog.show_at), None for now
+    path_at: Callable[[str, str, str], str]
 
     def search(self, query: DocumentFilter) -> Iterator[Found]:
-        """Live documents that pass every filter of `query`, oldest first."""
+        """Live documents that pass every filter of `query`, oldest first (those
+        live at the moment shown, under the paths they had then, on a past view)."""
         clauses, args = _where(query, self.db.dialect)
+        if self._past is not None:
+            yield from self._search_past(self._past.at, clauses, args, query.limit)
+            return
         sql = _FOUND + "".join(f" AND {c}" for c in clauses) + " ORDER BY d.id"
         if query.limit is not None:
             sql += " LIMIT ?"
             args.append(query.limit)
         for row in self.db.stream(sql, args):
             yield Found(Document(*row[:-1]), row[-1])
+
+    def _search_past(self, at: float, clauses: list[str], args: list[Any],
+                     limit: int | None) -> Iterator[Found]:
+        sql = (f"SELECT {_D_COLUMNS} FROM documents d WHERE d.valid_from <= ? AND "
+               "(d.valid_to IS NULL OR d.valid_to > ?)"
+               + "".join(f" AND {c}" for c in clauses) + " ORDER BY d.id")
+        args = [at, at, *args]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        # Rows first, then their paths (each a lookup of the directories of then):
+        # no query may run on the connection while a stream is open.
+        for doc in [Document(*row) for row in self.db.rows(sql, args)]:
+            yield Found(doc, self.path_at(doc.resolver, doc.artifact_id, doc.basename))
 
     def blobs_to_verify(self, *, sample: float | None = None,
                         limit: int | None = None) -> Iterator[tuple[str, int]]:
