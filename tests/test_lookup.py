@@ -168,7 +168,7 @@ def test_lookups_at_a_past_moment_show_the_documents_and_paths_of_then(
 
     with Store.open(store_path) as store:
         catalog = store.catalog
-        first, _ = catalog.register(NewDocument(
+        catalog.register(NewDocument(
             resolver="unpaywall", artifact_id="W1", basename="a.pdf", sha256="a" * 64,
             bytes=1, storage_uri="u", source_url="https://x/a.pdf"))
         time.sleep(0.01)
