@@ -5,6 +5,9 @@
     2026-11-20                 a date: its first moment, 00:00 UTC
     3d, 2h30m, 90s             that long ago (the units of `casfs.durations`)
     now                        the present
+    @1763640000.25             Unix seconds, exactly (what the mount command hands
+                               its daemon, so that a snapshot's moment is kept to
+                               the last digit)
 
 A moment in the future is refused: no view of it can be shown yet. Each error
 names what was given and what would be understood.
@@ -33,6 +36,15 @@ def parse_moment(text: str, now: float | None = None) -> float:
     value = text.strip()
     if value.lower() == "now":
         return now
+    if value.startswith("@"):
+        try:
+            moment = float(value[1:])
+        except ValueError:
+            raise BadMoment(f"not a moment: {text!r} (@ takes Unix seconds)") from None
+        if moment > now:
+            raise BadMoment(f"{text!r} is in the future; a view can only show what has "
+                            "happened")
+        return moment
     if _RELATIVE.fullmatch(value.lower()):
         try:
             return now - parse_duration(value)

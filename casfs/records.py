@@ -126,6 +126,16 @@ class GcPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A named moment whose blobs gc keeps (time travel)."""
+
+    name: str
+    at: float
+    note: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class BlobUsage:
     """How live records use one blob (what fsck compares with the blob itself)."""
 

@@ -97,7 +97,7 @@ class MountOptions:
         if self.metrics_port is not None:
             out.append(f"metrics_port={self.metrics_port}")
         if self.at is not None:
-            out.append(f"at={format_moment(self.at)}")
+            out.append(f"at=@{self.at!r}")  # exact; the log says it in ISO 8601 too
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
                                       ("debug", self.debug), ("noxattr", self.noxattr),
                                       ("nonotify", self.nonotify)) if on]
@@ -235,8 +235,9 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         return 2
     pidfile = mount_pid_file(store.layout, mountpoint)
     pidfile.write_text(json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}))
-    log.info("mounted %s at %s (%s)", store.layout.root, mountpoint,
-             ",".join(options.to_strings()[1:]))
+    shown = "" if options.at is None else f", as it was at {format_moment(options.at)}"
+    log.info("mounted %s at %s (%s)%s", store.layout.root, mountpoint,
+             ",".join(options.to_strings()[1:]), shown)
     _report(ready_fd, None)
     otel_catalog = _instrument(store)
     listener = ChangeListener(store, lambda: writer.senders if writer else set(),

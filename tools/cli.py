@@ -29,6 +29,7 @@ from . import (
     lookup_commands,
     migrate_command,
     mount_commands,
+    snapshot_commands,
     store_commands,
 )
 from .context import Context
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     lookup_commands.register(commands)
     integrity_commands.register(commands)
     lifecycle_commands.register(commands)
+    snapshot_commands.register(commands)
     migrate_command.register(commands)
     bench_command.register(commands)
     completion.register(commands)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,10 @@ def register(commands: Any) -> None:
                     "[[gc.retention]] rule), and it is older than --grace. In an object "
                     "store, objects uploaded but never registered (orphans) older than "
                     "--grace go too; gc lists the whole bucket before it deletes anything "
-                    "and stops on a listing error. Without --apply "
+                    "and stops on a listing error. A blob that a document live at a "
+                    "snapshot's moment uses is kept (casfs snapshot). Without --apply "
                     "nothing is deleted: each blob is listed with the record that last "
-                    "used it.",
+                    "used it, and what each snapshot keeps is said.",
         epilog="Durations: 0, 90s, 90m, 12h, 7d, 2w. Defaults come from [gc] in the config "
                "file (grace 1d, keep_history 30d). Safe beside running mounts.")
     p.add_argument("--grace", type=argtypes.duration, metavar="D",
@@ -84,14 +86,20 @@ def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
         report = gc.collect(store, policy, apply=args.apply,
                             on_blob=(lambda g: listed.append(g.as_json())) if args.json
                             else show)
+        kept = store.catalog.kept_by_snapshots(policy, time.time())
     if args.json:
         print_json({"apply": args.apply, "blobs": report.blobs, "bytes": report.bytes,
                     "removed": report.removed, "removed_bytes": report.removed_bytes,
                     "grace": policy.grace, "keep_history": policy.keep_history,
-                    "garbage": listed})
+                    "garbage": listed,
+                    "kept_by_snapshots": [{"snapshot": name, "blobs": blobs, "bytes": size}
+                                          for name, blobs, size in kept]})
         return 0
     if report.blobs > shown:
         print(f"  ... and {report.blobs - shown:,} more")
+    for name, blobs, size in kept:
+        print(f"kept for snapshot {name}: {blobs:,} blobs ({human_bytes(size)}) that "
+              "history alone would not keep")
     if args.apply:
         print(f"deleted {report.removed:,} blobs ({human_bytes(report.removed_bytes)})"
               + (f"; {report.blobs - report.removed:,} were used again meanwhile"

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from casfs.catalog import ROOT_INO
 from casfs.errors import CasfsError
-from casfs.moments import parse_moment
 from casfs.naming import identifier_for_dir_name
 from casfs.records import DocumentFilter, Found
 from casfs.store import Store
 
 from . import argtypes
 from .output import human_bytes, iso_time, print_json, record
+from .snapshot_commands import resolve_moment
 
 if TYPE_CHECKING:
     from .context import Context
@@ -79,16 +79,19 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="a JSON array of records")
     p.add_argument("--at", metavar="WHEN",
                    help="as the store was at WHEN (an ISO 8601 time, a date, a time ago "
-                        "such as 3d, or now): the documents live then, at their paths of "
-                        "then")
+                        "such as 3d, a snapshot's name, or now): the documents live then, "
+                        "at their paths of then")
 
 
 def _open(args: argparse.Namespace, ctx: Context) -> Store:
     """The store, read-only, showing the moment of --at if one was given."""
-    moment = None if args.at is None else parse_moment(args.at)  # before opening anything
     store = ctx.open_store(readonly=True)
-    if moment is not None:
-        store.show_at(moment)
+    if args.at is not None:
+        try:
+            store.show_at(resolve_moment(args.at, store.catalog))
+        except BaseException:
+            store.close()
+            raise
     return store
 
 

@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
     p.add_argument("--at", metavar="WHEN",
                    help="time travel: mount the tree as it was at WHEN, read-only (an ISO "
                         "8601 time such as 2026-11-20T14:00:00Z or with an offset, a date "
-                        "(00:00 UTC), or a time ago such as 3d or 2h30m)")
+                        "(00:00 UTC), a time ago such as 3d or 2h30m, or a snapshot's name)")
     p.set_defaults(func=cmd_mount)
 
     p = commands.add_parser(
@@ -44,8 +44,12 @@ def register(commands: Any) -> None:
 def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
     from casfs.moments import format_moment
     from casfs.mount import daemon  # not at import: every command would load FUSE
-    options = daemon.MountOptions.parse(
-        args.options + ([f"at={args.at}"] if args.at else []), ctx.config.mount)
+    at = []
+    if args.at:
+        from .snapshot_commands import resolve_moment
+        with ctx.open_store(readonly=True) as store:
+            at = [f"at=@{resolve_moment(args.at, store.catalog)!r}"]
+    options = daemon.MountOptions.parse(args.options + at, ctx.config.mount)
     mountpoint = args.mountpoint.absolute()
     if args.foreground:
         daemon.prepare_mountpoint(mountpoint)

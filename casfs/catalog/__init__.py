@@ -30,6 +30,7 @@ from casfs.records import (
     GcPolicy,
     LastUse,
     NewDocument,
+    Snapshot,
     Variant,
 )
 
@@ -79,6 +80,33 @@ class Catalog(Protocol):
         nothing of it is committed; a write that lost a race with another writer
         raises instead of running again (the caller runs each write on its own then,
         to learn which one failed). Does not nest."""
+        ...
+
+    # -- snapshots (time travel) -----------------------------------------------------
+    def create_snapshot(self, name: str, at: float, note: str | None = None) -> Snapshot:
+        """Name the moment `at`; from now on gc keeps every blob a document live at
+        `at` uses. Conflict when the name is taken."""
+        ...
+
+    def snapshot(self, name: str) -> Snapshot | None:
+        ...
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot, oldest moment first."""
+        ...
+
+    def delete_snapshot(self, name: str) -> bool:
+        """Forget a snapshot (its blobs become gc's to judge again); False when there
+        was none of that name."""
+        ...
+
+    def snapshot_usage(self, name: str) -> tuple[int, int]:
+        """(blobs, bytes) that the documents live at the snapshot's moment use."""
+        ...
+
+    def kept_by_snapshots(self, policy: GcPolicy, now: float) -> list[tuple[str, int, int]]:
+        """(snapshot, blobs, bytes) each snapshot keeps that gc would otherwise
+        delete under `policy` (for gc's preview)."""
         ...
 
     def drain_changes(self) -> list[Change] | None:

@@ -30,6 +30,7 @@ from casfs.catalog.database import Database, Row
 from casfs.catalog.past import PastQueries
 from casfs.catalog.sql_ledger import SqlBlobLedger
 from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
+from casfs.catalog.sql_snapshots import SqlSnapshots
 from casfs.errors import (
     BlobsMissing,
     CatalogRace,
@@ -62,7 +63,7 @@ def _dir(row: Row) -> Directory:
     return Directory(*row)
 
 
-class SqlCatalog(SqlQueries, SqlBlobLedger):
+class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
     local = False
 
     def __init__(self, db: Database) -> None:

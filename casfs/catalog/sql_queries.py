@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from casfs.catalog.database import Database, Dialect
+from casfs.catalog.sql_snapshots import PINNED_BY_SNAPSHOTS
 from casfs.records import (
     BlobUsage,
     Document,
@@ -96,6 +97,17 @@ class SqlQueries:
         rows = self.db.rows(sql, [*args(now), after, limit])
         return [(sha, int(size), first_seen, _last_use(last))
                 for sha, size, first_seen, last in rows]
+
+    def kept_by_snapshots(self, policy: GcPolicy, now: float) -> list[tuple[str, int, int]]:
+        """(snapshot, blobs, bytes): what each snapshot keeps that the retention
+        policy alone would let gc delete (a blob two snapshots use counts in both)."""
+        conditions, args = _garbage_conditions(policy)
+        rows = self.db.rows(
+            "SELECT s.name, count(*), coalesce(sum(b.bytes), 0) FROM snapshots s "
+            "JOIN blobs b ON EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 "
+            "AND d.valid_from <= s.at AND (d.valid_to IS NULL OR d.valid_to > s.at)) "
+            f"WHERE {conditions} GROUP BY s.name ORDER BY s.name", args(now))
+        return [(name, int(blobs), int(size)) for name, blobs, size in rows]
 
     def is_garbage(self, sha256: str, policy: GcPolicy, now: float) -> bool:
         sql, args = _garbage_sql(policy, one=True, json_array=self.db.dialect.json_array)
@@ -202,11 +214,9 @@ class SqlQueries:
                 for sha, types in rows]
 
 
-def _garbage_sql(policy: GcPolicy, one: bool, json_array: str
-                 ) -> tuple[str, Callable[[float], list[Any]]]:
-    """The query for garbage blobs (or for whether one is garbage: a last parameter,
-    the hash; else two, the hash to start after and the page size), and a function
-    from `now` to its first parameters. A documents row keeps its blob while it is
+def _garbage_conditions(policy: GcPolicy) -> tuple[str, Callable[[float], list[Any]]]:
+    """What makes blob `b` garbage by the retention policy (snapshots aside), and a
+    function from `now` to its parameters. A documents row keeps its blob while it is
     live or closed for less than its retention window: the first matching rule's,
     else the default."""
     window = "CASE"
@@ -223,17 +233,28 @@ def _garbage_sql(policy: GcPolicy, one: bool, json_array: str
         rule_args.append(rule.keep_history)
     window = f"{window} ELSE ? END" if policy.rules else "?"
     kept = f"(d.valid_to IS NULL OR d.valid_to > ? - {window})"
+    conditions = ("b.state != 'deleted' AND b.first_seen < ? - ? "
+                  f"AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 "
+                  f"AND {kept}) "
+                  "AND NOT EXISTS (SELECT 1 FROM variants v WHERE v.sha256 = b.sha256)")
+
+    def args(now: float) -> list[Any]:
+        return [now, policy.grace, now, *rule_args, policy.keep_history]
+    return conditions, args
+
+
+def _garbage_sql(policy: GcPolicy, one: bool, json_array: str
+                 ) -> tuple[str, Callable[[float], list[Any]]]:
+    """The query for garbage blobs (or for whether one is garbage: a last parameter,
+    the hash; else two, the hash to start after and the page size), and a function
+    from `now` to its first parameters: garbage by the policy, and in no snapshot."""
+    conditions, args = _garbage_conditions(policy)
     sql = (f"SELECT b.sha256, b.bytes, b.first_seen, "
            f" (SELECT {json_array}(d.resolver, d.artifact_id, d.basename, d.valid_to) "
            "  FROM documents d WHERE d.sha256 = b.sha256 "
            "  ORDER BY d.valid_to DESC LIMIT 1) "  # garbage has no live row: no NULLs
-           "FROM blobs b WHERE b.state != 'deleted' AND b.first_seen < ? - ? "
-           f"AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 AND {kept}) "
-           "AND NOT EXISTS (SELECT 1 FROM variants v WHERE v.sha256 = b.sha256) ")
+           f"FROM blobs b WHERE {conditions} AND NOT {PINNED_BY_SNAPSHOTS} ")
     sql += "AND b.sha256 = ?" if one else "AND b.sha256 > ? ORDER BY b.sha256 LIMIT ?"
-
-    def args(now: float) -> list[Any]:
-        return [now, policy.grace, now, *rule_args, policy.keep_history]
     return sql, args
 
 

@@ -32,6 +32,7 @@ TABLES: dict[str, str] = {
     "directory_history": "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns, "
                          "valid_from, valid_to, change",
     "blobs": "sha256, bytes, first_seen, last_verified_at, state",
+    "snapshots": "name, at, note, created_at",
     "documents": DOC_COLUMNS,
     "variants": "document_id, variant, storage_uri, bytes, content_type, sha256",
 }

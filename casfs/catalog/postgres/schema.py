@@ -103,7 +103,7 @@ CREATE TABLE counters (
 );
 """
 
-# v2: directory history (see the SQLite schema's v3).
+# v2: directory history and snapshots (see the SQLite schema's v3).
 _V2 = """
 ALTER TABLE directories ADD COLUMN valid_from DOUBLE PRECISION NOT NULL DEFAULT 0;
 UPDATE directories SET valid_from = created_at;
@@ -123,7 +123,13 @@ CREATE INDEX directory_history_by_parent ON directory_history (parent_ino, valid
 CREATE INDEX directory_history_by_ino ON directory_history (ino, valid_from);
 CREATE INDEX directory_history_by_id ON directory_history (resolver, artifact_id, valid_from);
 CREATE INDEX documents_by_place ON documents (resolver, artifact_id, basename, valid_from);
-CREATE INDEX documents_by_directory ON documents (resolver, artifact_id, ino)
+CREATE INDEX documents_by_directory ON documents (resolver, artifact_id, ino);
+CREATE TABLE snapshots (
+    name       TEXT PRIMARY KEY,
+    at         DOUBLE PRECISION NOT NULL,
+    note       TEXT,
+    created_at DOUBLE PRECISION NOT NULL
+)
 """
 
 Migration = Callable[[Database], None]

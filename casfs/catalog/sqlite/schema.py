@@ -12,6 +12,8 @@ directory_history (v3) every earlier state of a directory: the row as it was fro
              rmdir, mtime). A directory as it was at time T is the live row with
              valid_from <= T, or the history row with valid_from <= T < valid_to
              (time travel: `casfs mount --at`).
+snapshots    (v3) named moments: every blob a document live at `at` uses is kept
+             by gc, whatever the retention window, until the snapshot is deleted.
 documents    one row per *version* of a document. A live row has `valid_to IS NULL`.
              A rename, overwrite or delete closes the row (sets `valid_to` and
              `change`) and, when the document goes on, inserts its next version
@@ -123,7 +125,7 @@ CREATE INDEX blobs_by_last_verified ON blobs (last_verified_at);
 """
 
 # v3: directory history, so that the tree can be shown as it was at any time;
-# documents are found by place and time without scanning every version.
+# documents are found by place and time without scanning every version; snapshots.
 _V3 = """
 ALTER TABLE directories ADD COLUMN valid_from REAL NOT NULL DEFAULT 0;
 UPDATE directories SET valid_from = created_at;
@@ -144,6 +146,12 @@ CREATE INDEX directory_history_by_ino ON directory_history (ino, valid_from);
 CREATE INDEX directory_history_by_id ON directory_history (resolver, artifact_id, valid_from);
 CREATE INDEX documents_by_place ON documents (resolver, artifact_id, basename, valid_from);
 CREATE INDEX documents_by_directory ON documents (resolver, artifact_id, ino);
+CREATE TABLE snapshots (
+    name       TEXT PRIMARY KEY,
+    at         REAL NOT NULL,     -- the moment it keeps
+    note       TEXT,
+    created_at REAL NOT NULL
+);
 """
 
 Migration = Callable[[apsw.Connection], None]

@@ -1,0 +1,95 @@
+"""Snapshots: a named moment is mounted as it was, and gc keeps exactly the blobs
+its documents use, whatever the retention window, until it is deleted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from casfs.store import Store
+
+from .conftest import BOTH_CATALOGS, Mounter
+
+pytestmark = BOTH_CATALOGS
+
+
+def casfs(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "casfs.tools", "--store", str(store), *args],
+                          capture_output=True, text=True, check=False)
+
+
+def put(store: Path, tmp_path: Path, name: str, data: bytes, url: str) -> str:
+    source = tmp_path / "src" / name
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(data)
+    done = casfs(store, "put", str(source), "--resolver", "unpaywall", "--artifact", "W1",
+                 "--source-url", url)
+    assert done.returncode == 0, done.stderr
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_gc_keeps_what_a_snapshot_uses_until_it_is_deleted(mounter: Mounter,
+                                                           tmp_path: Path) -> None:
+    store = mounter.store_path
+    old = put(store, tmp_path, "a.pdf", b"a, as the snapshot saw it", "https://x/a")
+    gone = put(store, tmp_path, "c.pdf", b"c, deleted before the snapshot", "https://x/c")
+    with Store.open(store) as opened:
+        doc = opened.catalog.resolve_path("/unpaywall/W1/c.pdf")
+        assert doc is not None
+        opened.catalog.unlink_document(doc.ino)
+    time.sleep(0.01)
+    made = casfs(store, "snapshot", "create", "paper-1", "--note", "the submitted run",
+                 "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["blobs"] == 1
+    time.sleep(0.01)
+    new = put(store, tmp_path, "a.pdf", b"a, rewritten after", "https://x/a")
+
+    gc = ["gc", "--grace", "0", "--keep-history", "0", "--json"]
+    preview = json.loads(casfs(store, *gc).stdout)
+    assert [g["sha256"] for g in preview["garbage"]] == [gone]
+    assert preview["kept_by_snapshots"] == [{"snapshot": "paper-1", "blobs": 1,
+                                             "bytes": len(b"a, as the snapshot saw it")}]
+    applied = json.loads(casfs(store, *gc, "--apply").stdout)
+    assert applied["removed"] == 1
+    with Store.open(store) as opened:
+        assert not opened.blobs.has(gone)
+        assert opened.blobs.has(old) and opened.blobs.has(new)
+
+    view = mounter.mountpoint
+    assert casfs(store, "mount", str(view), "--at", "paper-1").returncode == 0
+    data = (view / "unpaywall" / "W1" / "a.pdf").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == old
+    assert not (view / "unpaywall" / "W1" / "c.pdf").exists()
+    mounter.umount()
+
+    listed = json.loads(casfs(store, "snapshot", "list", "--json").stdout)
+    assert [(s["name"], s["note"], s["blobs"]) for s in listed] == [
+        ("paper-1", "the submitted run", 1)]
+    assert casfs(store, "snapshot", "delete", "paper-1").returncode == 0
+    again = json.loads(casfs(store, *gc, "--apply").stdout)
+    assert [g["sha256"] for g in again["garbage"]] == [old]
+    assert again["kept_by_snapshots"] == []
+    with Store.open(store) as opened:
+        assert not opened.blobs.has(old) and opened.blobs.has(new)
+
+
+def test_snapshot_names_are_checked(store_path: Path) -> None:
+    assert casfs(store_path, "snapshot", "create", "one").returncode == 0
+    taken = casfs(store_path, "snapshot", "create", "one")
+    assert taken.returncode != 0 and "exists" in taken.stderr
+    for bad, says in (("3d", "reads as a time"), ("no/slash", "not a snapshot name"),
+                      ("-x", "not a snapshot name")):
+        done = casfs(store_path, "snapshot", "create", "--", bad)
+        assert done.returncode != 0 and says in done.stderr, (bad, done.stderr)
+    future = casfs(store_path, "snapshot", "create", "later", "--at", "2999-01-01")
+    assert future.returncode != 0 and "future" in future.stderr
+    assert casfs(store_path, "snapshot", "create", "same", "--at", "one").returncode == 0
+    listed = json.loads(casfs(store_path, "snapshot", "list", "--json").stdout)
+    assert [s["name"] for s in listed] == ["one", "same"] and listed[0]["at"] == listed[1]["at"]
+    missing = casfs(store_path, "snapshot", "delete", "nothing")
+    assert missing.returncode == 1 and "no snapshot named 'nothing'" in missing.stderr
