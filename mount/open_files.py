@@ -27,10 +27,11 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TypeVar
 
 import outcome
 import pyfuse3
@@ -48,6 +49,7 @@ from .directory_cache import DirectoryCache
 from .rounds import Rounds
 
 log = logging.getLogger("casfs.mount")
+T = TypeVar("T")
 
 
 class BlobPin:
@@ -67,11 +69,33 @@ class BlobPin:
     async def pread(self, size: int, offset: int) -> bytes:
         self._readers += 1
         try:
-            await self.arrived(offset + size)
-            return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
+            arrival = self.arrival
+            if arrival is None or self._here(arrival, offset + size):
+                return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
+            def wait_and_read() -> bytes:  # one trip to a thread, not two
+                arrival.wait_for(offset + size)
+                return os.pread(self.fd, size, offset)
+            # Not abandoned on cancel: the descriptor must stay open under the read.
+            return await self._in_thread(wait_and_read, abandon_on_cancel=False)
         finally:
             self._readers -= 1
             self._close_if_done()
+
+    @staticmethod
+    def _here(arrival: Arrival, end: int) -> bool:
+        """Readable without waiting (read unlocked: a stale answer only means a wait)."""
+        return arrival.complete or (arrival.arrived >= end and end < arrival.size
+                                    and arrival.error is None)
+
+    async def _in_thread(self, job: Callable[[], T], abandon_on_cancel: bool = True) -> T:
+        """`job()` in a worker thread; EIO (logged once) when the fetch failed."""
+        try:
+            return await trio.to_thread.run_sync(job, abandon_on_cancel=abandon_on_cancel)
+        except OSError as e:
+            if not self._reported:
+                self._reported = True
+                log.error("%s", e)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     async def arrived(self, end: int | None = None) -> None:
         """Wait until bytes [0, end) (all of them by default) are readable; EIO when
@@ -79,17 +103,9 @@ class BlobPin:
         arrival = self.arrival
         if arrival is None or arrival.complete:
             return
-        if end is not None and arrival.arrived >= end and end < arrival.size and \
-                arrival.error is None:
-            return  # here already: no hop to a thread (most reads of a cold blob)
-        try:
-            await trio.to_thread.run_sync(arrival.wait_for, arrival.size if end is None
-                                          else end, abandon_on_cancel=True)
-        except OSError as e:
-            if not self._reported:
-                self._reported = True
-                log.error("%s", e)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        end = arrival.size if end is None else end
+        if not self._here(arrival, end):
+            await self._in_thread(lambda: arrival.wait_for(end))
 
     def retire(self) -> None:
         self._retired = True

@@ -23,6 +23,8 @@ yet: the price of not waiting, paid only for large blobs).
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -43,14 +45,21 @@ class CorruptBlob(OSError):
 
 
 class Arrival:
-    """How much of a blob being filled in the background has arrived."""
+    """How much of a blob being filled in the background has arrived.
+
+    Each waiter is woken once, when its own range is there: the kernel keeps
+    several reads of a cold file outstanding, and waking all of them at every chunk
+    that arrives (a condition's notify_all) cost the mount a storm of thread
+    switches per MiB."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.arrived = 0
         self.error: BaseException | None = None
         self.done = False
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[int, int, threading.Event]] = []  # a heap by end
+        self._tickets = itertools.count()
 
     @property
     def complete(self) -> bool:
@@ -62,21 +71,32 @@ class Arrival:
         A range that reaches the end waits for the hash's verdict too, so a reader
         of the whole blob learns of wrong bytes. Bounded: the fetch has the object
         store's request timeouts."""
-        with self._changed:
-            while not self.done and (self.arrived < end or end >= self.size):
-                self._changed.wait()
-            if self.error is not None:
-                raise OSError(f"reading the blob failed: {self.error}") from self.error
+        with self._lock:
+            if not self._here(end):
+                event = threading.Event()
+                heapq.heappush(self._waiters, (end, next(self._tickets), event))
+            else:
+                event = None
+        if event is not None:
+            event.wait()
+        if self.error is not None:
+            raise OSError(f"reading the blob failed: {self.error}") from self.error
+
+    def _here(self, end: int) -> bool:
+        return self.done or (self.arrived >= end and end < self.size)
 
     def _advance(self, count: int) -> None:
-        with self._changed:
+        with self._lock:
             self.arrived += count
-            self._changed.notify_all()
+            while self._waiters and self._here(self._waiters[0][0]):
+                heapq.heappop(self._waiters)[2].set()
 
     def _finish(self, error: BaseException | None) -> None:
-        with self._changed:
+        with self._lock:
             self.error, self.done = error, True
-            self._changed.notify_all()
+            for _, _, event in self._waiters:
+                event.set()
+            self._waiters.clear()
 
 
 class ReadCache:
