@@ -93,3 +93,36 @@ def test_snapshot_names_are_checked(store_path: Path) -> None:
     assert [s["name"] for s in listed] == ["one", "same"] and listed[0]["at"] == listed[1]["at"]
     missing = casfs(store_path, "snapshot", "delete", "nothing")
     assert missing.returncode == 1 and "no snapshot named 'nothing'" in missing.stderr
+
+
+def test_diff_names_what_changed_between_two_moments(store_path: Path, tmp_path: Path) -> None:
+    a = put(store_path, tmp_path, "a.pdf", b"a one", "https://x/a")
+    put(store_path, tmp_path, "gone.pdf", b"to be removed", "https://x/gone")
+    put(store_path, tmp_path, "moved.pdf", b"to be renamed", "https://x/moved")
+    assert casfs(store_path, "snapshot", "create", "before").returncode == 0
+    time.sleep(0.01)
+    a2 = put(store_path, tmp_path, "a.pdf", b"a two", "https://x/a")
+    put(store_path, tmp_path, "new.pdf", b"added", "https://x/new")
+    with Store.open(store_path) as opened:
+        catalog = opened.catalog
+        gone = catalog.resolve_path("/unpaywall/W1/gone.pdf")
+        moved = catalog.resolve_path("/unpaywall/W1/moved.pdf")
+        assert gone is not None and moved is not None
+        catalog.unlink_document(gone.ino)
+        catalog.rename_document(moved.ino, catalog.directory_of(moved), "renamed.pdf",
+                                replace=False)
+    text = casfs(store_path, "diff", "before", "now")
+    assert text.returncode == 1  # something changed, as diff(1) says
+    assert sorted(text.stdout.splitlines()) == sorted([
+        f"M /unpaywall/W1/a.pdf\t{a[:12]} -> {a2[:12]}",
+        "- /unpaywall/W1/gone.pdf",
+        "R /unpaywall/W1/moved.pdf -> /unpaywall/W1/renamed.pdf",
+        "+ /unpaywall/W1/new.pdf"])
+    as_json = json.loads(casfs(store_path, "diff", "before", "now", "--json").stdout)
+    assert {(d["kind"], d["path"]) for d in as_json} == {
+        ("changed", "/unpaywall/W1/a.pdf"), ("removed", "/unpaywall/W1/gone.pdf"),
+        ("renamed", "/unpaywall/W1/renamed.pdf"), ("added", "/unpaywall/W1/new.pdf")}
+    same = casfs(store_path, "diff", "now", "now", "--json")
+    assert same.returncode == 0 and json.loads(same.stdout) == []
+    bad = casfs(store_path, "diff", "before", "never")
+    assert bad.returncode == 2 and "not a moment: 'never'" in bad.stderr

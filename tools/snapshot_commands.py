@@ -1,8 +1,10 @@
-"""`casfs snapshot create|list|delete`: named moments whose blobs gc keeps."""
+"""Time travel's commands: `casfs snapshot create|list|delete` (named moments whose
+blobs gc keeps) and `casfs diff A B` (what changed between two moments)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -15,6 +17,7 @@ from .output import human_bytes, print_json
 
 if TYPE_CHECKING:
     from casfs.catalog import Catalog
+    from casfs.diff import Difference
 
     from .context import Context
 
@@ -43,6 +46,22 @@ def register(commands: Any) -> None:
                                 "again at its next run)")
     delete.add_argument("name")
     delete.set_defaults(func=cmd_delete)
+
+    p = commands.add_parser(
+        "diff", help="what changed between two moments",
+        description="Documents added, removed, changed (with both hashes) and renamed "
+                    "between moment A and moment B, one line per path, in inode order, "
+                    "streamed however large the difference. A and B are times, "
+                    "snapshot names, or now. Exits 0 when nothing changed, 1 when "
+                    "something did (as diff(1) does).",
+        epilog="Lines: '+ PATH' added, '- PATH' removed, 'M PATH OLD -> NEW' changed "
+               "bytes, 'R OLD_PATH -> PATH' renamed (with the hashes when they changed "
+               "too).")
+    p.add_argument("first", metavar="A")
+    p.add_argument("second", metavar="B")
+    p.add_argument("--json", action="store_true",
+                   help="a JSON array of {kind, ino, path, old_path, sha256, old_sha256}")
+    p.set_defaults(func=cmd_diff)
 
 
 def resolve_moment(text: str, catalog: Catalog) -> float:
@@ -105,3 +124,46 @@ def _ago(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def cmd_diff(args: argparse.Namespace, ctx: Context) -> int:
+    from casfs.diff import differences
+
+    with ctx.open_store(readonly=True) as store:
+        first, second = store.open_catalog(), store.open_catalog()
+        try:
+            for catalog, when in ((first, args.first), (second, args.second)):
+                if when != "now":
+                    catalog.show_at(resolve_moment(when, store.catalog))
+            count = 0
+            if args.json:
+                sys.stdout.write("[")
+            for difference in differences(first, second):
+                if args.json:
+                    sys.stdout.write(("," if count else "") + "\n"
+                                     + json.dumps(difference.as_json()))
+                else:
+                    print(_diff_line(difference))
+                count += 1
+            if args.json:
+                sys.stdout.write("\n]\n" if count else "]\n")
+        finally:
+            first.close()
+            second.close()
+    if not args.json and sys.stderr.isatty():
+        print(f"{count:,} difference(s)", file=sys.stderr)
+    return 1 if count else 0
+
+
+def _diff_line(d: Difference) -> str:
+    def short(sha: str | None) -> str:
+        return (sha or "")[:12]
+    if d.kind == "added":
+        return f"+ {d.path}"
+    if d.kind == "removed":
+        return f"- {d.path}"
+    if d.kind == "changed":
+        return f"M {d.path}\t{short(d.old_sha256)} -> {short(d.sha256)}"
+    bytes_changed = f"\t{short(d.old_sha256)} -> {short(d.sha256)}" \
+        if d.old_sha256 != d.sha256 else ""
+    return f"R {d.old_path} -> {d.path}{bytes_changed}"

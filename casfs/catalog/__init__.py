@@ -376,6 +376,11 @@ class Catalog(Protocol):
         """{sha256: bytes} of blobs not deleted whose hash starts with `prefix`."""
         ...
 
+    def documents_by_ino(self, after_ino: int, limit: int) -> list[Document]:
+        """Up to `limit` live documents (at the moment shown) with inodes above
+        `after_ino`, in inode order: the pages `casfs diff` merges."""
+        ...
+
     def iter_live_documents(self) -> Iterator[Document]:
         """Every live document, by id (a stream)."""
         ...

@@ -66,9 +66,10 @@ class PastQueries:
         return found[0] if found else None
 
     # -- documents ------------------------------------------------------------------
-    def _documents(self, where: str, args: tuple[Any, ...]) -> list[Document]:
+    def _documents(self, where: str, args: tuple[Any, ...], tail: str = "",
+                   tail_args: tuple[Any, ...] = ()) -> list[Document]:
         rows = self.db.rows(f"SELECT {DOC_COLUMNS} FROM documents WHERE {where} "
-                            f"AND {_CURRENT_DOC}", (*args, self.at, self.at))
+                            f"AND {_CURRENT_DOC} {tail}", (*args, self.at, self.at, *tail_args))
         return [Document(*row) for row in rows]
 
     def get_document(self, ino: int) -> Document | None:
@@ -87,3 +88,6 @@ class PastQueries:
             f"AND ino > ? AND {_CURRENT_DOC} ORDER BY ino LIMIT ?",
             (directory.resolver, directory.artifact_id, after_ino, self.at, self.at, limit))
         return [Document(*row) for row in rows]
+
+    def documents_by_ino(self, after_ino: int, limit: int) -> list[Document]:
+        return self._documents("ino > ?", (after_ino,), "ORDER BY ino LIMIT ?", (limit,))

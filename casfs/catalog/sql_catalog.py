@@ -672,6 +672,13 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                    "directories": directories, "dedup_hits": dedup_hits}
         return {name: int(value) for name, value in figures.items()}
 
+    def documents_by_ino(self, after_ino: int, limit: int) -> list[Document]:
+        if self._past:
+            return self._past.documents_by_ino(after_ino, limit)
+        return [_doc(r) for r in self.db.rows(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND ino > ? "
+            "ORDER BY ino LIMIT ?", (after_ino, limit))]
+
     def iter_live_documents(self) -> Iterator[Document]:
         for row in self.db.stream(f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} "
                                      "ORDER BY id"):
