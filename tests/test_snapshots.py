@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from casfs.moments import format_moment
 from casfs.store import Store
 
 from .conftest import BOTH_CATALOGS, Mounter
@@ -126,3 +127,40 @@ def test_diff_names_what_changed_between_two_moments(store_path: Path, tmp_path:
     assert same.returncode == 0 and json.loads(same.stdout) == []
     bad = casfs(store_path, "diff", "before", "never")
     assert bad.returncode == 2 and "not a moment: 'never'" in bad.stderr
+
+
+def test_a_moment_whose_bytes_gc_took_is_refused_unless_partial(mounter: Mounter,
+                                                                tmp_path: Path) -> None:
+    import errno
+
+    import pytest
+
+    store = mounter.store_path
+    put(store, tmp_path, "a.pdf", b"a, soon overwritten", "https://x/a")
+    kept = put(store, tmp_path, "b.pdf", b"b, kept", "https://x/b")
+    time.sleep(0.01)
+    then = f"@{time.time()!r}"
+    time.sleep(0.01)
+    put(store, tmp_path, "a.pdf", b"a, the new bytes", "https://x/a")
+    gc = casfs(store, "gc", "--grace", "0", "--keep-history", "0", "--apply", "--json")
+    assert json.loads(gc.stdout)["removed"] == 1
+    with Store.open(store) as opened:
+        closed = opened.catalog.history(opened.catalog.resolve_path(
+            "/unpaywall/W1/a.pdf").ino)[0]  # type: ignore[union-attr]
+    mountpoint = mounter.mountpoint
+    refused = casfs(store, "mount", str(mountpoint), "--at", then)
+    assert refused.returncode == 2
+    assert "is not whole: 1 document(s)" in refused.stderr
+    assert format_moment(closed.valid_to) in refused.stderr  # type: ignore[arg-type]
+    assert "--partial" in refused.stderr
+    assert casfs(store, "mount", str(mountpoint), "--at", then, "--partial").returncode == 0
+    try:
+        with pytest.raises(OSError) as info:
+            (mountpoint / "unpaywall" / "W1" / "a.pdf").read_bytes()
+        assert info.value.errno == errno.EIO
+        data = (mountpoint / "unpaywall" / "W1" / "b.pdf").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == kept
+    finally:
+        mounter.umount()
+    assert casfs(store, "mount", str(mountpoint), "--at", "now").returncode == 0  # whole
+    mounter.umount()

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from casfs.errors import CasfsError
+
 if TYPE_CHECKING:
     from .context import Context
 
@@ -30,6 +32,9 @@ def register(commands: Any) -> None:
                    help="time travel: mount the tree as it was at WHEN, read-only (an ISO "
                         "8601 time such as 2026-11-20T14:00:00Z or with an offset, a date "
                         "(00:00 UTC), a time ago such as 3d or 2h30m, or a snapshot's name)")
+    p.add_argument("--partial", action="store_true",
+                   help="with --at: mount a moment even when some of its files have lost "
+                        "their bytes to gc (those files give EIO, each logged once)")
     p.set_defaults(func=cmd_mount)
 
     p = commands.add_parser(
@@ -45,10 +50,21 @@ def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
     from casfs.moments import format_moment
     from casfs.mount import daemon  # not at import: every command would load FUSE
     at = []
+    if args.partial and not args.at:
+        raise CasfsError("--partial goes with --at WHEN")
     if args.at:
         from .snapshot_commands import resolve_moment
         with ctx.open_store(readonly=True) as store:
-            at = [f"at=@{resolve_moment(args.at, store.catalog)!r}"]
+            moment = resolve_moment(args.at, store.catalog)
+            lost, since = store.catalog.lost_at(moment)
+        if lost and not args.partial:
+            raise CasfsError(
+                f"the store as it was at {format_moment(moment)} is not whole: {lost:,} "
+                f"document(s) live then have lost their bytes (gc past the retention "
+                f"window, or verify); every moment from {format_moment(since or moment)} "
+                "on is whole. Add --partial to mount it anyway (those files give EIO), "
+                "and keep moments you will need with casfs snapshot create")
+        at = [f"at=@{moment!r}"]
     options = daemon.MountOptions.parse(args.options + at, ctx.config.mount)
     mountpoint = args.mountpoint.absolute()
     if args.foreground:

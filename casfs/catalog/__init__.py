@@ -104,6 +104,11 @@ class Catalog(Protocol):
         """(blobs, bytes) that the documents live at the snapshot's moment use."""
         ...
 
+    def lost_at(self, moment: float) -> tuple[int, float | None]:
+        """(how many documents live at `moment` have lost their blob to gc, verify or
+        the disk; the moment after which none has, None when none ever did)."""
+        ...
+
     def kept_by_snapshots(self, policy: GcPolicy, now: float) -> list[tuple[str, int, int]]:
         """(snapshot, blobs, bytes) each snapshot keeps that gc would otherwise
         delete under `policy` (for gc's preview)."""

@@ -60,3 +60,17 @@ class SqlSnapshots:
             "(d.valid_to IS NULL OR d.valid_to > s.at) WHERE s.name = ?)", (name,))
         assert row is not None
         return int(row[0]), int(row[1])
+
+    def lost_at(self, moment: float) -> tuple[int, float | None]:
+        """(documents live at `moment` whose blob is no longer stored, the moment
+        after which no live document lost its blob): a view of `moment` is whole
+        when the first is 0."""
+        lost = self.db.one(
+            "SELECT count(*) FROM documents d JOIN blobs b ON b.sha256 = d.sha256 "
+            "WHERE b.state != 'present' AND d.valid_from <= ? "
+            "AND (d.valid_to IS NULL OR d.valid_to > ?)", (moment, moment))
+        since = self.db.one(
+            "SELECT max(d.valid_to) FROM documents d JOIN blobs b ON b.sha256 = d.sha256 "
+            "WHERE b.state != 'present'")
+        assert lost is not None and since is not None
+        return int(lost[0]), None if since[0] is None else float(since[0])
