@@ -42,7 +42,7 @@ def fill(store: Store, *, resolver: str, artifacts: int, per_artifact: int,
         for a in range(artifacts):
             artifact = f"W{a:08d}"
             dirs.append((next(inos), resolver_dir.ino, artifact, resolver, artifact, now,
-                         now_ns))
+                         now_ns, now))
             for d in range(per_artifact):
                 docs.append((next(inos), artifact, resolver, f"https://bench.example/{a}/{d}",
                              f"doc{d:03d}.pdf", blob.bytes, blob.sha256, blob.storage_uri,
@@ -63,7 +63,7 @@ def _inodes(catalog: SqlCatalog) -> Iterator[int]:
 def _flush(db: Database, dirs: list[tuple[object, ...]], docs: list[tuple[object, ...]]) -> None:
     db.executemany(
         "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, created_at, "
-        "mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", dirs)
+        "mtime_ns, valid_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dirs)
     db.executemany(
         "INSERT INTO documents (ino, artifact_id, resolver, source_url, basename, bytes, "
         "sha256, storage_uri, created_at, updated_at, mtime_ns, valid_from) "

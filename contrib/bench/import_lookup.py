@@ -76,8 +76,9 @@ def fill_catalog(store: Path, records: int) -> None:
         ino = 2
         dirs = {}
         for r in resolvers:
-            conn.execute("INSERT INTO directories VALUES (?, 1, ?, ?, NULL, ?, 0)",
-                         (ino, r, r, now))
+            conn.execute("INSERT INTO directories (ino, parent_ino, name, resolver, "
+                         "artifact_id, created_at, mtime_ns, valid_from) "
+                         "VALUES (?, 1, ?, ?, NULL, ?, 0, ?)", (ino, r, r, now, now))
             dirs[r] = ino
             ino += 1
         rows = []
@@ -87,8 +88,10 @@ def fill_catalog(store: Path, records: int) -> None:
             artifact = f"W{i // 3}"
             if (resolver, artifact) not in artifacts:
                 artifacts.add((resolver, artifact))
-                conn.execute("INSERT INTO directories VALUES (?, ?, ?, ?, ?, ?, 0)",
-                             (ino, dirs[resolver], artifact, resolver, artifact, now))
+                conn.execute("INSERT INTO directories (ino, parent_ino, name, resolver, "
+                             "artifact_id, created_at, mtime_ns, valid_from) "
+                             "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                             (ino, dirs[resolver], artifact, resolver, artifact, now, now))
                 ino += 1
             sha = hashlib.sha256(str(i).encode()).hexdigest()
             rows.append((ino, artifact, resolver, f"https://pub.example/{i}.pdf",

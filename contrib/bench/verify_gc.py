@@ -74,8 +74,10 @@ def gc_preview(store_path: Path, records: int) -> dict[str, object]:
     with Store.open(store_path) as store:
         conn = store.catalog.db  # type: ignore[attr-defined]  # an SQL catalog
         with store.catalog.write_transaction():
-            conn.execute("INSERT INTO directories VALUES (2, 1, 'r', 'r', NULL, 0, 0)")
-            conn.execute("INSERT INTO directories VALUES (3, 2, 'a', 'r', 'a', 0, 0)")
+            conn.execute("INSERT INTO directories (ino, parent_ino, name, resolver, "
+                         "artifact_id, created_at, mtime_ns) VALUES (2, 1, 'r', 'r', NULL, 0, 0)")
+            conn.execute("INSERT INTO directories (ino, parent_ino, name, resolver, "
+                         "artifact_id, created_at, mtime_ns) VALUES (3, 2, 'a', 'r', 'a', 0, 0)")
             batch_b, batch_d = [], []
             for i in range(records):
                 sha = hashlib.sha256(str(i).encode()).hexdigest()
