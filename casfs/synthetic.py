@@ -20,8 +20,12 @@ BATCH = 50_000
 
 
 def fill(store: Store, *, resolver: str, artifacts: int, per_artifact: int,
-         content: bytes = b"synthetic document\n") -> int:
-    """Add artifacts x per_artifact documents; returns the number of records."""
+         content: bytes = b"synthetic document\n", versions: int = 1,
+         version_every: float = 3600.0) -> int:
+    """Add artifacts x per_artifact documents; returns the number of documents. With
+    `versions` > 1 each document also has that many versions in its history: the
+    first became current `versions - 1` x `version_every` seconds ago, each later one
+    `version_every` after the one before (for time-travel benchmarks)."""
     staging = store.blobs.stage()
     try:
         staging.write(content, 0)
@@ -37,16 +41,23 @@ def fill(store: Store, *, resolver: str, artifacts: int, per_artifact: int,
         inos = _inodes(catalog)
         catalog.db.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
                            "ON CONFLICT DO NOTHING", (blob.sha256, blob.bytes, now))
+        catalog.db.execute("UPDATE directories SET valid_from = ? WHERE ino = ?",
+                           (now - versions * version_every, resolver_dir.ino))  # all along
         dirs: list[tuple[object, ...]] = []
         docs: list[tuple[object, ...]] = []
         for a in range(artifacts):
             artifact = f"W{a:08d}"
             dirs.append((next(inos), resolver_dir.ino, artifact, resolver, artifact, now,
-                         now_ns, now))
+                         now_ns, now - versions * version_every))
             for d in range(per_artifact):
-                docs.append((next(inos), artifact, resolver, f"https://bench.example/{a}/{d}",
-                             f"doc{d:03d}.pdf", blob.bytes, blob.sha256, blob.storage_uri,
-                             now, now, now_ns, now))
+                ino = next(inos)
+                for v in range(versions):
+                    since = now - (versions - 1 - v) * version_every
+                    until = since + version_every if v < versions - 1 else None
+                    docs.append((ino, artifact, resolver, f"https://bench.example/{a}/{d}",
+                                 f"doc{d:03d}.pdf", blob.bytes, blob.sha256,
+                                 blob.storage_uri, now, now, now_ns, since, until,
+                                 None if until is None else "overwrite"))
             if len(docs) >= BATCH:
                 _flush(catalog.db, dirs, docs)
         _flush(catalog.db, dirs, docs)
@@ -66,7 +77,7 @@ def _flush(db: Database, dirs: list[tuple[object, ...]], docs: list[tuple[object
         "mtime_ns, valid_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dirs)
     db.executemany(
         "INSERT INTO documents (ino, artifact_id, resolver, source_url, basename, bytes, "
-        "sha256, storage_uri, created_at, updated_at, mtime_ns, valid_from) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", docs)
+        "sha256, storage_uri, created_at, updated_at, mtime_ns, valid_from, valid_to, "
+        "change) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", docs)
     dirs.clear()
     docs.clear()

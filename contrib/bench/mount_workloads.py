@@ -62,10 +62,12 @@ def daemon_pid(store: Path) -> int:
 
 
 @contextmanager
-def mounted(store: Path, mountpoint: Path) -> Iterator[Path]:
-    """`store` mounted at `mountpoint` (cache_timeout 300) for the block."""
+def mounted(store: Path, mountpoint: Path, at: float | None = None) -> Iterator[Path]:
+    """`store` mounted at `mountpoint` (cache_timeout 300) for the block; with `at`,
+    read-only, as it was at that moment."""
     mountpoint.mkdir(exist_ok=True)
-    daemon.start(store, mountpoint, MountOptions(cache_timeout=300))
+    daemon.start(store, mountpoint, MountOptions(cache_timeout=300, at=at,
+                                                 readonly=at is not None))
     try:
         yield mountpoint
     finally:
