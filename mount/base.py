@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Callable
 
 import pyfuse3
 
@@ -36,7 +37,8 @@ class OperationsBase(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, store: Store, writer: CatalogWriter | None, *, readonly: bool,
-                 cache_timeout: float, xattrs: bool = True) -> None:
+                 cache_timeout: float, xattrs: bool = True, control_shown: bool = True,
+                 snapshots: bool = False) -> None:
         super().__init__()
         self.store = store
         self.xattrs = xattrs
@@ -50,7 +52,12 @@ class OperationsBase(pyfuse3.Operations):
         # A read-only mount has no writer: every writing handler refuses first.
         self._writer = writer
         self.files = OpenFiles(store, self.query, writer, self.directories)
-        self.control = Control(store, self.attrs, self._gauges)
+        self.control = Control(store, self.attrs, self._gauges, shown=control_shown,
+                               snapshots=snapshots)
+        # How readdir hands an entry to the kernel; the tree of a snapshot inside a
+        # mount puts its own in front, to move the entry's inode into its range.
+        self.readdir_reply: Callable[[pyfuse3.ReaddirToken, bytes, pyfuse3.EntryAttributes,
+                                      int], bool] = pyfuse3.readdir_reply
         self.control.started_ns = time.time_ns()
         self.handles: dict[int, Handle] = {}
         self.lookups: dict[int, int] = {}

@@ -21,36 +21,48 @@ from .attributes import Attributes
 NAME = ".casfs"
 DIR_INO = 1 << 62
 METRICS_INO = DIR_INO + 1
+SNAPSHOTS_INO = DIR_INO + 2  # /.casfs/snapshots: its entries are served by snapshot_views
 FILES = {"metrics": METRICS_INO}
 
 Gauges = Callable[[], list[tuple[str, str, float]]]
 
 
 class Control:
-    def __init__(self, store: Store, attrs: Attributes, gauges: Gauges) -> None:
+    """`/.casfs`, with `snapshots/` when `snapshots` (a live mount); none at all when
+    not `shown` (the tree of a snapshot inside a mount has no `.casfs` of its own)."""
+
+    def __init__(self, store: Store, attrs: Attributes, gauges: Gauges, *,
+                 shown: bool = True, snapshots: bool = False) -> None:
         self.store = store
         self.attrs = attrs
         self.gauges = gauges
         self.started_ns = 0
+        self.shown = shown
+        self.snapshots = snapshots
 
     def owns(self, ino: int) -> bool:
-        return ino in (DIR_INO, METRICS_INO)
+        return ino in (DIR_INO, METRICS_INO, SNAPSHOTS_INO)
 
     def lookup(self, parent_ino: int, name: str) -> pyfuse3.EntryAttributes | None:
+        if not self.shown:
+            return None
         if parent_ino == ROOT_INO and name == NAME:
             return self.attr(DIR_INO)
         if parent_ino == DIR_INO and name in FILES:
             return self.attr(FILES[name])
+        if parent_ino == DIR_INO and name == "snapshots" and self.snapshots:
+            return self.attr(SNAPSHOTS_INO)
         return None
 
     def attr(self, ino: int) -> pyfuse3.EntryAttributes:
-        if ino == DIR_INO:
-            return self.attrs.directory(DIR_INO, self.started_ns)
+        if ino in (DIR_INO, SNAPSHOTS_INO):
+            return self.attrs.directory(ino, self.started_ns)
         # Size 0, like /proc: the content is made at open and read with direct_io.
         return self.attrs.file(ino, 0, self.started_ns, self.started_ns / 1e9, read_only=True)
 
     def entries(self) -> list[tuple[str, pyfuse3.EntryAttributes]]:
-        return [(name, self.attr(ino)) for name, ino in FILES.items()]
+        files = [(name, self.attr(ino)) for name, ino in FILES.items()]
+        return files + ([("snapshots", self.attr(SNAPSHOTS_INO))] if self.snapshots else [])
 
     def content(self, ino: int) -> bytes:
         assert ino == METRICS_INO

@@ -39,6 +39,7 @@ from . import control, metrics_http, readahead
 from .catalog_writer import CatalogWriter
 from .change_listener import ChangeListener
 from .operations import CasfsOperations
+from .snapshot_views import SnapshotViews
 
 log = logging.getLogger("casfs.mount")
 
@@ -216,7 +217,10 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         _clean_staging(store)
     writer = None if options.readonly else CatalogWriter(store)
     ops = CasfsOperations(store, writer, readonly=options.readonly,
-                          cache_timeout=options.cache_timeout, xattrs=not options.noxattr)
+                          cache_timeout=options.cache_timeout, xattrs=not options.noxattr,
+                          snapshots=options.at is None)
+    views = None if options.at is not None else SnapshotViews(
+        ops, lambda snapshot: _view(store_root, snapshot.at, options))
     fuse_options = set(pyfuse3.default_options)
     fuse_options |= {f"fsname={store.layout.root}", "subtype=casfs"}
     if options.readonly:
@@ -226,7 +230,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     if options.debug:
         fuse_options.add("debug")
     try:
-        pyfuse3.init(ops, str(mountpoint), fuse_options)
+        pyfuse3.init(views or ops, str(mountpoint), fuse_options)
     except RuntimeError as e:
         if writer is not None:
             writer.close()
@@ -256,10 +260,20 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
             otel_catalog.close()
         if writer is not None:
             writer.close()
+        if views is not None:
+            views.close()
         ops.query.close()
         store.close()
         log.info("unmounted %s%s", mountpoint, "" if clean else " after an error")
     return 0
+
+
+def _view(store_root: Path, moment: float, options: MountOptions) -> CasfsOperations:
+    """The read-only operations of the tree at `moment` (a snapshot's, in a live mount)."""
+    store = Store.open(store_root, readonly=True)
+    store.show_at(moment)
+    return CasfsOperations(store, None, readonly=True, cache_timeout=options.cache_timeout,
+                           xattrs=not options.noxattr, control_shown=False)
 
 
 def _clean_staging(store: Store) -> None:

@@ -34,7 +34,7 @@ class DirectoryHandlers(OperationsBase):
         """List a directory in pages by inode, resuming after `start_id` (the last inode)."""
         if self.control.owns(fh):
             for name, attr in self.control.entries():
-                if attr.st_ino > start_id and pyfuse3.readdir_reply(
+                if attr.st_ino > start_id and self.readdir_reply(
                         token, name.encode(), attr, attr.st_ino):
                     self._counted(attr)
             return
@@ -51,7 +51,7 @@ class DirectoryHandlers(OperationsBase):
                 full = len(docs) == READDIR_PAGE
                 entries = self._with_open_writes(fh, docs, after, full)
             for name, attr in entries:
-                if not pyfuse3.readdir_reply(token, name.encode(), attr, attr.st_ino):
+                if not self.readdir_reply(token, name.encode(), attr, attr.st_ino):
                     return
                 self._counted(attr)
                 after = attr.st_ino

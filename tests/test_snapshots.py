@@ -164,3 +164,50 @@ def test_a_moment_whose_bytes_gc_took_is_refused_unless_partial(mounter: Mounter
         mounter.umount()
     assert casfs(store, "mount", str(mountpoint), "--at", "now").returncode == 0  # whole
     mounter.umount()
+
+
+def test_a_live_mount_shows_each_snapshot_read_only_under_casfs_snapshots(
+        mounter: Mounter) -> None:
+    import errno
+    import os
+
+    import pytest
+
+    mnt = mounter.mount()
+    (mnt / "unpaywall" / "W1").mkdir(parents=True)
+    (mnt / "unpaywall" / "W1" / "a.pdf").write_bytes(b"a as it was")
+    assert casfs(mounter.store_path, "snapshot", "create", "first").returncode == 0
+    time.sleep(0.01)
+    (mnt / "unpaywall" / "W1" / "a.pdf").write_bytes(b"a as it is")
+    (mnt / "unpaywall" / "W1").rename(mnt / "unpaywall" / "W2")
+    (mnt / "unpaywall" / "W2" / "b.pdf").write_bytes(b"made later")
+    assert casfs(mounter.store_path, "snapshot", "create", "second").returncode == 0
+
+    snapshots = mnt / ".casfs" / "snapshots"
+    assert sorted(os.listdir(snapshots)) == ["first", "second"]
+    assert "snapshots" in os.listdir(mnt / ".casfs")
+    first, second = snapshots / "first", snapshots / "second"
+    assert sorted(os.listdir(first / "unpaywall")) == ["W1"]
+    assert (first / "unpaywall" / "W1" / "a.pdf").read_bytes() == b"a as it was"
+    assert sorted(os.listdir(second / "unpaywall" / "W2")) == ["a.pdf", "b.pdf"]
+    assert (second / "unpaywall" / "W2" / "a.pdf").read_bytes() == b"a as it is"
+    assert (mnt / "unpaywall" / "W2" / "a.pdf").read_bytes() == b"a as it is"
+    assert not os.path.exists(first / ".casfs")
+    # the same document at two moments: two inodes, so no cached page is shared
+    assert os.stat(first / "unpaywall" / "W1" / "a.pdf").st_ino != \
+        os.stat(mnt / "unpaywall" / "W2" / "a.pdf").st_ino
+    assert os.getxattr(first / "unpaywall" / "W1" / "a.pdf", "user.casfs.sha256") == \
+        hashlib.sha256(b"a as it was").hexdigest().encode()
+    walked = sorted(os.path.relpath(os.path.join(d, f), first)
+                    for d, _, files in os.walk(first) for f in files)
+    assert walked == ["unpaywall/W1/a.pdf"]
+    for attempt in (lambda: (first / "unpaywall" / "W1" / "a.pdf").write_bytes(b"x"),
+                    lambda: (first / "unpaywall" / "W1" / "new.pdf").write_bytes(b"x"),
+                    lambda: (first / "unpaywall" / "W9").mkdir(),
+                    lambda: (first / "unpaywall" / "W1" / "a.pdf").unlink(),
+                    lambda: (snapshots / "third").mkdir()):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EROFS
+    assert not (snapshots / "nothing").exists()
+    mounter.umount()
