@@ -33,16 +33,13 @@ class PastQueries:
         self.at = at
 
     # -- directories ----------------------------------------------------------------
-    def _directories(self, where: str, args: tuple[Any, ...], tail: str = "",
-                     tail_args: tuple[Any, ...] = ()) -> list[Directory]:
+    def _directories(self, where: str, args: tuple[Any, ...]) -> list[Directory]:
         """Directories matching `where` as they were: the live row if it was already
         in that state, else the history row of the state it had."""
         sql = (f"SELECT {_DIR_COLUMNS} FROM directories WHERE {where} AND valid_from <= ? "
                f"UNION ALL SELECT {_DIR_COLUMNS} FROM directory_history WHERE {where} "
                f"AND valid_from <= ? AND valid_to > ?")
-        if tail:
-            sql = f"SELECT * FROM ({sql}) AS past {tail}"
-        rows = self.db.rows(sql, (*args, self.at, *args, self.at, self.at, *tail_args))
+        rows = self.db.rows(sql, (*args, self.at, *args, self.at, self.at))
         return [Directory(*row) for row in rows]
 
     def get_directory(self, ino: int) -> Directory | None:
@@ -54,8 +51,19 @@ class PastQueries:
         return found[0] if found else None
 
     def list_directories(self, parent_ino: int, after_ino: int, limit: int) -> list[Directory]:
-        return self._directories("parent_ino = ? AND ino > ?", (parent_ino, after_ino),
-                                 "ORDER BY ino LIMIT ?", (limit,))
+        # Each half stops at `limit` rows of its own index: an ORDER BY over the whole
+        # union made PostgreSQL sort every later child for every page (4.85x of live
+        # per entry for 100,000 directories; 1.18x on SQLite).
+        live = (f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
+                "AND valid_from <= ? ORDER BY ino LIMIT ?")
+        old = (f"SELECT {_DIR_COLUMNS} FROM directory_history WHERE parent_ino = ? "
+               "AND ino > ? AND valid_from <= ? AND valid_to > ? ORDER BY ino LIMIT ?")
+        rows = self.db.rows(
+            f"SELECT * FROM (SELECT * FROM ({live}) AS live UNION ALL "
+            f"SELECT * FROM ({old}) AS old) AS past ORDER BY ino LIMIT ?",
+            (parent_ino, after_ino, self.at, limit,
+             parent_ino, after_ino, self.at, self.at, limit, limit))
+        return [Directory(*row) for row in rows]
 
     def find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
         if artifact_id is None:

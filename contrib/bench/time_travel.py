@@ -2,9 +2,10 @@
 live view, on a catalog of many documents with several versions each.
 
     .venv/bin/python contrib/bench/time_travel.py [--dir DIR] [--documents 1000000]
-        [--versions 5] [--json]
+        [--versions 5] [--catalog sqlite|postgresql] [--json]
 
-Builds a SQLite store of --documents documents (10 per artifact directory), each
+Builds a store (on SQLite, or on the tests' throwaway PostgreSQL server) of
+--documents documents (10 per artifact directory), each
 with --versions versions an hour apart, then mounts it live and as it was between
 its second and third versions (`mount --at`), and in each, on a fresh mount: stats
 1,000 random documents by path (a lookup each), lists 1,000 random artifact
@@ -32,6 +33,7 @@ from mount_workloads import drop_caches, mounted, timed  # noqa: E402
 
 from casfs import synthetic  # noqa: E402
 from casfs.store import Store  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
 
 PER_ARTIFACT = 10
 HOUR = 3600.0
@@ -58,14 +60,17 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path.cwd())
     parser.add_argument("--documents", type=int, default=1_000_000)
     parser.add_argument("--versions", type=int, default=5)
+    parser.add_argument("--catalog", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     artifacts = max(args.documents // PER_ARTIFACT, 1)
     work = Path(tempfile.mkdtemp(prefix="casfs-time-travel-", dir=args.dir))
     results: dict[str, dict[str, float]] = {}
+    server = PostgresServer().start() if args.catalog == "postgresql" else None
     try:
         store = work / "store"
-        with Store.init(store) as opened:
+        url = server.url(server.create_database()) if server else None
+        with Store.init(store, catalog=url) as opened:
             started = time.perf_counter()
             synthetic.fill(opened, resolver="bulk", artifacts=artifacts,
                            per_artifact=PER_ARTIFACT, versions=args.versions,
@@ -78,6 +83,8 @@ def main() -> int:
             with mounted(store, work / "mnt", at=at) as mnt:
                 results[label] = workloads(mnt, artifacts)
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))

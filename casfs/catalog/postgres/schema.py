@@ -119,7 +119,7 @@ CREATE TABLE directory_history (
     valid_to    DOUBLE PRECISION NOT NULL,
     change      TEXT NOT NULL
 );
-CREATE INDEX directory_history_by_parent ON directory_history (parent_ino, valid_from);
+CREATE INDEX directory_history_by_parent ON directory_history (parent_ino, ino);
 CREATE INDEX directory_history_by_ino ON directory_history (ino, valid_from);
 CREATE INDEX directory_history_by_id ON directory_history (resolver, artifact_id, valid_from);
 CREATE INDEX documents_by_place ON documents (resolver, artifact_id, basename, valid_from);
