@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from casfs.catalog.database import Database
-from casfs.catalog.sql_queries import DOC_COLUMNS
+from casfs.catalog.sql_queries import DOC_COLUMNS, live_at
 from casfs.records import Directory, Document
 
 _DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
-_CURRENT_DOC = "valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)"
+_CURRENT_DOC = live_at("?", row="documents")
 
 
 class PastQueries:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from casfs.catalog.database import Database, Dialect
-from casfs.catalog.sql_snapshots import PINNED_BY_SNAPSHOTS
 from casfs.records import (
     BlobUsage,
     Document,
@@ -31,6 +30,18 @@ DOC_COLUMNS = (
     "storage_uri, run_id, created_at, updated_at, mtime_ns, valid_from, valid_to, change"
 )
 _D_COLUMNS = ", ".join(f"d.{c}" for c in DOC_COLUMNS.split(", "))
+
+
+def live_at(moment: str, row: str = "d") -> str:
+    """SQL: the version `row` was the live one at `moment` (a placeholder or a
+    column): the one definition of "live then", for time travel and snapshots."""
+    return f"{row}.valid_from <= {moment} AND ({row}.valid_to IS NULL OR {row}.valid_to > {moment})"
+
+
+# Blob `b` is used by a version live at some snapshot's moment (gc keeps it).
+PINNED_BY_SNAPSHOTS = ("EXISTS (SELECT 1 FROM documents d JOIN snapshots s ON "
+                       f"{live_at('s.at')} WHERE d.sha256 = b.sha256)")
+
 # The virtual path of a document, joined from its artifact and resolver directories.
 _FOUND = (f"SELECT {_D_COLUMNS}, '/' || r.name || '/' || a.name || '/' || d.basename "
           "FROM documents d "
@@ -60,17 +71,20 @@ class SqlQueries:
 
     def _search_past(self, at: float, clauses: list[str], args: list[Any],
                      limit: int | None) -> Iterator[Found]:
-        sql = (f"SELECT {_D_COLUMNS} FROM documents d WHERE d.valid_from <= ? AND "
-               "(d.valid_to IS NULL OR d.valid_to > ?)"
+        sql = (f"SELECT {_D_COLUMNS} FROM documents d WHERE {live_at('?')}"
                + "".join(f" AND {c}" for c in clauses) + " ORDER BY d.id")
         args = [at, at, *args]
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        # Rows first, then their paths (each a lookup of the directories of then):
-        # no query may run on the connection while a stream is open.
+        # Rows first, then their paths (the directories of then, asked once per
+        # artifact): no query may run on the connection while a stream is open.
+        places: dict[tuple[str, str], str] = {}
         for doc in [Document(*row) for row in self.db.rows(sql, args)]:
-            yield Found(doc, self.path_at(doc.resolver, doc.artifact_id, doc.basename))
+            key = (doc.resolver, doc.artifact_id)
+            if key not in places:
+                places[key] = self.path_at(doc.resolver, doc.artifact_id, "")
+            yield Found(doc, places[key] + doc.basename)
 
     def blobs_to_verify(self, *, sample: float | None = None,
                         limit: int | None = None) -> Iterator[tuple[str, int]]:
@@ -105,7 +119,7 @@ class SqlQueries:
         rows = self.db.rows(
             "SELECT s.name, count(*), coalesce(sum(b.bytes), 0) FROM snapshots s "
             "JOIN blobs b ON EXISTS (SELECT 1 FROM documents d WHERE d.sha256 = b.sha256 "
-            "AND d.valid_from <= s.at AND (d.valid_to IS NULL OR d.valid_to > s.at)) "
+            f"AND {live_at('s.at')}) "
             f"WHERE {conditions} GROUP BY s.name ORDER BY s.name", args(now))
         return [(name, int(blobs), int(size)) for name, blobs, size in rows]
 

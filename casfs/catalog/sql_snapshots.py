@@ -3,8 +3,8 @@
 A snapshot is only a name and a moment: the catalog already holds every version,
 so the tree of that moment is the time-travel view of it. What a snapshot adds is a
 promise: gc keeps every blob that a document live at its moment uses, whatever the
-retention window says (the garbage query asks `PINNED_BY_SNAPSHOTS`), until the
-snapshot is deleted.
+retention window says (the garbage query asks `sql_queries.PINNED_BY_SNAPSHOTS`),
+until the snapshot is deleted.
 """
 
 from __future__ import annotations
@@ -13,13 +13,9 @@ import time
 from contextlib import AbstractContextManager
 
 from casfs.catalog.database import Database
+from casfs.catalog.sql_queries import live_at
 from casfs.errors import Conflict
 from casfs.records import Snapshot
-
-# The blob of `b` is used by a document version live at some snapshot's moment.
-PINNED_BY_SNAPSHOTS = (
-    "EXISTS (SELECT 1 FROM documents d JOIN snapshots s ON d.valid_from <= s.at "
-    "AND (d.valid_to IS NULL OR d.valid_to > s.at) WHERE d.sha256 = b.sha256)")
 
 
 class SqlSnapshots:
@@ -56,8 +52,8 @@ class SqlSnapshots:
         """(blobs, bytes) the documents live at the snapshot's moment use."""
         row = self.db.one(
             "SELECT count(*), coalesce(sum(bytes), 0) FROM blobs WHERE sha256 IN ("
-            "SELECT d.sha256 FROM documents d JOIN snapshots s ON d.valid_from <= s.at AND "
-            "(d.valid_to IS NULL OR d.valid_to > s.at) WHERE s.name = ?)", (name,))
+            f"SELECT d.sha256 FROM documents d JOIN snapshots s ON {live_at('s.at')} "
+            "WHERE s.name = ?)", (name,))
         assert row is not None
         return int(row[0]), int(row[1])
 
@@ -67,8 +63,7 @@ class SqlSnapshots:
         when the first is 0."""
         lost = self.db.one(
             "SELECT count(*) FROM documents d JOIN blobs b ON b.sha256 = d.sha256 "
-            "WHERE b.state != 'present' AND d.valid_from <= ? "
-            "AND (d.valid_to IS NULL OR d.valid_to > ?)", (moment, moment))
+            f"WHERE b.state != 'present' AND {live_at('?')}", (moment, moment))
         since = self.db.one(
             "SELECT max(d.valid_to) FROM documents d JOIN blobs b ON b.sha256 = d.sha256 "
             "WHERE b.state != 'present'")
