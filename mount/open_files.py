@@ -70,7 +70,7 @@ class BlobPin:
         self._readers += 1
         try:
             arrival = self.arrival
-            if arrival is None or self._here(arrival, offset + size):
+            if arrival is None or arrival.ready(offset + size):
                 return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
             def wait_and_read() -> bytes:  # one trip to a thread, not two
                 arrival.wait_for(offset + size)
@@ -80,12 +80,6 @@ class BlobPin:
         finally:
             self._readers -= 1
             self._close_if_done()
-
-    @staticmethod
-    def _here(arrival: Arrival, end: int) -> bool:
-        """Readable without waiting (read unlocked: a stale answer only means a wait)."""
-        return arrival.complete or (arrival.arrived >= end and end < arrival.size
-                                    and arrival.error is None)
 
     async def _in_thread(self, job: Callable[[], T], abandon_on_cancel: bool = True) -> T:
         """`job()` in a worker thread; EIO (logged once) when the fetch failed."""
@@ -104,7 +98,7 @@ class BlobPin:
         if arrival is None or arrival.complete:
             return
         end = arrival.size if end is None else end
-        if not self._here(arrival, end):
+        if not arrival.ready(end):
             await self._in_thread(lambda: arrival.wait_for(end))
 
     def retire(self) -> None:

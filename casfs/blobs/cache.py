@@ -82,8 +82,16 @@ class Arrival:
         if self.error is not None:
             raise OSError(f"reading the blob failed: {self.error}") from self.error
 
+    def ready(self, end: int) -> bool:
+        """Bytes [0, end) can be read now: they are here and the fill has not failed;
+        a range to the end only once the hash said yes. Safe without the lock: a
+        stale answer only means a wait."""
+        return self.complete or (self.error is None and self.arrived >= end
+                                 and end < self.size)
+
     def _here(self, end: int) -> bool:
-        return self.done or (self.arrived >= end and end < self.size)
+        """A waiter for `end` may stop waiting: ready, or the fill has ended."""
+        return self.done or self.ready(end)
 
     def _advance(self, count: int) -> None:
         with self._lock:
