@@ -34,6 +34,7 @@ from mount_workloads import (  # noqa: E402
     drop_caches,
     mounted,
     per_second,
+    remove_work,
     timed,
     write_files,
     write_in_parallel,
@@ -116,11 +117,8 @@ def main() -> int:
             print(f"{kind}: lookups at 10,000 and {args.records:,} records", file=sys.stderr)
             results[kind] |= lookups(make_store, place, args.records)
     finally:
-        for mountpoint in work.rglob("mnt*"):
-            if os.path.ismount(mountpoint):
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        remove_work(work)
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -31,7 +31,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import cpu_seconds, cpu_times, daemon_pid, drop_caches, mounted  # noqa: E402
+from mount_workloads import (  # noqa: E402
+    cpu_seconds,
+    cpu_times,
+    daemon_pid,
+    drop_caches,
+    mounted,
+    remove_work,
+)
 
 from casfs.blobs.s3 import S3BlobStore  # noqa: E402
 from casfs.store import Store  # noqa: E402
@@ -131,12 +138,8 @@ def main() -> int:
             cold_read(False)
             cold_read(True)
     finally:
-        for mountpoint in work.rglob("mnt"):
-            if os.path.ismount(mountpoint):
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        remove_work(work)
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(server.dir, ignore_errors=True)
     return 0
 
 

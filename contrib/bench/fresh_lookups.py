@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import drop_caches, mounted, write_files  # noqa: E402
+from mount_workloads import drop_caches, mounted, remove_work, write_files  # noqa: E402
 
 from casfs.store import Store  # noqa: E402
 
@@ -56,7 +55,7 @@ def main() -> int:
             print(f"fresh stat per path {stat_us:6.1f} us   listing of {FILES} entries "
                   f"{listing_ms:5.2f} ms", flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
     return 0
 
 

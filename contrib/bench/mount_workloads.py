@@ -8,6 +8,7 @@ first on the import path).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -59,6 +60,14 @@ def daemon_pid(store: Path) -> int:
     pid = read_pid(next((store / "run").glob("mount-*.json")))
     assert pid is not None
     return pid
+
+
+def remove_work(work: Path) -> None:
+    """Unmount (lazily) any mount a failed run left under `work`, then delete it."""
+    for mountpoint in work.rglob("mnt*"):
+        if os.path.ismount(mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from mount_workloads import (  # noqa: E402
     drop_caches,
     mounted,
     per_second,
+    remove_work,
     timed,
     write_files,
     write_in_parallel,
@@ -163,12 +164,8 @@ def main() -> int:
                                         server.process.pid) | {
             "first read on the local store, MiB/s": results["local"]["first read (cold), MiB/s"]}
     finally:
-        for mountpoint in work.rglob("mnt"):
-            if os.path.ismount(mountpoint):
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        remove_work(work)
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(server.dir, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

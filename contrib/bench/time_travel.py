@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import drop_caches, mounted, timed  # noqa: E402
+from mount_workloads import drop_caches, mounted, remove_work, timed  # noqa: E402
 
 from casfs import synthetic  # noqa: E402
 from casfs.store import Store  # noqa: E402
@@ -85,7 +84,7 @@ def main() -> int:
     finally:
         if server is not None:
             server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -27,7 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import cpu_seconds, daemon_pid, mounted, write_in_parallel  # noqa: E402
+from mount_workloads import (  # noqa: E402
+    cpu_seconds,
+    daemon_pid,
+    mounted,
+    remove_work,
+    write_in_parallel,
+)
 
 from casfs.store import Store  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
@@ -85,11 +91,8 @@ def main() -> int:
                     place / "store", place, args.files, writers,
                     server if kind == "postgresql" else None)
     finally:
-        for mountpoint in work.rglob("mnt"):
-            if os.path.ismount(mountpoint):
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        remove_work(work)
         server.stop()
-        subprocess.run(["rm", "-rf", str(work)], check=False)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
