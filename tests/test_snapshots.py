@@ -164,6 +164,9 @@ def test_a_moment_whose_bytes_gc_took_is_refused_unless_partial(mounter: Mounter
         mounter.umount()
     assert casfs(store, "mount", str(mountpoint), "--at", "now").returncode == 0  # whole
     mounter.umount()
+    late = casfs(store, "snapshot", "create", "too-late", "--at", then, "--json")
+    assert late.returncode == 0 and json.loads(late.stdout)["lost"] == 1
+    assert "1 document(s) live at" in late.stderr and "already lost" in late.stderr
 
 
 def test_a_live_mount_shows_each_snapshot_read_only_under_casfs_snapshots(

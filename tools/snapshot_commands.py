@@ -84,9 +84,14 @@ def cmd_create(args: argparse.Namespace, ctx: Context) -> int:
         at = resolve_moment(args.at, store.catalog)
         snapshot = store.catalog.create_snapshot(args.name, at, args.note)
         blobs, size = store.catalog.snapshot_usage(args.name)
+        lost, _ = store.catalog.lost_at(at)
+    if lost:  # too late for those: a snapshot keeps what is still stored
+        print(f"warning: {lost:,} document(s) live at {format_moment(at)} have already lost "
+              "their bytes (gc or verify); their files give EIO in views of it",
+              file=sys.stderr)
     if args.json:
         print_json({"name": snapshot.name, "at": format_moment(snapshot.at),
-                    "note": snapshot.note, "blobs": blobs, "bytes": size})
+                    "note": snapshot.note, "blobs": blobs, "bytes": size, "lost": lost})
     else:
         print(f"snapshot {snapshot.name}: the store as it was at {format_moment(snapshot.at)}"
               f" ({blobs:,} blobs, {human_bytes(size)}, kept by gc until it is deleted)")
