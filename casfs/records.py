@@ -61,6 +61,24 @@ class NewDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class PathWrite:
+    """The mount's write of one closed file: document `ino`, at `basename` in
+    `directory`, now holds the bytes `new` describes. `supersede` is the id of a
+    version the same open file registered earlier (see Catalog.write_at_paths)."""
+
+    ino: int
+    directory: Directory
+    basename: str
+    new: NewDocument
+    supersede: int | None = None
+
+    @property
+    def place(self) -> tuple[str, str | None, str]:
+        """(resolver, artifact_id, basename): where the document will live."""
+        return (self.directory.resolver, self.directory.artifact_id, self.basename)
+
+
+@dataclass(frozen=True, slots=True)
 class Variant:
     document_id: int
     variant: str

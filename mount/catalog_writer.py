@@ -12,9 +12,10 @@ new files come from a block reserved through the writer, so a create waits for t
 writer only once per block. What each job committed is handed to `on_commit`, so
 that the mount drops what it cached of those places.
 
-Registrations of closed files go through `together` (group commit, see rounds.py):
-those that arrive while one round commits share the next round's transaction. If
-any of them fails, the round runs each on its own, so each close gets its own answer.
+Registrations of closed files go in rounds (group commit, see rounds.py): those
+that arrive while one round commits share the next round's transaction, made by
+`Catalog.write_at_paths` in a few statements whatever the round's size. If any of
+them fails, the round registers each on its own, so each close gets its own answer.
 One round at a time, on PostgreSQL too: 2 or 4 at once on its pool were slower with 8
 writers (349-362 and 281-318 files/s against 356-398 with one, in one session).
 """
@@ -22,12 +23,16 @@ writers (349-362 and 281-318 files/s against 356-398 with one, in one session).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import outcome
 
+from casfs.blobs import BlobStore
+from casfs.blobs.staging import StagingFile
 from casfs.catalog import Catalog
 from casfs.catalog.changes import Change
+from casfs.ingest import register_placed
+from casfs.records import Document, PathWrite
 from casfs.store import Store
 
 from .catalog_pool import CatalogPool
@@ -35,7 +40,7 @@ from .rounds import Rounds
 
 T = TypeVar("T")
 REMOTE_WRITERS = 8
-Write = Callable[[Catalog], object]
+Registration = tuple[PathWrite, StagingFile]  # a closed file, and its bytes until committed
 
 
 class CatalogWriter:
@@ -45,7 +50,8 @@ class CatalogWriter:
         self._pool = CatalogPool(store, size, first=self.catalog)
         self._inos = range(0)
         self.on_commit: Callable[[list[Change] | None], None] = lambda changes: None
-        self.rounds: Rounds[Write, object] = Rounds(self._round)
+        self._blobs = store.blobs
+        self.rounds: Rounds[Registration, Document] = Rounds(self._register_round)
 
     @property
     def senders(self) -> set[str]:
@@ -64,13 +70,16 @@ class CatalogWriter:
                     self.on_commit(committed)
         return await self._pool.run(job)
 
-    async def together(self, write: Callable[[Catalog], T]) -> T:
-        """`write(catalog)` in the next group commit: one transaction with the
-        writes that arrive while the round before it runs."""
-        return cast(T, await self.rounds.submit(write))
+    async def register(self, write: PathWrite, staging: StagingFile) -> Document:
+        """Register a closed file whose blob is placed, in the next round: one
+        transaction with the registrations that arrive while the one before it
+        runs. `staging` holds its bytes, to put the blob back if gc took it."""
+        return await self.rounds.submit((write, staging))
 
-    async def _round(self, writes: list[Write]) -> list[outcome.Outcome[object]]:
-        return await self(lambda catalog: _run_together(catalog, writes))
+    async def _register_round(self, registrations: list[Registration]
+                              ) -> list[outcome.Outcome[Document]]:
+        return await self(lambda catalog: register_together(catalog, self._blobs,
+                                                            registrations))
 
     async def new_ino(self) -> int:
         if not self._inos:
@@ -83,13 +92,18 @@ class CatalogWriter:
         self._pool.close()
 
 
-def _run_together(catalog: Catalog, writes: list[Write]) -> list[outcome.Outcome[object]]:
-    """Every write in one transaction; when that fails, each in its own, for its
-    own answer (the failure was one write's, or the transaction's)."""
-    if len(writes) > 1:
+def register_together(catalog: Catalog, blobs: BlobStore,
+                      registrations: list[Registration]) -> list[outcome.Outcome[Document]]:
+    """Every registration in one transaction; when that fails, each in its own, for
+    its own answer (the failure was one registration's, or the transaction's)."""
+    def register(some: list[Registration]) -> list[Document]:
+        placed = {write.new.sha256: staging for write, staging in some}
+        return register_placed(blobs, placed, lambda present: catalog.write_at_paths(
+            [write for write, _ in some], present))
+
+    if len(registrations) > 1:
         try:
-            with catalog.together():
-                return [outcome.Value(write(catalog)) for write in writes]
-        except Exception:  # each write is run again below, on its own
+            return [outcome.Value(d) for d in register(registrations)]
+        except Exception:  # each is registered again below, on its own
             pass
-    return [outcome.capture(write, catalog) for write in writes]
+    return [outcome.capture(lambda one: register([one])[0], r) for r in registrations]

@@ -39,8 +39,8 @@ import trio
 
 from casfs.blobs.cache import Arrival
 from casfs.blobs.staging import StagingFile
-from casfs.ingest import StoredBlob, guess_content_type, place_blob, register_placed
-from casfs.records import Document, NewDocument
+from casfs.ingest import StoredBlob, guess_content_type, place_blob
+from casfs.records import Document, NewDocument, PathWrite
 from casfs.store import Store
 
 from .catalog_reader import CatalogReader
@@ -388,10 +388,8 @@ class OpenFiles:
             run_id=meta.get("run_id"), mtime_ns=file.mtime_ns, dedup_hit=blob.dedup_hit)
         assert self.writer is not None
         supersede = file.session_version
-        document = await self.writer.together(lambda writing: register_placed(
-            self.store.blobs, {blob.sha256: staging},
-            lambda present: writing.write_at_path(file.ino, directory, name, new,
-                                                  present, supersede=supersede)))
+        document = await self.writer.register(
+            PathWrite(file.ino, directory, name, new, supersede), staging)
         file.session_version = document.id
         file.metadata = {}
         log.debug("registered %s (%s, %d bytes)", name, blob.sha256[:12], blob.bytes)

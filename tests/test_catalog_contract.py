@@ -13,7 +13,7 @@ import pytest
 from casfs.catalog import ROOT_INO, Catalog
 from casfs.errors import BlobsMissing, CatalogError, Conflict, StoreError, UniqueViolation
 from casfs.ingest import ingest_file, place_blob, register_placed
-from casfs.records import NewDocument, Variant
+from casfs.records import Directory, NewDocument, PathWrite, Variant
 from casfs.store import Store
 
 from .conftest import BOTH_CATALOGS
@@ -241,19 +241,25 @@ def test_a_second_host_joins_the_store_and_sees_its_records(store: Store, tmp_pa
         Store.init(tmp_path / "host-c", catalog=catalog_url.replace("casfs@", "casfs:pw@"))
 
 
-def test_writes_together_commit_as_one(store: Store) -> None:
-    """Group commit: every write of the block is visible after it, with its counters
+def test_writes_at_paths_commit_as_one(store: Store) -> None:
+    """Group commit: every write of the call is visible after it, with its counters
     and its announced changes, and none of them before it ends."""
     catalog, other = store.catalog, store.open_catalog()
     directory = catalog.ensure_directory("unpaywall", "W1")
     catalog.drain_changes()
+    inos = [catalog.reserve_inos().start, catalog.reserve_inos().start]
+    seen_inside: list[object] = []
+
+    def present(sha256: str) -> bool:  # asked inside the transaction
+        seen_inside.append(other.lookup_document(directory, f"{inos[0]}.pdf"))
+        return True
+
     try:
-        inos = [catalog.reserve_inos().start, catalog.reserve_inos().start]
-        with catalog.together():
-            written = [catalog.write_at_path(ino, directory, f"{ino}.pdf", new(
-                sha256=sha, basename=None, source_url=None))
-                for ino, sha in zip(inos, [SHA_A, SHA_B], strict=True)]
-            assert other.lookup_document(directory, f"{inos[0]}.pdf") is None
+        written = catalog.write_at_paths(
+            [PathWrite(ino, directory, f"{ino}.pdf", new(sha256=sha, basename=None,
+                                                          source_url=None))
+             for ino, sha in zip(inos, [SHA_A, SHA_B], strict=True)], present)
+        assert seen_inside and seen_inside == [None] * len(seen_inside)
         assert [other.lookup_document(directory, d.basename) for d in written] == written
     finally:
         other.close()
@@ -262,23 +268,61 @@ def test_writes_together_commit_as_one(store: Store) -> None:
     assert {c.ino for c in catalog.drain_changes() or []} >= set(inos)
 
 
-def test_a_failure_inside_together_commits_nothing_of_the_block(store: Store) -> None:
+def test_a_failure_in_writes_at_paths_commits_none_of_them(store: Store) -> None:
     catalog = store.catalog
     directory = catalog.ensure_directory("unpaywall", "W1")
     first, _ = catalog.register(new(basename="taken.pdf"))
-    ino = catalog.reserve_inos().start
-    with pytest.raises(Conflict), catalog.together():
-        catalog.write_at_path(ino, directory, "fresh.pdf", new(basename=None, source_url=None))
-        catalog.rename_document(ino, directory, "taken.pdf", replace=False)
+    inos = [catalog.reserve_inos().start, catalog.reserve_inos().start]
+    writes = [PathWrite(inos[0], directory, "fresh.pdf", new(basename=None, source_url=None)),
+              PathWrite(inos[1], directory, "gone.pdf", new(sha256=SHA_B, basename=None,
+                                                             source_url=None))]
+    with pytest.raises(BlobsMissing) as raised:
+        catalog.write_at_paths(writes, lambda sha256: sha256 != SHA_B)
+    assert raised.value.sha256s == [SHA_B]
     assert catalog.lookup_document(directory, "fresh.pdf") is None
     assert catalog.stats()["documents"] == 1
     counters = {(n, labels): v for n, labels, v in catalog.counters()}
     assert counters[("casfs_ingested_files_total", 'resolver="unpaywall"')] == 1
-    # the connection is usable afterwards, on its own and together
-    with catalog.together():
-        catalog.write_at_path(ino, directory, "fresh.pdf", new(basename=None, source_url=None))
+    # the connection is usable afterwards
+    catalog.write_at_paths(writes)
     assert catalog.lookup_document(directory, "fresh.pdf") is not None
     assert catalog.get_document(first.ino) == first
+
+
+def test_writes_at_paths_in_one_call_end_as_one_call_each(store: Store) -> None:
+    """A round of writes that meet each other and the tree (overwrites, a replaced
+    occupant, one inode or one path twice, a superseded version) leaves the same
+    tree and history as the same writes made one call each, in order."""
+    c = store.catalog
+
+    def script(artifact: str) -> tuple[Directory, list[PathWrite]]:
+        d = c.ensure_directory("unpaywall", artifact)
+        first = new(artifact_id=artifact, basename=None, source_url=None)
+        kept = c.write_at_paths([PathWrite(c.reserve_inos().start, d, "kept.pdf", first)])[0]
+        held = c.write_at_paths([PathWrite(c.reserve_inos().start, d, "held.pdf", first)])[0]
+        a, b, e = (c.reserve_inos().start for _ in range(3))
+
+        def w(ino: int, name: str, sha: str, supersede: int | None = None) -> PathWrite:
+            return PathWrite(ino, d, name, new(artifact_id=artifact, basename=None,
+                                                source_url=None, sha256=sha), supersede)
+        return d, [w(a, "new.pdf", SHA_A), w(kept.ino, "kept.pdf", SHA_B),
+                   w(b, "held.pdf", SHA_B), w(a, "new.pdf", SHA_B),
+                   w(e, "twice.pdf", SHA_A), w(b, "twice.pdf", SHA_B),
+                   w(held.ino, "moved.pdf", "c" * 64, supersede=held.id)]
+
+    together_dir, writes = script("W1")
+    one_by_one_dir, each = script("W2")
+    together = c.write_at_paths(writes)
+    one_by_one = [c.write_at_paths([w])[0] for w in each]
+    assert [d.basename for d in together] == [d.basename for d in one_by_one]
+    assert [d.sha256 for d in together] == [d.sha256 for d in one_by_one]
+
+    def shape(directory: Directory) -> list[tuple[str, str, list[tuple[str, str | None]]]]:
+        return sorted((d.basename, d.sha256, [(v.sha256, v.change) for v in c.history(d.ino)])
+                      for d in c.list_documents(directory, 0, 100))
+    assert shape(together_dir) == shape(one_by_one_dir)
+    assert [name for name, _, _ in shape(together_dir)] == [
+        "kept.pdf", "moved.pdf", "new.pdf", "twice.pdf"]
 
 
 def _tree(catalog: Catalog) -> dict[str, str | None]:
@@ -314,7 +358,7 @@ def test_a_view_of_a_past_moment_is_the_tree_as_it_was_then(store: Store) -> Non
     note()
     doc, _ = c.register(new(basename="a.pdf", sha256=SHA_A))
     note()
-    c.write_at_path(doc.ino, w1, "a.pdf", new(sha256=SHA_B, basename=None))  # overwrite
+    c.write_at_paths([PathWrite(doc.ino, w1, "a.pdf", new(sha256=SHA_B, basename=None))])
     note()
     c.rename_document(doc.ino, w1, "b.pdf", replace=False)
     note()

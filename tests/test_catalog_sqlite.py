@@ -49,7 +49,7 @@ def test_the_mounts_hot_statements_scan_no_table(tmp_path: Path,
     """Every statement of a lookup, a listing and a registration of the mount's write
     searches an index: a scan of documents costs a whole table per request."""
     from casfs import synthetic
-    from casfs.records import NewDocument
+    from casfs.records import NewDocument, PathWrite
 
     Store.init(tmp_path / "store").close()
     with Store.open(tmp_path / "store") as store:
@@ -71,8 +71,9 @@ def test_the_mounts_hot_statements_scan_no_table(tmp_path: Path,
         catalog.list_documents(directory, 0, 500)
         new = NewDocument(resolver="r", artifact_id="W00000007", basename="doc001.pdf",
                           sha256=doc.sha256, bytes=doc.bytes, storage_uri=doc.storage_uri)
-        catalog.write_at_path(doc.ino, directory, "doc001.pdf", new)
-        catalog.write_at_path(catalog.reserve_inos().start, directory, "new.pdf", new)
+        catalog.write_at_paths([PathWrite(doc.ino, directory, "doc001.pdf", new),
+                                PathWrite(catalog.reserve_inos().start, directory, "new.pdf",
+                                          new)])
         monkeypatch.undo()
         plans = {sql: " / ".join(str(step[3]) for step in catalog.db.rows(
             "EXPLAIN QUERY PLAN " + sql, args))

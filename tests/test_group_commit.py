@@ -12,10 +12,9 @@ from pathlib import Path
 import outcome
 import pytest
 
-from casfs.catalog import Catalog
-from casfs.errors import Conflict
-from casfs.mount.catalog_writer import _run_together
-from casfs.records import Document, NewDocument
+from casfs.ingest import place_blob
+from casfs.mount.catalog_writer import register_together
+from casfs.records import NewDocument, PathWrite
 from casfs.store import Store
 
 from .conftest import BOTH_CATALOGS, Mounter
@@ -23,30 +22,31 @@ from .conftest import BOTH_CATALOGS, Mounter
 pytestmark = BOTH_CATALOGS
 
 
-def new(name: str, sha: str) -> NewDocument:
-    return NewDocument(resolver="unpaywall", artifact_id="W1", basename=name, sha256=sha,
-                       bytes=1, storage_uri="file:///x")
-
-
-def test_a_write_that_fails_in_a_round_fails_alone(store: Store) -> None:
-    catalog = store.catalog
+def test_a_registration_that_fails_in_a_round_fails_alone(store: Store) -> None:
+    """One file of a round whose blob was lost (and cannot be put back) fails; the
+    others of the round are registered, each with its own answer."""
+    catalog, blobs = store.catalog, store.blobs
     directory = catalog.ensure_directory("unpaywall", "W1")
-    taken, _ = catalog.register(new("taken.pdf", "c" * 64))
-    inos = [catalog.reserve_inos().start, catalog.reserve_inos().start]
-
-    def write(ino: int, name: str, sha: str) -> object:
-        return lambda c: c.write_at_path(ino, directory, name, new(name, sha))
-
-    def conflicting(c: Catalog) -> Document:
-        return c.rename_document(inos[0], directory, "taken.pdf", replace=False)
-
-    answers = _run_together(catalog, [write(inos[0], "a.pdf", "a" * 64), conflicting,
-                                      write(inos[1], "b.pdf", "b" * 64)])  # type: ignore[list-item]
+    registrations = []
+    for name in ("a.pdf", "lost.pdf", "b.pdf"):
+        staging = blobs.stage()
+        staging.write(name.encode() * 100, 0)
+        blob = place_blob(blobs, staging)
+        write = PathWrite(catalog.reserve_inos().start, directory, name, NewDocument(
+            resolver="unpaywall", artifact_id="W1", basename=name, sha256=blob.sha256,
+            bytes=blob.bytes, storage_uri=blob.storage_uri))
+        registrations.append((write, staging))
+    lost = registrations[1]
+    lost[1].discard()  # its bytes are gone for good ...
+    blobs.path(lost[0].new.sha256).unlink()  # ... and so is its blob
+    try:
+        answers = register_together(catalog, blobs, registrations)
+    finally:
+        for _, staging in registrations:
+            staging.discard()
     assert isinstance(answers[0], outcome.Value) and isinstance(answers[2], outcome.Value)
-    assert isinstance(answers[1], outcome.Error) and isinstance(answers[1].error, Conflict)
-    assert {d.basename for d in catalog.list_documents(directory, 0, 10)} == {
-        "a.pdf", "b.pdf", "taken.pdf"}
-    assert catalog.get_document(taken.ino) == taken
+    assert isinstance(answers[1], outcome.Error)
+    assert {d.basename for d in catalog.list_documents(directory, 0, 10)} == {"a.pdf", "b.pdf"}
 
 
 def test_writers_closing_at_once_share_commits_and_lose_nothing(mounter: Mounter) -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from casfs.catalog import ROOT_INO, Catalog
 from casfs.diff import differences
 from casfs.errors import Conflict
-from casfs.records import NewDocument
+from casfs.records import NewDocument, PathWrite
 from casfs.store import Store
 
 Model = dict[int, tuple[str, str, str]]  # ino -> (artifact, name, sha256)
@@ -47,9 +47,9 @@ def apply(catalog: Catalog, model: Model, op: tuple[object, ...], inos: itertool
         assert isinstance(artifact, str) and isinstance(name, str) and isinstance(sha, str)
         directory = catalog.ensure_directory("r", artifact)
         ino = at(artifact, name) or next(inos)
-        catalog.write_at_path(ino, directory, name, NewDocument(
+        catalog.write_at_paths([PathWrite(ino, directory, name, NewDocument(
             resolver="r", artifact_id=artifact, basename=name, sha256=sha, bytes=1,
-            storage_uri="u"))
+            storage_uri="u"))])
         model[ino] = (artifact, name, sha)
     elif kind == "rename" and model:
         _, pick, artifact, name = op

@@ -30,6 +30,7 @@ from casfs.records import (
     GcPolicy,
     LastUse,
     NewDocument,
+    PathWrite,
     Snapshot,
     Variant,
 )
@@ -71,15 +72,6 @@ class Catalog(Protocol):
         """A write transaction for a caller that removes blob bytes (gc, quarantine):
         no registration of a blob it locks (`lock_blob_for_removal`) commits until it
         ends. Methods documented "inside write_transaction" are called in one."""
-        ...
-
-    def together(self) -> AbstractContextManager[None]:
-        """Group commit: the write methods called inside the block share one
-        transaction, committed when the block ends (one commit, one wait for the disk
-        or the server, one announcement for all of them). When the block raises,
-        nothing of it is committed; a write that lost a race with another writer
-        raises instead of running again (the caller runs each write on its own then,
-        to learn which one failed). Does not nest."""
         ...
 
     # -- snapshots (time travel) -----------------------------------------------------
@@ -228,13 +220,18 @@ class Catalog(Protocol):
         """`register` for a batch, in one transaction: all or none."""
         ...
 
-    def write_at_path(self, ino: int, directory: Directory, basename: str,
-                      new: NewDocument, present: BlobCheck | None = None,
-                      supersede: int | None = None) -> Document:
-        """The mount's write: document `ino` at this path now holds `new`'s bytes (a
-        new version, or a new document with this inode); a different document at the
-        path is closed as "replaced". When `supersede` is the id of the live version,
-        that version takes the bytes in place (one version per open file)."""
+    def write_at_paths(self, writes: list[PathWrite], present: BlobCheck | None = None
+                       ) -> list[Document]:
+        """The mount's writes of closed files, in one transaction (group commit: one
+        commit, one wait for the disk or the server, one announcement for all), with
+        the same outcome as making them one after another, in order. For each: the
+        document `ino` at its path now holds `new`'s bytes (a new version, or a new
+        document with this inode); a different document at the path is closed as
+        "replaced"; when `supersede` is the id of the live version, that version
+        takes the bytes in place (one version per open file). Returns each write's
+        live version, in order. `present` is checked for every blob inside the
+        transaction (BlobsMissing names those gone); when any write fails, nothing
+        of the call is committed."""
         ...
 
     def rename_document(self, ino: int, directory: Directory, basename: str,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -39,7 +40,7 @@ from casfs.errors import (
     NotFound,
     UniqueViolation,
 )
-from casfs.records import Directory, Document, NewDocument, Variant
+from casfs.records import Directory, Document, NewDocument, PathWrite, Variant
 
 INO_BLOCK = 256
 MAX_KEPT_CHANGES = 1000  # see drain_changes
@@ -73,7 +74,6 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         self._counter_deltas: dict[tuple[str, str], int] = {}
         self._changes: list[Change] = []
         self._committed: list[Change] | None = []
-        self._together = False  # inside `together`: writes join its transaction
         self._past: PastQueries | None = None  # set by show_at: a read-only view
         self.sender = secrets.token_hex(8)  # who this connection is, in announcements
 
@@ -94,25 +94,10 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         self._past = PastQueries(self.db, moment)
 
     @contextmanager
-    def together(self) -> Iterator[None]:
-        """The writes inside share one transaction (group commit): see Catalog."""
-        if self._together:
-            raise AssertionError("together() does not nest")
-        with self._transaction():
-            self._together = True
-            try:
-                yield
-            finally:
-                self._together = False
-
-    @contextmanager
     def _write(self) -> Iterator[None]:
-        """A write transaction of its own, or a part of the `together` one."""
+        """A write transaction (refused by a view of the past)."""
         if self._past is not None:
             raise CatalogReadOnly("a view of a past moment cannot be changed")
-        if self._together:
-            yield
-            return
         with self._transaction():
             yield
 
@@ -158,11 +143,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
 
     def _retrying(self, change: Callable[[], T]) -> T:
         """Run `change`, a whole write transaction, again when it lost a race with
-        another writer (a key or a directory made meanwhile): the next run sees it.
-        Inside `together` the loss ends the shared transaction instead: its caller
-        runs each write again on its own."""
-        if self._together:
-            return change()
+        another writer (a key or a directory made meanwhile): the next run sees it."""
         for attempt in itertools.count(1):
             try:
                 return change()
@@ -497,35 +478,72 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                     raise
         raise AssertionError("unreachable")
 
-    def write_at_path(self, ino: int, directory: Directory, basename: str,
-                      new: NewDocument, present: BlobCheck | None = None,
-                      supersede: int | None = None) -> Document:
-        """Make the document at this path (inode `ino`) hold new bytes: the mount's write.
+    def write_at_paths(self, writes: list[PathWrite], present: BlobCheck | None = None
+                       ) -> list[Document]:
+        """The mount's writes of closed files, in one transaction: see Catalog.
 
-        `supersede` is the id of a version the same open file registered earlier (a
-        close of a duplicated descriptor, an fsync): if it is still the live one, it
-        takes the new bytes in place, so history keeps one version per open file.
+        A round of closes costs a few statements whatever its size: one locks the
+        blobs, one records them, one finds what is live at every inode and path, and
+        one inserts the files that are new at new paths (the usual case: a pipeline
+        writing new documents). A write that meets a live document, or shares its
+        inode or path with another of the round, is made on its own, in order.
         """
-        assert directory.artifact_id is not None
-
-        def change() -> Document:
+        def change() -> list[Document]:
             with self._write():
-                self._require_present([new.sha256], present)
-                self._count_arrival(new)
-                previous, occupant = self._inode_and_occupant(ino, directory, basename)
-                if occupant is not None and occupant.ino != ino:
-                    self._close(occupant.ino, "replaced")
-                if previous is not None and previous.id == supersede and \
-                        (previous.resolver, previous.artifact_id, previous.basename) == (
-                            directory.resolver, directory.artifact_id, basename):
-                    return self._update_content(previous, _content(new))
-                if previous is not None:
-                    self._close(ino, "overwrite")
-                    return self._insert_version(
-                        previous, resolver=directory.resolver, artifact_id=directory.artifact_id,
-                        basename=basename, **_content(new))
-                return self._insert_new(ino, new, basename, directory)
+                self._require_present([w.new.sha256 for w in writes], present)
+                self._count_arrivals([w.new for w in writes])
+                live = self._live_at_inodes_and_paths(writes)
+                at_ino = {d.ino for d in live}
+                at_place = {(d.resolver, d.artifact_id, d.basename) for d in live}
+                inos = Counter(w.ino for w in writes)
+                places = Counter(w.place for w in writes)
+                fresh = [w for w in writes if w.ino not in at_ino and w.place not in at_place
+                         and inos[w.ino] == 1 and places[w.place] == 1]
+                inserted = self._insert_fresh(fresh)
+                return [inserted[w.ino] if w.ino in inserted else self._write_at_path(w)
+                        for w in writes]
         return self._retrying(change)
+
+    def _write_at_path(self, write: PathWrite) -> Document:
+        """One write of `write_at_paths`, asking the catalog for what it meets."""
+        ino, directory, basename, new = write.ino, write.directory, write.basename, write.new
+        assert directory.artifact_id is not None
+        previous, occupant = self._inode_and_occupant(ino, directory, basename)
+        if occupant is not None and occupant.ino != ino:
+            self._close(occupant.ino, "replaced")
+        if previous is not None and previous.id == write.supersede and \
+                (previous.resolver, previous.artifact_id, previous.basename) == write.place:
+            return self._update_content(previous, _content(new))
+        if previous is not None:
+            self._close(ino, "overwrite")
+            return self._insert_version(
+                previous, resolver=directory.resolver, artifact_id=directory.artifact_id,
+                basename=basename, **_content(new))
+        return self._insert_new(ino, new, basename, directory)
+
+    def _live_at_inodes_and_paths(self, writes: list[PathWrite]) -> list[Document]:
+        """Every live document at one of the writes' inodes or paths, in one query
+        (one index lookup each: an OR of them would scan the table on SQLite)."""
+        inos = sorted({w.ino for w in writes})
+        places = sorted({w.place for w in writes}, key=str)
+        sql = " UNION ALL ".join(
+            [f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND ino IN "
+             f"({', '.join('?' for _ in inos)})"] +
+            [f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
+             "AND artifact_id = ? AND basename = ?"] * len(places))
+        return [_doc(r) for r in self.db.rows(sql, [*inos, *(v for p in places for v in p)])]
+
+    def _insert_fresh(self, writes: list[PathWrite]) -> dict[int, Document]:
+        """New documents at free paths, in one statement: {ino: its first version}."""
+        if not writes:
+            return {}
+        now = time.time()
+        rows = [self._new_row(w.ino, w.new, w.basename, now) for w in writes]
+        names = ", ".join(rows[0])
+        marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
+        found = self.db.rows(f"INSERT INTO documents ({names}) VALUES {marks} "
+                             f"RETURNING {_DOC_COLUMNS}", [v for row in rows for v in row.values()])
+        return {doc.ino: self._changed(doc) for doc in map(_doc, found)}
 
     def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
                             ) -> tuple[Document | None, Document | None]:
@@ -641,7 +659,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
 
     def add_variant(self, variant: Variant) -> None:
         with self._write():
-            self._ensure_blob(variant.sha256, variant.bytes)
+            self._ensure_blobs({variant.sha256: variant.bytes})
             self.db.execute(
                 "INSERT INTO variants (document_id, variant, storage_uri, bytes, "
                 "content_type, sha256) VALUES (?, ?, ?, ?, ?, ?) "
@@ -690,12 +708,17 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
 
     # -- helpers (inside a write transaction) ------------------------------------
     def _count_arrival(self, new: NewDocument) -> None:
-        self._ensure_blob(new.sha256, new.bytes)
-        labels = f'resolver="{_label(new.resolver)}"'
-        if new.dedup_hit:
-            self._bump("casfs_dedup_hits_total", labels, 1)
-        self._bump("casfs_ingested_files_total", labels, 1)
-        self._bump("casfs_ingested_bytes_total", labels, new.bytes)
+        self._count_arrivals([new])
+
+    def _count_arrivals(self, news: list[NewDocument]) -> None:
+        """Record the documents' blobs in the ledger and count their arrival."""
+        self._ensure_blobs({new.sha256: new.bytes for new in news})
+        for new in news:
+            labels = f'resolver="{_label(new.resolver)}"'
+            if new.dedup_hit:
+                self._bump("casfs_dedup_hits_total", labels, 1)
+            self._bump("casfs_ingested_files_total", labels, 1)
+            self._bump("casfs_ingested_bytes_total", labels, new.bytes)
 
     def resolve_path(self, path: str) -> Document | None:
         """The live document at a virtual path /<resolver>/<artifact>/<basename>."""
@@ -717,10 +740,14 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                     directory: Directory | None = None) -> Document:
         if directory is None:
             self._ensure_directory(new.resolver, new.artifact_id)
-        now = time.time()
+        return self._insert(**self._new_row(ino, new, basename, time.time()))
+
+    @staticmethod
+    def _new_row(ino: int, new: NewDocument, basename: str, now: float) -> dict[str, Any]:
+        """The columns of a new document's first version."""
         created = new.created_at if new.created_at is not None else now
         mtime_ns = new.mtime_ns if new.mtime_ns is not None else int(created * 1e9)
-        return self._insert(
+        return dict(
             ino=ino, artifact_id=new.artifact_id, resolver=new.resolver,
             source_url=new.source_url, basename=basename, content_type=new.content_type,
             bytes=new.bytes, sha256=new.sha256, storage_uri=new.storage_uri, run_id=new.run_id,

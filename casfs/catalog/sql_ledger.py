@@ -22,10 +22,15 @@ class SqlBlobLedger:
     def _write(self) -> AbstractContextManager[None]:
         raise NotImplementedError  # provided by SqlCatalog
 
-    def _ensure_blob(self, sha256: str, size: int) -> None:
-        self.db.execute("INSERT INTO blobs (sha256, bytes, first_seen) VALUES (?, ?, ?) "
-                          "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
-                          (sha256, size, time.time()))
+    def _ensure_blobs(self, sizes: dict[str, int]) -> None:
+        """Record blobs ({sha256: size}) as present, in one statement."""
+        if not sizes:
+            return
+        now = time.time()
+        marks = ", ".join("(?, ?, ?)" for _ in sizes)
+        self.db.execute(f"INSERT INTO blobs (sha256, bytes, first_seen) VALUES {marks} "
+                        "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
+                        [v for sha256, size in sorted(sizes.items()) for v in (sha256, size, now)])
 
     def set_blob_state(self, sha256: str, state: str) -> None:
         """Record a blob as present, quarantined or missing (inside write_transaction)."""

@@ -71,8 +71,11 @@ class PostgresCatalog(SqlCatalog):
             [v for (name, labels), amount in rows for v in (name, labels, self._shard, amount)])
 
     def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
-        for sha256 in sha256s:  # sorted by the caller: no two registrations deadlock
-            self.db.execute("SELECT pg_advisory_xact_lock_shared(?)", (blob_lock_key(sha256),))
+        # One statement for a whole round, taking them in the caller's (sorted) order.
+        if sha256s:
+            self.db.execute("SELECT count(pg_advisory_xact_lock_shared(k)) "
+                            "FROM unnest(CAST(? AS bigint[])) AS k",
+                            ([blob_lock_key(sha256) for sha256 in sha256s],))
 
     def _announce(self, changes: list[Change]) -> None:
         try:
