@@ -2,7 +2,7 @@
 PostgreSQL server and of the writers, per file, on SQLite and on PostgreSQL.
 
     .venv/bin/python contrib/bench/write_cost.py [--dir DIR] [--files 2400]
-        [--writers 1 8] [--json]
+        [--writers 1 8] [--repeat 1] [--json]
 
 Each case mounts a fresh store (the PostgreSQL one on the tests' throwaway server,
 fsync off), writes --files files of 2 KiB split over the writers (each close
@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,31 +76,45 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path.cwd())
     parser.add_argument("--files", type=int, default=2400)
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every case this many times, alternating; medians shown")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-write-cost-", dir=args.dir))
     server = PostgresServer().start()
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     try:
-        for writers in args.writers:
-            for kind in ("sqlite", "postgresql"):
-                place = work / f"{kind}-{writers}"
-                place.mkdir()
-                catalog = server.url(server.create_database()) if kind == "postgresql" else None
-                Store.init(place / "store", catalog=catalog).close()
-                results[f"{kind}, {writers} writer(s)"] = one_case(
-                    place / "store", place, args.files, writers,
-                    server if kind == "postgresql" else None)
+        for run in range(args.repeat):  # the cases alternate: noise hits them alike
+            for writers in args.writers:
+                for kind in ("sqlite", "postgresql"):
+                    place = work / f"{kind}-{writers}-{run}"
+                    place.mkdir()
+                    catalog = server.url(server.create_database()) \
+                        if kind == "postgresql" else None
+                    Store.init(place / "store", catalog=catalog).close()
+                    runs.setdefault(f"{kind}, {writers} writer(s)", []).append(one_case(
+                        place / "store", place, args.files, writers,
+                        server if kind == "postgresql" else None))
     finally:
         remove_work(work)
         server.stop()
+    results = {case: {column: statistics.median(r[column] for r in measured)
+                      for column in measured[0]} for case, measured in runs.items()}
+    for writers in args.writers:  # PostgreSQL against the SQLite run just before it
+        pairs = zip(runs[f"postgresql, {writers} writer(s)"], runs[f"sqlite, {writers} writer(s)"],
+                    strict=True)
+        results[f"postgresql, {writers} writer(s)"]["files/s vs SQLite"] = statistics.median(
+            pg["files/s"] / lite["files/s"] for pg, lite in pairs)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"medians": results, "runs": runs}, indent=2))
         return 0
-    columns = list(next(iter(results.values())))
-    print(f"{'case':26}" + "".join(f"{c:>28}" for c in columns))
+    columns = ["files/s", "daemon CPU per file, ms", "server CPU per file, ms",
+               "writers' CPU per file, ms", "files/s vs SQLite"]
+    title = f"case (median of {args.repeat})"
+    print(f"{title:26}" + "".join(f"{c:>28}" for c in columns))
     for case, values in results.items():
-        print(f"{case:26}" + "".join(f"{values[c]:28.2f}" for c in columns))
+        print(f"{case:26}" + "".join(
+            f"{values[c]:28.2f}" if c in values else f"{'':28}" for c in columns))
     return 0
 
 
