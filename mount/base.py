@@ -27,6 +27,7 @@ from .catalog_writer import CatalogWriter
 from .control import Control
 from .directory_cache import DirectoryCache
 from .files import Handle
+from .filled_directories import FilledDirectories
 from .listing_cache import MAX_LISTING, ListingCache
 from .open_files import OpenFiles
 
@@ -45,8 +46,9 @@ class OperationsBase(pyfuse3.Operations):
         self.query = CatalogReader(store)
         self.directories = DirectoryCache(cache_timeout, enabled=not store.catalog.local)
         self.listings = ListingCache(cache_timeout, enabled=not store.catalog.local)
+        self.filled = FilledDirectories(cache_timeout, enabled=not store.catalog.local)
         if writer is not None:
-            writer.on_commit = self.listings.drop
+            writer.on_commit = self._committed
         self.readonly = readonly
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
         # A read-only mount has no writer: every writing handler refuses first.
@@ -88,6 +90,12 @@ class OperationsBase(pyfuse3.Operations):
         if any(isinstance(c, DirectoryChange) for c in changes):
             self.directories.forget()
         self.listings.drop(changes)
+        self.filled.announced(changes)
+
+    def _committed(self, changes: list[Change] | None) -> None:
+        """What a transaction of this mount changed (called on the writer's thread)."""
+        self.listings.drop(changes)
+        self.filled.committed(changes)
 
     # -- helpers ----------------------------------------------------------------
     @property
@@ -182,6 +190,8 @@ class OperationsBase(pyfuse3.Operations):
     async def _document_named(self, directory: Directory, name: str) -> Document | None:
         """The live document `name` of an artifact directory: from its kept listing,
         from a fetch of the whole listing once it is read name by name, or by name."""
+        if self.filled.absent(directory, name):
+            return None
         listing = self.listings.names(directory)
         if listing is not None:
             return listing.get(name)

@@ -86,6 +86,7 @@ class DirectoryHandlers(OperationsBase):
         if parent_inode == ROOT_INO and text in naming.RESERVED_ROOT_NAMES:
             raise pyfuse3.FUSEError(errno.EPERM)
         created = await self.write_catalog(lambda c: c.make_directory(parent_inode, text))
+        self.filled.made(created)
         return self._counted(self.attrs.directory(created.ino, created.mtime_ns))
 
     @handler

@@ -270,3 +270,42 @@ def test_another_hosts_changes_show_within_cache_timeout(hosts: Hosts, notify: b
     assert (seen / "f4.txt").read_bytes() == b"rewritten on a"
     if notify:
         assert time.monotonic() - start < CACHE_TIMEOUT, "the announcement was not heard"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops the kernel's caches (root)")
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "no-notify"])
+def test_a_directory_this_host_fills_shows_every_name_it_holds(hosts: Hosts,
+                                                                notify: bool) -> None:
+    """a made W1 and answers new names in it without the catalog (filled_directories):
+    every name a put there (written, renamed, linked) is still found once the kernel
+    forgot it, and a name b adds shows on a within cache_timeout."""
+    a = hosts.mount("a", *(() if notify else ("nonotify",)))
+    b = hosts.mount("b")
+    filled, other = a / "r" / "W1", a / "r" / "W2"
+    filled.mkdir(parents=True)
+    other.mkdir()
+    for i in range(3):
+        (filled / f"f{i}.txt").write_bytes(b"x" * (i + 1))
+    (other / "moved.txt").write_bytes(b"moved in")
+    (other / "moved.txt").rename(filled / "moved.txt")
+    os.link(filled / "f0.txt", filled / "linked.txt")
+    fresh_view()
+    assert {p.name: p.stat().st_size for p in filled.iterdir()} == {
+        "f0.txt": 1, "f1.txt": 2, "f2.txt": 3, "moved.txt": 8, "linked.txt": 1}
+    fresh_view()
+    assert [(filled / n).exists() for n in ("f1.txt", "moved.txt", "linked.txt", "no.txt")] \
+        == [True, True, True, False]
+
+    on_b = b / "r" / "W1"
+    deadline = time.monotonic() + CACHE_TIMEOUT + 1
+    while not on_b.exists():
+        assert time.monotonic() < deadline, "W1 never showed on b"
+        time.sleep(0.02)
+    (on_b / "from-b.txt").write_bytes(b"written on b")
+    start = time.monotonic()
+    while not (filled / "from-b.txt").exists():
+        assert time.monotonic() - start < CACHE_TIMEOUT + 1, "a never saw b's file"
+        time.sleep(0.05)
+    assert (filled / "from-b.txt").read_bytes() == b"written on b"
+    if notify:
+        assert time.monotonic() - start < CACHE_TIMEOUT, "the announcement was not heard"
