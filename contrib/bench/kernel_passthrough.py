@@ -1,0 +1,109 @@
+"""What the kernel's FUSE passthrough would give casfs's reads: the experiment behind
+the README's note "FUSE passthrough: what it would take".
+
+    .venv/bin/python contrib/bench/kernel_passthrough.py --example PATH [--lib DIR]
+        [--dir DIR] [--size-mib 256] [--runs 2]
+
+PATH is libfuse's `example/passthrough_hp` built from libfuse 3.17 or later (`meson
+setup build -Dexamples=true && ninja -C build example/passthrough_hp`), DIR its
+`build/lib` (put on LD_LIBRARY_PATH). pyfuse3 on Debian's libfuse 3.14 cannot ask for
+passthrough, so casfs cannot be measured with it; this measures the same C daemon
+with and without passthrough, and casfs, in one run: the first read of a file
+through a new mount and a warm re-read, as ratios to native hot. As root (the kernel
+lets only a privileged daemon open backing files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from mount_workloads import mounted  # noqa: E402
+
+from casfs.store import Store  # noqa: E402
+
+
+def cat(path: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def reads(path: Path, native_hot: float) -> str:
+    first = cat(path)
+    warm = min(cat(path) for _ in range(3))
+    return f"first read {native_hot / first:5.2f}x   warm re-read {native_hot / warm:5.2f}x"
+
+
+def example(binary: Path, lib: Path | None, source: Path, mountpoint: Path,
+            passthrough: bool, native_hot: float) -> str:
+    env = dict(os.environ, **({"LD_LIBRARY_PATH": str(lib)} if lib else {}))
+    mode = [] if passthrough else ["--nopassthrough"]
+    process = subprocess.Popen([str(binary), "--foreground", *mode, str(source),
+                                str(mountpoint)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mountpoint):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{binary} did not mount")
+            time.sleep(0.05)
+        return reads(mountpoint / "big.bin", native_hot)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        process.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--example", type=Path, required=True,
+                        help="libfuse's example/passthrough_hp (libfuse 3.17 or later)")
+    parser.add_argument("--lib", type=Path, help="the libfuse build's lib directory")
+    parser.add_argument("--dir", type=Path, default=Path.cwd())
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="casfs-kernel-passthrough-", dir=args.dir))
+    try:
+        source, mountpoint = work / "source", work / "mnt-example"
+        source.mkdir()
+        mountpoint.mkdir()
+        big = source / "big.bin"
+        with big.open("wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(1 << 20))
+        store = work / "store"
+        Store.init(store).close()
+        with mounted(store, work / "mnt-casfs") as mnt:
+            (mnt / "bench" / "big").mkdir(parents=True)
+            shutil.copyfile(big, mnt / "bench" / "big" / "big.bin")
+        cat(big)
+        native_hot = min(cat(big) for _ in range(3))
+        print(f"native hot read of {args.size_mib} MiB: {native_hot * 1e3:.1f} ms")
+        for _ in range(args.runs):
+            for passthrough in (True, False):
+                name = "libfuse example, " + ("passthrough" if passthrough else "no passthrough")
+                result = example(args.example, args.lib, source, mountpoint, passthrough,
+                                 native_hot)
+                print(f"{name:36} {result}", flush=True)
+            with mounted(store, work / "mnt-casfs") as mnt:  # its blob is hot underneath
+                print(f"{'casfs (pyfuse3, libfuse 3.14)':36} "
+                      f"{reads(mnt / 'bench' / 'big' / 'big.bin', native_hot)}", flush=True)
+    finally:
+        for mountpoint in work.glob("mnt-*"):
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
