@@ -89,8 +89,11 @@ def test_a_store_moves_to_postgresql_and_a_killed_move_completes(
     with Store.open(path, readonly=True) as store:
         assert store.locations.catalog.startswith("sqlite:")
 
-    # The rerun completes.
+    # The rerun completes, and leaves the planner its statistics.
     assert cli.main(["--store", str(path), "migrate", "--catalog", url, "--apply"]) == 0
+    with psycopg.connect(url, autocommit=True) as watcher:
+        assert watcher.execute("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                               "WHERE relname = 'documents'").fetchone() == (True,)
     with Store.open(path) as store:
         assert store.locations.catalog == url
         assert store.catalog.stats() == stats
