@@ -538,7 +538,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         if not writes:
             return {}
         now = time.time()
-        rows = [self._new_row(w.ino, w.new, w.basename, now) for w in writes]
+        rows = [self._new_row(w.ino, _at_place(w), w.basename, now) for w in writes]
         names = ", ".join(rows[0])
         marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
         found = self.db.rows(f"INSERT INTO documents ({names}) VALUES {marks} "
@@ -779,6 +779,13 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         self._changes.append(DocumentChange(doc.ino, doc.resolver, doc.artifact_id,
                                             doc.basename))
         return doc
+
+
+def _at_place(write: PathWrite) -> NewDocument:
+    """The write's document, in the write's directory (an artifact directory)."""
+    assert write.directory.artifact_id is not None
+    return replace(write.new, resolver=write.directory.resolver,
+                   artifact_id=write.directory.artifact_id)
 
 
 def _content(new: NewDocument) -> dict[str, Any]:
