@@ -268,6 +268,11 @@ def test_writes_at_paths_commit_as_one(store: Store) -> None:
     assert {c.ino for c in catalog.drain_changes() or []} >= set(inos)
 
 
+def test_writes_at_paths_of_nothing_changes_nothing(store: Store) -> None:
+    assert store.catalog.write_at_paths([]) == []
+    assert store.catalog.stats()["documents"] == 0
+
+
 def test_a_failure_in_writes_at_paths_commits_none_of_them(store: Store) -> None:
     catalog = store.catalog
     directory = catalog.ensure_directory("unpaywall", "W1")

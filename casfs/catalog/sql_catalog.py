@@ -488,6 +488,9 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         writing new documents). A write that meets a live document, or shares its
         inode or path with another of the round, is made on its own, in order.
         """
+        if not writes:
+            return []
+
         def change() -> list[Document]:
             with self._write():
                 self._require_present([w.new.sha256 for w in writes], present)
