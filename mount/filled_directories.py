@@ -27,47 +27,53 @@ from casfs.catalog.changes import Change, DirectoryChange, DocumentChange
 from casfs.records import Directory
 
 MAX_DIRECTORIES = 10_000  # directories kept; more drop the oldest
-MAX_NAMES = 50_000  # names in one directory; beyond, it is asked name by name
+MAX_NAMES = 200_000  # names kept over all directories; more drop the oldest directories
 
 Key = tuple[str, str]  # (resolver, artifact_id)
 
 
 @dataclass
 class _Filling:
-    ino: int
+    key: Key
     expires: float
     names: set[str] = field(default_factory=set)
 
 
 class FilledDirectories:
+    """Kept by directory inode, oldest first (so also soonest to expire), with the
+    inode of each (resolver, artifact_id): commits and announcements name places by
+    key, directory changes by inode, and each finds its entry in one step."""
+
     def __init__(self, ttl: float, enabled: bool) -> None:
         self.ttl = ttl
         self.enabled = enabled and ttl > 0
         self._lock = threading.Lock()  # commits and announcements arrive on threads
-        self._filling: dict[Key, _Filling] = {}
+        self._filling: dict[int, _Filling] = {}
+        self._ino_of: dict[Key, int] = {}
+        self._names = 0
 
     def made(self, directory: Directory) -> None:
         """This mount just made `directory` (committed): it holds no names yet."""
         if not self.enabled or directory.artifact_id is None:
             return
+        key, now = _key(directory), time.monotonic()
         with self._lock:
-            if len(self._filling) >= MAX_DIRECTORIES:
-                del self._filling[next(iter(self._filling))]  # the oldest
-            self._filling[_key(directory)] = _Filling(directory.ino,
-                                                      time.monotonic() + self.ttl)
+            self._forget(self._ino_of.get(key))
+            self._filling[directory.ino] = _Filling(key, now + self.ttl)
+            self._ino_of[key] = directory.ino
+            self._trim(now)
 
     def absent(self, directory: Directory, name: str) -> bool:
         """True when `name` is surely not in `directory` (this mount made it and put
         no such name there); False when the catalog must be asked."""
         if not self.enabled:
             return False
-        key = _key(directory)
         with self._lock:
-            filling = self._filling.get(key)
-            if filling is None or filling.ino != directory.ino:
+            filling = self._filling.get(directory.ino)
+            if filling is None or filling.key != _key(directory):
                 return False
             if filling.expires < time.monotonic():
-                del self._filling[key]
+                self._forget(directory.ino)
                 return False
             return name not in filling.names
 
@@ -79,17 +85,19 @@ class FilledDirectories:
             return
         with self._lock:
             if changes is None:
-                self._filling.clear()
+                self._clear()
                 return
             for change in changes:
                 if isinstance(change, DocumentChange):
-                    filling = self._filling.get((change.resolver, change.artifact_id))
-                    if filling is not None:
-                        filling.names.add(change.basename)
-                        if len(filling.names) > MAX_NAMES:
-                            del self._filling[(change.resolver, change.artifact_id)]
-                else:
-                    self._directory_changed(change)
+                    ino = self._ino_of.get((change.resolver, change.artifact_id))
+                    if ino is not None and change.basename not in self._filling[ino].names:
+                        self._filling[ino].names.add(change.basename)
+                        self._names += 1
+                elif change.parent_ino == ROOT_INO:  # a resolver: its artifacts' keys move
+                    self._clear()
+                else:  # an artifact directory renamed or removed by this mount
+                    self._forget(change.ino)
+            self._trim(time.monotonic())
 
     def announced(self, changes: list[Change] | None) -> None:
         """Another process changed these places: forget every directory they touch
@@ -98,19 +106,32 @@ class FilledDirectories:
             return
         with self._lock:
             if changes is None or any(isinstance(c, DirectoryChange) for c in changes):
-                self._filling.clear()
+                self._clear()
                 return
             for change in changes:
                 assert isinstance(change, DocumentChange)
-                self._filling.pop((change.resolver, change.artifact_id), None)
+                self._forget(self._ino_of.get((change.resolver, change.artifact_id)))
 
-    def _directory_changed(self, change: DirectoryChange) -> None:
-        if change.parent_ino == ROOT_INO:  # a resolver: its artifacts' keys may move
-            self._filling.clear()
-            return
-        for key, filling in list(self._filling.items()):
-            if filling.ino == change.ino:  # renamed or removed by this mount
-                del self._filling[key]
+    def _trim(self, now: float) -> None:
+        """Drop the oldest directories while they expired or too much is kept."""
+        while self._filling:
+            ino, oldest = next(iter(self._filling.items()))
+            if oldest.expires >= now and len(self._filling) <= MAX_DIRECTORIES \
+                    and self._names <= MAX_NAMES:
+                return
+            self._forget(ino)
+
+    def _forget(self, ino: int | None) -> None:
+        filling = self._filling.pop(ino, None) if ino is not None else None
+        if filling is not None:
+            self._names -= len(filling.names)
+            if self._ino_of.get(filling.key) == ino:
+                del self._ino_of[filling.key]
+
+    def _clear(self) -> None:
+        self._filling.clear()
+        self._ino_of.clear()
+        self._names = 0
 
 
 def _key(directory: Directory) -> Key:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from casfs.catalog import ROOT_INO
 from casfs.catalog.changes import DirectoryChange, DocumentChange
 from casfs.mount.filled_directories import FilledDirectories
@@ -78,3 +80,14 @@ def test_an_embedded_catalog_keeps_nothing() -> None:
     filled = FilledDirectories(60.0, enabled=False)
     filled.made(W1)
     assert not filled.absent(W1, "x.pdf")
+
+
+def test_what_is_kept_is_bounded_and_the_oldest_goes_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("casfs.mount.filled_directories.MAX_NAMES", 2)
+    filled = filling(W1, W2)
+    filled.committed([DocumentChange(100, "r", "W2", "a.pdf"),
+                      DocumentChange(101, "r", "W2", "b.pdf"),
+                      DocumentChange(102, "r", "W1", "c.pdf")])
+    assert not filled.absent(W1, "x.pdf")  # the oldest went: asked again
+    assert filled.absent(W2, "x.pdf") and not filled.absent(W2, "a.pdf")
