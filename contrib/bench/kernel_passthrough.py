@@ -16,7 +16,6 @@ lets only a privileged daemon open backing files).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import mounted  # noqa: E402
+from mount_workloads import mounted, random_file, remove_work, serving  # noqa: E402
 
 from casfs.store import Store  # noqa: E402
 
@@ -46,20 +45,12 @@ def reads(path: Path, native_hot: float) -> str:
 
 def example(binary: Path, lib: Path | None, source: Path, mountpoint: Path,
             passthrough: bool, native_hot: float) -> str:
-    env = dict(os.environ, **({"LD_LIBRARY_PATH": str(lib)} if lib else {}))
-    mode = [] if passthrough else ["--nopassthrough"]
-    process = subprocess.Popen([str(binary), "--foreground", *mode, str(source),
-                                str(mountpoint)], env=env, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mountpoint):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{binary} did not mount")
-            time.sleep(0.05)
+    command = [str(binary), "--foreground", *([] if passthrough else ["--nopassthrough"]),
+               str(source), str(mountpoint)]
+    if lib is not None:
+        command = ["env", f"LD_LIBRARY_PATH={lib}", *command]
+    with serving(command, mountpoint):
         return reads(mountpoint / "big.bin", native_hot)
-    finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
-        process.wait(timeout=30)
 
 
 def main() -> int:
@@ -76,10 +67,7 @@ def main() -> int:
         source, mountpoint = work / "source", work / "mnt-example"
         source.mkdir()
         mountpoint.mkdir()
-        big = source / "big.bin"
-        with big.open("wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
+        big = random_file(source / "big.bin", args.size_mib)
         store = work / "store"
         Store.init(store).close()
         with mounted(store, work / "mnt-casfs") as mnt:
@@ -98,10 +86,7 @@ def main() -> int:
                 print(f"{'casfs (pyfuse3, libfuse 3.14)':36} "
                       f"{reads(mnt / 'bench' / 'big' / 'big.bin', native_hot)}", flush=True)
     finally:
-        for mountpoint in work.glob("mnt-*"):
-            if os.path.ismount(mountpoint):
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
     return 0
 
 

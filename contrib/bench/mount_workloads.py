@@ -103,3 +103,49 @@ def write_in_parallel(root: Path, names: list[str], payload: bytes, writers: int
     for t in threads:
         t.join()
     return share * writers
+
+
+@contextmanager
+def serving(command: list[str], mountpoint: Path) -> Iterator[int]:
+    """Another FUSE daemon (a peer) that serves in the foreground, mounted at
+    `mountpoint` for the block; yields its pid. Its messages go to a log beside the
+    mountpoint, quoted when it does not mount."""
+    mountpoint.mkdir(exist_ok=True)
+    log = mountpoint.parent / f"{mountpoint.name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mountpoint):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[0]} did not mount: "
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        yield process.pid
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def random_file(path: Path, mib: int) -> Path:
+    """A file of `mib` MiB of random bytes (nothing compresses or dedups it)."""
+    with path.open("wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
+def native_ingest(source: Path, target: Path) -> float:
+    """Seconds of `cp + sha256sum + sync` of `source` to `target` (what an ingest into
+    the mount promises, done natively); `target` is removed afterwards."""
+    def run() -> None:
+        subprocess.run(["cp", str(source), str(target)], check=True)
+        subprocess.run(["sha256sum", str(target)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["sync", "-f", str(target)], check=True)
+    seconds = timed(run)
+    target.unlink()
+    return seconds

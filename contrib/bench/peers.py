@@ -37,45 +37,24 @@ from mount_workloads import (  # noqa: E402
     daemon_pid,
     drop_caches,
     mounted,
+    native_ingest,
+    random_file,
     remove_work,
+    serving,
     timed,
     write_in_parallel,
 )
 
 from casfs.store import Store  # noqa: E402
+from casfs.tools.bench import peak_rss_mib  # noqa: E402
 
-CHUNK = 1 << 20
 Mount = Callable[[], AbstractContextManager[tuple[Path, int]]]
 
 
-def peak_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 @contextmanager
-def foreground(command: list[str], mountpoint: Path) -> Iterator[tuple[Path, int]]:
-    """A FUSE daemon that serves in the foreground, mounted for the block."""
-    mountpoint.mkdir(exist_ok=True)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mountpoint):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[0]} did not mount: "
-                                   f"{process.stderr.read().decode() if process.stderr else ''}")
-            time.sleep(0.05)
-        yield mountpoint, process.pid
-    finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def peer(command: list[str], mountpoint: Path) -> Iterator[tuple[Path, int]]:
+    with serving(command, mountpoint) as pid:
+        yield mountpoint, pid
 
 
 def casfs_mount(work: Path) -> Mount:
@@ -92,15 +71,15 @@ def casfs_mount(work: Path) -> Mount:
 def passthrough_mount(work: Path, example: Path) -> Mount:
     source = work / "passthrough-source"
     source.mkdir()
-    return lambda: foreground([sys.executable, str(example), str(source), str(work / "mnt-pt")],
-                              work / "mnt-pt")
+    return lambda: peer([sys.executable, str(example), str(source), str(work / "mnt-pt")],
+                        work / "mnt-pt")
 
 
 def rclone_mount(work: Path) -> Mount:
     source = work / "rclone-source"
     source.mkdir()
-    return lambda: foreground(["rclone", "mount", str(source), str(work / "mnt-rclone"),
-                               "--vfs-cache-mode", "off"], work / "mnt-rclone")
+    return lambda: peer(["rclone", "mount", str(source), str(work / "mnt-rclone"),
+                         "--vfs-cache-mode", "off"], work / "mnt-rclone")
 
 
 def run(command: list[str]) -> None:
@@ -115,13 +94,8 @@ def native_baselines(work: Path, big: Path, small: list[str], payload: bytes
                      ) -> dict[str, float]:
     native = work / "native"
     native.mkdir()
-    target = native / "big.bin"
-
-    def ingest() -> None:
-        run(["cp", str(big), str(target)])
-        run(["sha256sum", str(target)])
-        run(["sync", "-f", str(target)])
-    out = {"ingest": timed(ingest), "hot read": best_of(lambda: run(["cat", str(target)]))}
+    out = {"ingest": native_ingest(big, native / "big.bin"),
+           "hot read": best_of(lambda: run(["cat", str(big)]))}
     write_in_parallel(native / "small", small, payload, 1)
     directory = native / "small" / "w0"
     drop_caches(2)
@@ -144,7 +118,7 @@ def measure(mount: Mount, big: Path, small: list[str], payload: bytes,
         root.mkdir(parents=True)
         out["ingest vs cp + sha256sum + sync"] = native["ingest"] / timed(
             lambda: run(["cp", str(big), str(root / "big.bin")]))
-        peak = max(peak, peak_mib(pid))
+        peak = max(peak, peak_rss_mib(pid))
     with mount() as (mnt, pid):  # a new mount: nothing of the file in its page cache
         copy = mnt / "bench" / "big" / "big.bin"
         out["first read through a new mount vs native hot"] = native["hot read"] / timed(
@@ -156,7 +130,7 @@ def measure(mount: Mount, big: Path, small: list[str], payload: bytes,
             start = time.perf_counter()
             done = write_in_parallel(root, small, payload, writers)
             out[f"small files/s, {writers} writer(s)"] = done / (time.perf_counter() - start)
-        peak = max(peak, peak_mib(pid))
+        peak = max(peak, peak_rss_mib(pid))
     with mount() as (mnt, pid):
         directory = mnt / "small-1" / "w0"
         drop_caches(2)
@@ -169,7 +143,7 @@ def measure(mount: Mount, big: Path, small: list[str], payload: bytes,
             os.stat(path)
         out["repeated stat (x native)"] = best_of(
             lambda: [os.stat(p) for p in paths]) / native["stat repeated"]
-        out["daemon peak memory, MiB"] = max(peak, peak_mib(pid))
+        out["daemon peak memory, MiB"] = max(peak, peak_rss_mib(pid))
     return out
 
 
@@ -186,10 +160,7 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     left_out: dict[str, str] = {}
     try:
-        big = work / "big.bin"
-        with big.open("wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(CHUNK))
+        big = random_file(work / "big.bin", args.size_mib)
         payload = os.urandom(2048)
         small = [f"f{i:06d}.bin" for i in range(args.files)]
         native = native_baselines(work, big, small, payload)

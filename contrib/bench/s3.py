@@ -40,6 +40,7 @@ from mount_workloads import (  # noqa: E402
     drop_caches,
     mounted,
     per_second,
+    random_file,
     remove_work,
     timed,
     write_files,
@@ -139,10 +140,7 @@ def main() -> int:
     os.environ.update(server.env())
     results: dict[str, dict[str, float]] = {}
     try:
-        big = work / "big.bin"
-        with open(big, "wb") as f:
-            for _ in range(args.big_mib):
-                f.write(os.urandom(1 << 20))
+        big = random_file(work / "big.bin", args.big_mib)
         size = big.stat().st_size
         bucket, prefix = "casfs", uuid.uuid4().hex
         kinds = {"local": None, "s3": f"s3://{bucket}/{prefix}"}

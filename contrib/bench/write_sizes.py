@@ -17,7 +17,6 @@ are about 130 reads).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -31,7 +30,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import daemon_pid, mounted, remove_work, timed  # noqa: E402
+from mount_workloads import (  # noqa: E402
+    daemon_pid,
+    mounted,
+    native_ingest,
+    random_file,
+    remove_work,
+    timed,
+)
 
 from casfs.store import Store  # noqa: E402
 
@@ -62,23 +68,6 @@ WRITERS: dict[str, Writer] = {
 }
 
 
-def make(path: Path, mib: int) -> None:
-    with path.open("wb") as f:
-        for _ in range(mib):
-            f.write(os.urandom(1 << 20))
-
-
-def native_ingest(source: Path, target: Path) -> float:
-    """Seconds of `cp + sha256sum + sync` (what ingest promises, done natively)."""
-    def run() -> None:
-        subprocess.run(["cp", str(source), str(target)], check=True)
-        subprocess.run(["sha256sum", str(target)], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["sync", "-f", str(target)], check=True)
-    seconds = timed(run)
-    target.unlink()
-    return seconds
-
-
 def requests(pid: int, write: Callable[[], None]) -> int:
     """The daemon's reads of /dev/fuse while `write` runs (WRITE requests, mostly)."""
     trace = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=read", "-P", "/dev/fuse",
@@ -104,8 +93,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="casfs-write-sizes-", dir=args.dir))
     try:
         big, small = work / "big.bin", work / "small.bin"
-        make(big, args.size_mib)
-        make(small, 64)
+        random_file(big, args.size_mib)
+        random_file(small, 64)
         store = work / "store"
         Store.init(store).close()
         with mounted(store, work / "mnt") as mnt:
