@@ -438,10 +438,22 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         blob from its staging file (law 2 under concurrency).
         """
         self._lock_blobs_in_use(sorted(set(sha256s)))
+        self._check_present(sha256s, present)
+
+    @staticmethod
+    def _check_present(sha256s: list[str], present: BlobCheck | None) -> None:
+        """Raise BlobsMissing for the blobs `present` says are gone (under the locks)."""
         if present is not None:
             missing = sorted({sha for sha in sha256s if not present(sha)})
             if missing:
                 raise BlobsMissing(missing)
+
+    def _claim_blobs(self, sizes: dict[str, int], present: BlobCheck | None) -> None:
+        """`_require_present` for the blobs ({sha256: size}) of new documents, and
+        record them in the ledger as present (a backend may do both in one
+        statement: the check still comes after the locks)."""
+        self._require_present(sorted(sizes), present)
+        self._ensure_blobs(sizes)
 
     def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
         """Keep gc from removing these blobs until this transaction ends (law 3 with
@@ -482,27 +494,25 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                        ) -> list[Document]:
         """The mount's writes of closed files, in one transaction: see Catalog.
 
-        A round of closes costs a few statements whatever its size: one locks the
-        blobs, one records them, one finds what is live at every inode and path, and
-        one inserts the files that are new at new paths (the usual case: a pipeline
-        writing new documents). A write that meets a live document, or shares its
-        inode or path with another of the round, is made on its own, in order.
+        A round of closes costs a few statements whatever its size: the blobs are
+        locked and recorded (one statement on PostgreSQL, which locks), and one
+        inserts every file whose inode and path are free (the usual case: a pipeline
+        writing new documents), skipping the others. A write that meets a live
+        document, or shares its inode or path with another of the round, is then made
+        on its own, in order: the free ones commute with it (no inode or path in
+        common).
         """
         if not writes:
             return []
 
         def change() -> list[Document]:
             with self._write():
-                self._require_present([w.new.sha256 for w in writes], present)
-                self._count_arrivals([w.new for w in writes])
-                live = self._live_at_inodes_and_paths(writes)
-                at_ino = {d.ino for d in live}
-                at_place = {(d.resolver, d.artifact_id, d.basename) for d in live}
+                self._claim_blobs({w.new.sha256: w.new.bytes for w in writes}, present)
+                self._bump_arrivals([w.new for w in writes])
                 inos = Counter(w.ino for w in writes)
                 places = Counter(w.place for w in writes)
-                fresh = [w for w in writes if w.ino not in at_ino and w.place not in at_place
-                         and inos[w.ino] == 1 and places[w.place] == 1]
-                inserted = self._insert_fresh(fresh)
+                alone = [w for w in writes if inos[w.ino] == 1 and places[w.place] == 1]
+                inserted = self._insert_where_free(alone)
                 return [inserted[w.ino] if w.ino in inserted else self._write_at_path(w)
                         for w in writes]
         return self._retrying(change)
@@ -524,20 +534,10 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                 basename=basename, **_content(new))
         return self._insert_new(ino, new, basename, directory)
 
-    def _live_at_inodes_and_paths(self, writes: list[PathWrite]) -> list[Document]:
-        """Every live document at one of the writes' inodes or paths, in one query
-        (one index lookup each: an OR of them would scan the table on SQLite)."""
-        inos = sorted({w.ino for w in writes})
-        places = sorted({w.place for w in writes}, key=str)
-        sql = " UNION ALL ".join(
-            [f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND ino IN "
-             f"({', '.join('?' for _ in inos)})"] +
-            [f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
-             "AND artifact_id = ? AND basename = ?"] * len(places))
-        return [_doc(r) for r in self.db.rows(sql, [*inos, *(v for p in places for v in p)])]
-
-    def _insert_fresh(self, writes: list[PathWrite]) -> dict[int, Document]:
-        """New documents at free paths, in one statement: {ino: its first version}."""
+    def _insert_where_free(self, writes: list[PathWrite]) -> dict[int, Document]:
+        """New documents for the writes whose inode and path hold no live document,
+        in one statement (a live one trips a partial unique index, and the row is
+        skipped): {ino: its first version}. The skipped ones are the caller's."""
         if not writes:
             return {}
         now = time.time()
@@ -545,7 +545,8 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         names = ", ".join(rows[0])
         marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
         found = self.db.rows(f"INSERT INTO documents ({names}) VALUES {marks} "
-                             f"RETURNING {_DOC_COLUMNS}", [v for row in rows for v in row.values()])
+                             f"ON CONFLICT DO NOTHING RETURNING {_DOC_COLUMNS}",
+                             [v for row in rows for v in row.values()])
         return {doc.ino: self._changed(doc) for doc in map(_doc, found)}
 
     def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
@@ -716,6 +717,9 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
     def _count_arrivals(self, news: list[NewDocument]) -> None:
         """Record the documents' blobs in the ledger and count their arrival."""
         self._ensure_blobs({new.sha256: new.bytes for new in news})
+        self._bump_arrivals(news)
+
+    def _bump_arrivals(self, news: list[NewDocument]) -> None:
         for new in news:
             labels = f'resolver="{_label(new.resolver)}"'
             if new.dedup_hit:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterator
 
+from casfs.catalog import BlobCheck
 from casfs.catalog import changes as announced
 from casfs.catalog.changes import Change
 from casfs.catalog.postgres import schema
@@ -76,6 +78,24 @@ class PostgresCatalog(SqlCatalog):
             self.db.execute("SELECT count(pg_advisory_xact_lock_shared(k)) "
                             "FROM unnest(CAST(? AS bigint[])) AS k",
                             ([blob_lock_key(sha256) for sha256 in sha256s],))
+
+    def _claim_blobs(self, sizes: dict[str, int], present: BlobCheck | None) -> None:
+        # The locks and the ledger's rows in one statement (a round trip fewer for
+        # every round of closes): the uncorrelated subquery runs once, before the
+        # first row is written; `present` is checked after, still under the locks.
+        if not sizes:
+            return
+        names = sorted(sizes)
+        self.db.execute(
+            "WITH locked AS (SELECT count(pg_advisory_xact_lock_shared(k)) AS n "
+            "FROM unnest(CAST(? AS bigint[])) AS k) "
+            "INSERT INTO blobs (sha256, bytes, first_seen) "
+            "SELECT s, b, ? FROM unnest(CAST(? AS text[]), CAST(? AS bigint[])) AS t (s, b) "
+            "WHERE (SELECT n FROM locked) >= 0 "
+            "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
+            ([blob_lock_key(sha256) for sha256 in names], time.time(), names,
+             [sizes[sha256] for sha256 in names]))
+        self._check_present(names, present)
 
     def _announce(self, changes: list[Change]) -> None:
         try:
