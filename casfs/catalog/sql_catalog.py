@@ -494,12 +494,12 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                        ) -> list[Document]:
         """The mount's writes of closed files, in one transaction: see Catalog.
 
-        A round of closes costs a few statements whatever its size: the blobs are
-        locked and recorded (one statement on PostgreSQL, which locks), and one
-        inserts every file whose inode and path are free (the usual case: a pipeline
-        writing new documents), skipping the others. A write that meets a live
-        document, or shares its inode or path with another of the round, is then made
-        on its own, in order: the free ones commute with it (no inode or path in
+        A round of closes costs a few statements whatever its size (one on
+        PostgreSQL, see `_claim_and_insert`): the blobs are locked and recorded, and
+        every file whose inode and path are free (the usual case: a pipeline writing
+        new documents) is inserted at once, the others skipped. A write that meets a
+        live document, or shares its inode or path with another of the round, is then
+        made on its own, in order: the free ones commute with it (no inode or path in
         common).
         """
         if not writes:
@@ -507,12 +507,12 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
 
         def change() -> list[Document]:
             with self._write():
-                self._claim_blobs({w.new.sha256: w.new.bytes for w in writes}, present)
                 self._bump_arrivals([w.new for w in writes])
                 inos = Counter(w.ino for w in writes)
                 places = Counter(w.place for w in writes)
                 alone = [w for w in writes if inos[w.ino] == 1 and places[w.place] == 1]
-                inserted = self._insert_where_free(alone)
+                inserted = self._claim_and_insert(
+                    {w.new.sha256: w.new.bytes for w in writes}, present, alone)
                 return [inserted[w.ino] if w.ino in inserted else self._write_at_path(w)
                         for w in writes]
         return self._retrying(change)
@@ -534,20 +534,32 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
                 basename=basename, **_content(new))
         return self._insert_new(ino, new, basename, directory)
 
-    def _insert_where_free(self, writes: list[PathWrite]) -> dict[int, Document]:
-        """New documents for the writes whose inode and path hold no live document,
-        in one statement (a live one trips a partial unique index, and the row is
-        skipped): {ino: its first version}. The skipped ones are the caller's."""
+    def _claim_and_insert(self, sizes: dict[str, int], present: BlobCheck | None,
+                          writes: list[PathWrite]) -> dict[int, Document]:
+        """`_claim_blobs(sizes, present)`, then insert new documents for the writes
+        whose inode and path hold no live document: {ino: its first version}. The
+        skipped writes are the caller's. A backend may send it all (and the counters
+        so far) as one statement, as long as `present` is checked after the locks."""
+        self._claim_blobs(sizes, present)
         if not writes:
             return {}
+        sql, args = self._insert_where_free(writes)
+        return self._inserted(self.db.rows(sql, args))
+
+    def _insert_where_free(self, writes: list[PathWrite]) -> tuple[str, list[Any]]:
+        """The statement that inserts the writes' documents, each only where its inode
+        and path are free (a live one trips a partial unique index, and the row is
+        skipped), returning the inserted rows."""
         now = time.time()
         rows = [self._new_row(w.ino, _at_place(w), w.basename, now) for w in writes]
         names = ", ".join(rows[0])
         marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
-        found = self.db.rows(f"INSERT INTO documents ({names}) VALUES {marks} "
-                             f"ON CONFLICT DO NOTHING RETURNING {_DOC_COLUMNS}",
-                             [v for row in rows for v in row.values()])
-        return {doc.ino: self._changed(doc) for doc in map(_doc, found)}
+        return (f"INSERT INTO documents ({names}) VALUES {marks} "
+                f"ON CONFLICT DO NOTHING RETURNING {_DOC_COLUMNS}",
+                [v for row in rows for v in row.values()])
+
+    def _inserted(self, rows: list[Row]) -> dict[int, Document]:
+        return {doc.ino: self._changed(doc) for doc in map(_doc, rows)}
 
     def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
                             ) -> tuple[Document | None, Document | None]:

@@ -75,9 +75,15 @@ class SqlBlobLedger:
 
     def _flush_counters(self) -> None:
         """Write the counters this transaction added to (just before it commits)."""
-        deltas, self._counter_deltas = self._counter_deltas, {}
+        deltas = self._take_counter_deltas()
         if deltas:
             self._write_counters(deltas)
+
+    def _take_counter_deltas(self) -> dict[tuple[str, str], int]:
+        """What this transaction added to the counters and has not written yet, now
+        the caller's to write."""
+        deltas, self._counter_deltas = self._counter_deltas, {}
+        return deltas
 
     def _write_counters(self, deltas: dict[tuple[str, str], int]) -> None:
         """Add `deltas` to the counters table (the backend says how)."""

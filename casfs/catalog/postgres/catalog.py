@@ -25,6 +25,7 @@ from casfs.catalog.postgres import schema
 from casfs.catalog.postgres.database import PostgresDatabase
 from casfs.catalog.sql_catalog import INO_BLOCK, SqlCatalog
 from casfs.errors import CatalogError, StoreError
+from casfs.records import Document, PathWrite
 
 SHARDS = 64
 log = logging.getLogger("casfs.catalog")
@@ -64,13 +65,16 @@ class PostgresCatalog(SqlCatalog):
         return range(start, start + INO_BLOCK)
 
     def _write_counters(self, deltas: dict[tuple[str, str], int]) -> None:
+        self.db.execute(*self._counters_statement(deltas))
+
+    def _counters_statement(self, deltas: dict[tuple[str, str], int]
+                            ) -> tuple[str, list[object]]:
         rows = sorted(deltas.items())  # one order: two transactions never deadlock
         marks = ", ".join("(?, ?, ?, ?)" for _ in rows)
-        self.db.execute(
-            f"INSERT INTO counters (name, labels, shard, value) VALUES {marks} "
-            "ON CONFLICT (name, labels, shard) DO UPDATE "
-            "SET value = counters.value + excluded.value",
-            [v for (name, labels), amount in rows for v in (name, labels, self._shard, amount)])
+        return (f"INSERT INTO counters (name, labels, shard, value) VALUES {marks} "
+                "ON CONFLICT (name, labels, shard) DO UPDATE "
+                "SET value = counters.value + excluded.value",
+                [v for (name, labels), amount in rows for v in (name, labels, self._shard, amount)])
 
     def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
         # One statement for a whole round, taking them in the caller's (sorted) order.
@@ -80,22 +84,46 @@ class PostgresCatalog(SqlCatalog):
                             ([blob_lock_key(sha256) for sha256 in sha256s],))
 
     def _claim_blobs(self, sizes: dict[str, int], present: BlobCheck | None) -> None:
-        # The locks and the ledger's rows in one statement (a round trip fewer for
-        # every round of closes): the uncorrelated subquery runs once, before the
-        # first row is written; `present` is checked after, still under the locks.
         if not sizes:
             return
+        claim, args = self._claim_statements(sizes)
+        self.db.execute(f"WITH {claim} SELECT 1", args)
+        self._check_present(sorted(sizes), present)
+
+    def _claim_and_insert(self, sizes: dict[str, int], present: BlobCheck | None,
+                          writes: list[PathWrite]) -> dict[int, Document]:
+        # A round of closes in one statement (each round trip to the server costs the
+        # writers' closes its wait, and more when the machine is busy): the locks and
+        # the ledger's rows, the counters so far, and the new documents. The rows
+        # it inserts are checked against `blobs` at its end, when the ledger's rows
+        # are there; `present` is checked after it, under the locks.
+        if not writes or not sizes:
+            return super()._claim_and_insert(sizes, present, writes)
+        claim, args = self._claim_statements(sizes)
+        deltas = self._take_counter_deltas()
+        if deltas:
+            counters, counter_args = self._counters_statement(deltas)
+            claim += f", counted AS ({counters})"
+            args += counter_args
+        insert, insert_args = self._insert_where_free(writes)
+        rows = self.db.rows(f"WITH {claim} {insert}", args + insert_args)
+        self._check_present(sorted(sizes), present)
+        return self._inserted(rows)
+
+    @staticmethod
+    def _claim_statements(sizes: dict[str, int]) -> tuple[str, list[object]]:
+        """`locked` and `claimed`, to follow a WITH: the blobs' shared advisory locks
+        (sorted, so two writers never deadlock; the uncorrelated subquery runs once,
+        before `claimed` writes its first row), and their ledger rows as present."""
         names = sorted(sizes)
-        self.db.execute(
-            "WITH locked AS (SELECT count(pg_advisory_xact_lock_shared(k)) AS n "
-            "FROM unnest(CAST(? AS bigint[])) AS k) "
-            "INSERT INTO blobs (sha256, bytes, first_seen) "
-            "SELECT s, b, ? FROM unnest(CAST(? AS text[]), CAST(? AS bigint[])) AS t (s, b) "
-            "WHERE (SELECT n FROM locked) >= 0 "
-            "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
-            ([blob_lock_key(sha256) for sha256 in names], time.time(), names,
-             [sizes[sha256] for sha256 in names]))
-        self._check_present(names, present)
+        return ("locked AS (SELECT count(pg_advisory_xact_lock_shared(k)) AS n "
+                "FROM unnest(CAST(? AS bigint[])) AS k), "
+                "claimed AS (INSERT INTO blobs (sha256, bytes, first_seen) "
+                "SELECT s, b, ? FROM unnest(CAST(? AS text[]), CAST(? AS bigint[])) AS t (s, b) "
+                "WHERE (SELECT n FROM locked) >= 0 "
+                "ON CONFLICT (sha256) DO UPDATE SET state = 'present')",
+                [[blob_lock_key(sha256) for sha256 in names], time.time(), names,
+                 [sizes[sha256] for sha256 in names]])
 
     def _announce(self, changes: list[Change]) -> None:
         try:
