@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 
 from casfs.catalog.database import Dialect, Row, translating
 from casfs.errors import (
@@ -97,13 +98,20 @@ def translate(error: psycopg.Error) -> CatalogError | UniqueViolation:
 _translated = translating(psycopg.Error, translate)
 
 
+def _returns_rows(cursor: psycopg.Cursor[Row]) -> bool:
+    """Whether the last statement returned rows (its result's status, rather than
+    `description`, which builds an object per column on every call)."""
+    result = cursor.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
 def _fetch_all(cursor: psycopg.Cursor[Row]) -> list[Row]:
     """The rows of the last statement, none when it returns none."""
-    return cursor.fetchall() if cursor.description is not None else []
+    return cursor.fetchall() if _returns_rows(cursor) else []
 
 
 def _fetch_one(cursor: psycopg.Cursor[Row]) -> Row | None:
-    return cursor.fetchone() if cursor.description is not None else None
+    return cursor.fetchone() if _returns_rows(cursor) else None
 
 
 class PostgresDatabase:
