@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from casfs import bulk_load
 from casfs.blobs import Listing
 from casfs.blobs.local import LocalBlobStore
 from casfs.blobs.staging import is_sha256_hex
+from casfs.moments import format_moment
 from casfs.processes import pid_alive
 from casfs.store import Store
 
@@ -177,8 +179,19 @@ def check_staging(store: Store) -> Iterator[Problem]:
                           entry.path, repair="delete it")
 
 
-CHECKS: list[Check] = [check_catalog, check_records, check_blob_files, check_objects,
-                       check_staging]
+def check_bulk_loads(store: Store) -> Iterator[Problem]:
+    """Bulk loads (-o durability=batch) that ended without their last durability
+    round: the blobs they placed since may have been lost in a crash."""
+    for marker in bulk_load.unfinished(store.layout):
+        yield Problem("unfinished-bulk-load",
+                      f"a bulk-loading mount (pid {marker.pid}) ended without its last "
+                      f"durability round: blobs placed since {format_moment(marker.durable_until)}"
+                      " are unchecked", str(marker.path),
+                      repair="hash them; move aside the lost ones and close their records")
+
+
+CHECKS: list[Check] = [check_bulk_loads, check_catalog, check_records, check_blob_files,
+                       check_objects, check_staging]
 
 
 def fsck(store: Store) -> list[Problem]:
@@ -263,7 +276,15 @@ def _create_directory(store: Store, problem: Problem) -> bool:
     return True
 
 
+def _recover_bulk_load(store: Store, problem: Problem) -> bool:
+    for marker in bulk_load.unfinished(store.layout):
+        if str(marker.path) == problem.path:
+            bulk_load.recover(store, marker)
+    return True
+
+
 _REPAIRS: dict[str, Callable[[Store, Problem], bool]] = {
+    "unfinished-bulk-load": _recover_bulk_load,
     "missing-blob": _close_records_of_missing_blob,
     "stray-blob": _adopt_or_quarantine,
     "stray-object": _adopt_or_quarantine_object,

@@ -49,9 +49,10 @@ class IngestResult:
     dedup_hit: bool
 
 
-def place_blob(blobs: BlobStore, staging: StagingFile) -> StoredBlob:
-    """Put a staging file's bytes in place (law 1). The staging file stays open."""
-    sha256, size, is_new = blobs.place(staging)
+def place_blob(blobs: BlobStore, staging: StagingFile, *, durable: bool = True) -> StoredBlob:
+    """Put a staging file's bytes in place (law 1; see BlobStore.place for
+    `durable`). The staging file stays open."""
+    sha256, size, is_new = blobs.place(staging, durable=durable)
     return StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
 
 

@@ -24,6 +24,7 @@ HELP = {
     "casfs_verify_failures_total": "Blobs found missing or not matching their hash.",
     "casfs_blobs_verified_total": "Blobs re-hashed by verify.",
     "casfs_verified_bytes_total": "Bytes re-hashed by verify.",
+    "casfs_durability_rounds_total": "Rounds that made a bulk load's closes durable.",
 }
 
 

@@ -26,6 +26,7 @@ from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .control import Control
 from .directory_cache import DirectoryCache
+from .durability_rounds import DurabilityRounds
 from .files import Handle
 from .filled_directories import FilledDirectories
 from .listing_cache import MAX_LISTING, ListingCache
@@ -53,6 +54,7 @@ class OperationsBase(pyfuse3.Operations):
         self.attrs = Attributes(readonly=readonly, cache_timeout=cache_timeout)
         # A read-only mount has no writer: every writing handler refuses first.
         self._writer = writer
+        self.durability: DurabilityRounds | None = None  # set for -o durability=batch
         self.files = OpenFiles(store, self.query, writer, self.directories)
         self.control = Control(store, self.attrs, self._gauges, shown=control_shown,
                                snapshots=snapshots)

@@ -52,6 +52,7 @@ class CatalogWriter:
         self.on_commit: Callable[[list[Change] | None], None] = lambda changes: None
         self._blobs = store.blobs
         self.rounds: Rounds[Registration, Document] = Rounds(self._register_round)
+        self.writes = 0  # jobs and registrations asked for so far
 
     @property
     def senders(self) -> set[str]:
@@ -61,6 +62,7 @@ class CatalogWriter:
 
     async def __call__(self, change: Callable[[Catalog], T]) -> T:
         """Run `change(catalog)` on a writer thread with a connection of its own."""
+        self.writes += 1
         def job(catalog: Catalog) -> T:
             try:
                 return change(catalog)
@@ -74,6 +76,7 @@ class CatalogWriter:
         """Register a closed file whose blob is placed, in the next round: one
         transaction with the registrations that arrive while the one before it
         runs. `staging` holds its bytes, to put the blob back if gc took it."""
+        self.writes += 1
         return await self.rounds.submit((write, staging))
 
     async def _register_round(self, registrations: list[Registration]

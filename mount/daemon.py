@@ -27,7 +27,8 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from casfs import fsck, metrics
+from casfs import bulk_load, fsck, metrics
+from casfs.bulk_load import BulkLoad
 from casfs.catalog import Catalog
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
@@ -38,6 +39,7 @@ from casfs.store import Store, StoreLayout
 from . import control, metrics_http, readahead
 from .catalog_writer import CatalogWriter
 from .change_listener import ChangeListener
+from .durability_rounds import DEFAULT_INTERVAL_S, DurabilityRounds
 from .operations import CasfsOperations
 from .snapshot_views import SnapshotViews
 
@@ -62,6 +64,8 @@ class MountOptions:
     nonotify: bool = False  # do not listen to the catalog's announcements of changes
     readahead_kib: int = readahead.DEFAULT_KIB
     at: float | None = None  # time travel: the moment shown, read-only
+    durability: str = "close"  # or "batch": a bulk load (see durability_rounds.py)
+    durability_interval: float = DEFAULT_INTERVAL_S
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -83,6 +87,13 @@ class MountOptions:
                     raise CasfsError(f"-o cache_timeout needs seconds, got {value!r}") from None
             elif key == "readahead":
                 values["readahead_kib"] = _kib(value)
+            elif key == "durability":
+                if value not in ("close", "batch"):
+                    raise CasfsError(f"-o durability is close (the default: every close "
+                                     f"durable) or batch (a bulk load), got {value!r}")
+                values["durability"] = value
+            elif key == "durability_interval":
+                values["durability_interval"] = _interval(value)
             elif key == "at":
                 values["at"], values["readonly"] = parse_moment(value), True
             elif key == "metrics_port":
@@ -97,12 +108,26 @@ class MountOptions:
         out = [f"cache_timeout={self.cache_timeout:g}", f"readahead={self.readahead_kib}K"]
         if self.metrics_port is not None:
             out.append(f"metrics_port={self.metrics_port}")
+        if self.durability != "close":
+            out += [f"durability={self.durability}",
+                    f"durability_interval={self.durability_interval:g}"]
         if self.at is not None:
             out.append(f"at=@{self.at!r}")  # exact; the log says it in ISO 8601 too
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
                                       ("debug", self.debug), ("noxattr", self.noxattr),
                                       ("nonotify", self.nonotify)) if on]
         return ["-o", ",".join(out)]
+
+
+def _interval(value: str) -> float:
+    """-o durability_interval=SECONDS: more than 0, at most an hour."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise CasfsError(f"-o durability_interval needs seconds (at most 3600), got {value!r}")
+    return seconds
 
 
 def _kib(value: str) -> int:
@@ -215,10 +240,19 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         return 2
     if not options.readonly:
         _clean_staging(store)
+        bulk_load.recover_all(store)
     writer = None if options.readonly else CatalogWriter(store)
     ops = CasfsOperations(store, writer, readonly=options.readonly,
                           cache_timeout=options.cache_timeout, xattrs=not options.noxattr,
                           snapshots=options.at is None)
+    if writer is not None and options.durability == "batch":
+        try:
+            ops.durability = _bulk_load(store, writer, ops, options.durability_interval)
+        except CasfsError as e:
+            writer.close()
+            store.close()
+            _report(ready_fd, str(e))
+            return 2
     views = None if options.at is not None else SnapshotViews(
         ops, lambda snapshot: _view(store_root, snapshot.at, options))
     fuse_options = set(pyfuse3.default_options)
@@ -255,6 +289,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     finally:
         listener.stop()
         pyfuse3.close(unmount=True)
+        if ops.durability is not None:
+            ops.durability.finish()  # the last round: nothing left to recover
         pidfile.unlink(missing_ok=True)
         if otel_catalog is not None:
             otel_catalog.close()
@@ -274,6 +310,17 @@ def _view(store_root: Path, moment: float, options: MountOptions) -> CasfsOperat
     store.show_at(moment)
     return CasfsOperations(store, None, readonly=True, cache_timeout=options.cache_timeout,
                            xattrs=not options.noxattr, control_shown=False)
+
+
+def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,
+               interval: float) -> DurabilityRounds:
+    """Set a mount up for -o durability=batch; CasfsError when the store cannot."""
+    bulk = BulkLoad(store)
+    writer.catalog.relax_commits()
+    ops.files.durable_close = False
+    log.info("bulk load: closes are durable in rounds, every %gs, on fsync and at "
+             "unmount; a crash loses at most the closes since the last round", interval)
+    return DurabilityRounds(bulk, writer, interval)
 
 
 def _clean_staging(store: Store) -> None:
@@ -302,6 +349,8 @@ async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
         if metrics_port is not None:
             await nursery.start(metrics_http.serve, metrics_port,
                                 lambda: ops.control.content(control.METRICS_INO))
+        if ops.durability is not None:
+            nursery.start_soon(ops.durability.run)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 

@@ -163,6 +163,7 @@ class OpenFiles:
         self.by_ino: dict[int, OpenFile] = {}
         self._by_name: dict[tuple[int, str], OpenFile] = {}
         self._placing: Rounds[StagingFile, StoredBlob] = Rounds(self._place_round)
+        self.durable_close = True  # False in a bulk load (-o durability=batch)
 
     def get(self, ino: int) -> OpenFile | None:
         return self.by_ino.get(ino)
@@ -273,9 +274,9 @@ class OpenFiles:
 
     async def _place_round(self, stagings: list[StagingFile]
                            ) -> list[outcome.Outcome[StoredBlob]]:
-        blobs = self.store.blobs
+        blobs, durable = self.store.blobs, self.durable_close
         return await trio.to_thread.run_sync(
-            lambda: [outcome.capture(place_blob, blobs, s) for s in stagings])
+            lambda: [outcome.capture(place_blob, blobs, s, durable=durable) for s in stagings])
 
     def _forget(self, file: OpenFile) -> None:
         if file.staging is not None:

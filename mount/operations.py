@@ -242,6 +242,8 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self._finalize_handle(fh)
+        if self.durability is not None:  # a bulk load: durable only after a round
+            await self.durability.durable()
 
     @handler
     async def release(self, fh: int) -> None:

@@ -154,3 +154,24 @@ def test_hash_blob_reads_the_store_and_quarantine_moves_only_that_object(
     assert not blobs.has(sha)
     with pytest.raises(FileNotFoundError):
         blobs.open_blob(sha)
+
+
+def test_a_blob_placed_for_a_bulk_load_is_whole_and_sync_returns(blobs: BlobStore) -> None:
+    """place(durable=False) (a bulk load's close) places the same blob; sync makes it
+    durable (what only a crash of the machine could show is test_bulk_load's)."""
+    data = os.urandom(100_000)
+    staging = blobs.stage()
+    try:
+        staging.write(data, 0)
+        sha, size, new = blobs.place(staging, durable=False)
+    finally:
+        staging.discard()
+    blobs.sync()
+    assert (sha, size, new) == (hashlib.sha256(data).hexdigest(), len(data), True)
+    assert blobs.has(sha) and read(blobs, sha) == data
+    staging = blobs.stage()
+    try:
+        staging.write(data, 0)
+        assert blobs.place(staging, durable=True) == (sha, size, False)  # dedup, synced
+    finally:
+        staging.discard()

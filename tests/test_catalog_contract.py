@@ -394,3 +394,22 @@ def test_a_view_of_a_past_moment_is_the_tree_as_it_was_then(store: Store) -> Non
     finally:
         view.close()
     assert c.get_document(again.ino) == again  # the present is untouched
+
+
+def test_relaxed_commits_are_commits_and_a_durable_one_counts(store: Store) -> None:
+    """A bulk load's connection: relaxed commits are whole and seen by every other
+    connection; make_commits_durable commits (a round, counted) and stays relaxed."""
+    catalog = store.catalog
+    catalog.relax_commits()
+    doc, _ = catalog.register(new())
+    other = store.open_catalog()
+    try:
+        assert other.get_document(doc.ino) == doc
+        catalog.make_commits_durable()
+        catalog.make_commits_durable()
+        counters = {n: v for n, labels, v in other.counters() if not labels}
+        assert counters["casfs_durability_rounds_total"] == 2
+        second, _ = catalog.register(new(source_url="https://x/b.pdf", basename="b.pdf"))
+        assert other.get_document(second.ino) == second
+    finally:
+        other.close()

@@ -15,7 +15,11 @@ OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets
                 "allow_other (let other users in), cache_timeout=SECONDS (how long the kernel "
                 "caches names and attributes: the bound on how soon outside changes show), "
                 "metrics_port=PORT (Prometheus metrics on 127.0.0.1:PORT), noxattr (no "
-                "extended attributes at all: makes ls -l fast, drops user.casfs.*), debug")
+                "extended attributes at all: makes ls -l fast, drops user.casfs.*), "
+                "durability=batch (a bulk load: a close returns once registered, and "
+                "closes are made durable in rounds, every durability_interval=SECONDS "
+                "(5), on fsync and at unmount; a crash loses at most the closes since "
+                "the last round; embedded catalog and local blobs only), debug")
 
 
 def register(commands: Any) -> None:

@@ -43,11 +43,17 @@ class BlobStore(Protocol):
         """A new, empty staging file on a local filesystem."""
         ...
 
-    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
+    def place(self, staging: StagingFile, *, durable: bool = True) -> tuple[str, int, bool]:
         """Finish `staging` (hash, fsync) and make it the blob of its hash, durably.
         Returns (sha256, size, is_new); is_new is False when the blob existed already
-        (a dedup hit; its bytes are not replaced). The staging file stays open: the
-        caller discards it once the record is committed."""
+        (a dedup hit; its bytes are not replaced, and are durable when this returns,
+        too). The staging file stays open: the caller discards it once the record is
+        committed. `durable=False` (a bulk load) may return before the bytes and the
+        name are on disk: `sync` makes every blob placed so far durable."""
+        ...
+
+    def sync(self) -> None:
+        """Make every blob placed so far durable (after `place(durable=False)`)."""
         ...
 
     def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:

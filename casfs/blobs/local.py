@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -79,17 +80,44 @@ class LocalBlobStore:
         staging.size = os.fstat(staging.fd).st_size
         return staging
 
-    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
+    def place(self, staging: StagingFile, *, durable: bool = True) -> tuple[str, int, bool]:
         """Finish `staging` and link it into place. Returns (sha256, size, is_new).
 
         The staging file stays open: the caller discards it once the record is
-        committed, and until then can `restore` the blob if gc removed it.
+        committed, and until then can `restore` the blob if gc removed it. Without
+        `durable` nothing is synced (a bulk load's close; `sync` follows): law 1
+        then holds for this blob only once `sync` returned, and a crash before that
+        may leave it short or empty, which a bulk load's recovery finds
+        (`placed_since`). A dedup hit that must be durable syncs the blob it found,
+        which such a close may have placed.
         """
-        sha256 = staging.finish()
+        sha256 = staging.finish(fsync=durable)
         is_new = self._link(staging, sha256)
-        if is_new:
+        if durable:
+            if not is_new:
+                _fsync_file(self._blob_file(sha256))  # cheap when already on disk
             _fsync_dir(self.path(sha256).parent)
         return sha256, staging.size, is_new
+
+    def sync(self) -> None:
+        _syncfs(self.cas_dir)
+
+    def placed_since(self, moment: float) -> Iterator[str]:
+        """Blobs linked into place at or after `moment` (by their ctime, which a link
+        sets), in no particular order: what a bulk load that crashed may not have
+        synced. Fan-out directories not changed since then are skipped unread."""
+        try:
+            fanouts = list(os.scandir(self._root))
+        except FileNotFoundError:
+            return
+        for fanout in fanouts:
+            if not fanout.is_dir(follow_symlinks=False) or \
+                    fanout.stat(follow_symlinks=False).st_mtime < moment:
+                continue
+            for entry in os.scandir(fanout.path):
+                name = fanout.name + entry.name
+                if is_sha256_hex(name) and entry.stat(follow_symlinks=False).st_ctime >= moment:
+                    yield name
 
     def place_batch(self, stagings: list[StagingFile], *, sync_entries: bool = True
                     ) -> list[tuple[str, int, bool]]:
@@ -205,6 +233,14 @@ def _syncfs(path: Path) -> None:
     try:
         if _libc is None or _libc.syncfs(fd) != 0:
             os.sync()
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -88,14 +88,17 @@ class S3BlobStore:
     def stage(self) -> StagingFile:
         return self._stager.stage()
 
-    def place(self, staging: StagingFile) -> tuple[str, int, bool]:
-        sha256 = staging.finish(fsync=False)  # durable once the server has it
+    def place(self, staging: StagingFile, *, durable: bool = True) -> tuple[str, int, bool]:
+        sha256 = staging.finish(fsync=False)  # durable once the server has it, always
         is_new = self._upload(staging, sha256)
         self.cache.add(sha256, staging)
         return sha256, staging.size, is_new
 
     def place_batch(self, stagings: list[StagingFile]) -> list[tuple[str, int, bool]]:
         return [self.place(staging) for staging in stagings]
+
+    def sync(self) -> None:
+        """Nothing to do: an object is durable once its PUT returned."""
 
     def restore(self, staging: StagingFile, sha256: str) -> None:
         self._upload(staging, sha256)

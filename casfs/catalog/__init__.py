@@ -234,6 +234,17 @@ class Catalog(Protocol):
         of the call is committed."""
         ...
 
+    def relax_commits(self) -> None:
+        """From now on, this connection's commits may return before they are durable
+        (a bulk load): a crash may lose the last of them, never half of one, and
+        never one made before the last `make_commits_durable`."""
+        ...
+
+    def make_commits_durable(self) -> None:
+        """Make every commit of this connection so far durable (with one commit that
+        waits for the disk or the server), and go on relaxed if it was."""
+        ...
+
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document:
         """Move a document (a new version, same inode); Conflict when the path is

@@ -76,9 +76,26 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         self._committed: list[Change] | None = []
         self._past: PastQueries | None = None  # set by show_at: a read-only view
         self.sender = secrets.token_hex(8)  # who this connection is, in announcements
+        self._relaxed = False  # relax_commits was called
 
     def close(self) -> None:
         self.db.close()
+
+    def relax_commits(self) -> None:
+        self._sync_commits(False)
+        self._relaxed = True
+
+    def make_commits_durable(self) -> None:
+        self._sync_commits(True)
+        try:
+            self.add_to_counters({"casfs_durability_rounds_total": 1})  # a commit
+        finally:
+            if self._relaxed:
+                self._sync_commits(False)
+
+    def _sync_commits(self, durable: bool) -> None:
+        """Whether this connection's commits wait for the disk (the backend says how)."""
+        raise NotImplementedError
 
     def write_transaction(self) -> AbstractContextManager[None]:
         """A write transaction for a caller that must act on blob files while no

@@ -1,0 +1,194 @@
+"""Bulk loads: closes that return once registered, made durable in rounds.
+
+A mount asked for `-o durability=batch` gives up law 6's "durable on close" for
+throughput: a close places its blob without an fsync and commits its record without
+waiting for the disk. Every few seconds (and on fsync, and at unmount) a durability
+round syncs the blobs' filesystem (`BlobStore.sync`) and then the catalog
+(`Catalog.make_commits_durable`), and only then writes down the moment the round
+started in the mount's marker, `run/bulk-load-<pid>.json`. So a marker says:
+everything placed and committed before `durable_until` is on disk.
+
+A crash (of the machine; a killed daemon loses nothing the kernel holds) may lose
+what came after: records, which is fine (their blobs become garbage for gc), and
+blobs, which is not while a record points to them, or while a blob file holds
+wrong bytes (law 1). A marker whose process is gone means such a crash may have
+happened: `recover` hashes every blob linked into place since its `durable_until`
+(a link sets the file's ctime), moves aside those whose bytes do not match their
+name, and closes the records that used them, as fsck does for a missing blob. The
+next mount of the store runs it, and so does `casfs fsck --repair --apply`.
+
+Only for a store whose catalog and blobs are on this machine: on shared storage,
+another host's blobs still arriving would look lost to this one's recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casfs.blobs.local import LocalBlobStore
+from casfs.catalog import Catalog
+from casfs.errors import CasfsError
+from casfs.processes import pid_alive
+from casfs.store import Store, StoreLayout
+
+log = logging.getLogger("casfs.bulk_load")
+
+MARGIN_S = 2.0  # recovery looks this much before `durable_until` (coarse clocks)
+LOST = "lost in a crash before its durability round"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Marker:
+    """A bulk-loading mount's record of how far its closes are durable."""
+
+    path: Path
+    pid: int
+    boot: str
+    durable_until: float
+
+    @property
+    def owner_gone(self) -> bool:
+        """The mount that wrote it is not running (a pid after a reboot is someone
+        else's)."""
+        return self.pid <= 0 or self.boot != _boot_id() or not pid_alive(self.pid)
+
+    def save(self) -> None:
+        """Write it whole and durably (a new file, synced, renamed over the old)."""
+        partial = self.path.with_suffix(".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, json.dumps({"pid": self.pid, "boot": self.boot,
+                                     "durable_until": self.durable_until}).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def markers(layout: StoreLayout) -> list[Marker]:
+    """Every bulk-load marker of the store, running or not."""
+    found = []
+    for path in sorted(layout.run.glob("bulk-load-*.json")):
+        try:
+            data = json.loads(path.read_text())
+            found.append(Marker(path, int(data["pid"]), str(data["boot"]),
+                                float(data["durable_until"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            # Unreadable: written by a crash mid-way? It cannot be: it is renamed
+            # into place whole. Check everything since the store began, to be safe.
+            found.append(Marker(path, 0, "", 0.0))
+    return found
+
+
+def unfinished(layout: StoreLayout) -> list[Marker]:
+    """Markers of bulk loads that ended without their last round (a crash)."""
+    return [m for m in markers(layout) if m.owner_gone]
+
+
+def require_local(store: Store) -> LocalBlobStore:
+    """The store's blob directory, or a CasfsError saying why a bulk load cannot run."""
+    if not store.catalog.local or not store.blobs.local or \
+            not isinstance(store.blobs, LocalBlobStore):
+        raise CasfsError("-o durability=batch needs a store whose catalog and blobs are "
+                         "on this machine (an embedded catalog and a blob directory); "
+                         "on shared storage, mount with the default durability=close")
+    return store.blobs
+
+
+class BulkLoad:
+    """The durability rounds of one bulk-loading mount, one at a time. A round is
+    `sync_blobs`, then the catalog's `make_commits_durable` on the connection the
+    closes commit on (the mount runs it on that connection's thread), then
+    `mark_durable`; `make_durable` does all three."""
+
+    def __init__(self, store: Store) -> None:
+        self.blobs = require_local(store)
+        store.layout.run.mkdir(parents=True, exist_ok=True)
+        self.marker = Marker(store.layout.run / f"bulk-load-{os.getpid()}.json",
+                             os.getpid(), _boot_id(), time.time())
+        self.marker.save()  # on disk before any close relies on it
+
+    def sync_blobs(self) -> float:
+        """Make every blob placed so far durable; returns when the round started."""
+        started = time.time()
+        self.blobs.sync()
+        return started
+
+    def mark_durable(self, started: float) -> None:
+        """Everything placed and committed before `started` is on disk now."""
+        self.marker.durable_until = started
+        self.marker.save()
+
+    def make_durable(self, catalog: Catalog) -> float:
+        started = self.sync_blobs()
+        catalog.make_commits_durable()
+        self.mark_durable(started)
+        return started
+
+    def finish(self, catalog: Catalog) -> None:
+        """The last round (unmount): nothing is left to recover."""
+        self.make_durable(catalog)
+        self.marker.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Recovery:
+    checked: int = 0
+    lost: list[str] = field(default_factory=list)  # blobs moved aside, records closed
+
+
+def recover(store: Store, marker: Marker,
+            progress: Callable[[int], None] | None = None) -> Recovery:
+    """Check what a crashed bulk load may not have made durable; see the module."""
+    blobs = require_local(store)
+    report = Recovery()
+    for sha256 in list(blobs.placed_since(marker.durable_until - MARGIN_S)):
+        report.checked += 1
+        if progress is not None:
+            progress(report.checked)
+        hashed = blobs.hash_blob(sha256)
+        if hashed.actual == sha256:
+            continue
+        with store.catalog.write_transaction():
+            moved = store.catalog.lock_blob_for_removal(sha256) and \
+                blobs.quarantine(sha256, hashed) is not None
+            store.catalog.set_blob_state(sha256, "quarantined" if moved else "missing")
+            store.catalog.close_records_of_blob(sha256, LOST)
+        report.lost.append(sha256)
+        log.warning("blob %s was lost in a crash before its durability round (%s): "
+                    "moved aside, its records closed", sha256,
+                    "empty" if hashed.size == 0 else f"{hashed.size} bytes, wrong hash")
+    blobs.sync()  # what was checked is now durable too
+    marker.path.unlink(missing_ok=True)
+    return report
+
+
+def recover_all(store: Store) -> list[Recovery]:
+    """`recover` every unfinished bulk load of the store (what a mount does first)."""
+    reports = []
+    for marker in unfinished(store.layout):
+        report = recover(store, marker)
+        log.info("recovered a bulk load that ended without its last round (pid %d): "
+                 "%d blob(s) checked, %d lost", marker.pid, report.checked, len(report.lost))
+        reports.append(report)
+    return reports
+

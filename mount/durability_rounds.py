@@ -1,0 +1,62 @@
+"""`-o durability=batch`: the rounds that make a bulk load's closes durable.
+
+In this mode a close returns once its file is registered (its blob placed without an
+fsync, its record committed without waiting for the disk), and law 6's "durable"
+comes later, for many closes at once: every `interval` seconds when the mount wrote
+anything, when a writer calls fsync (which returns only after a round that started
+after it), and at unmount. What a round does, and how a crash before it is
+recovered, is `casfs.bulk_load`'s. The disk syncs run on a worker thread and the
+catalog's commit on the writer's own connection, between two registrations: closes
+go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import outcome
+import trio
+
+from casfs.bulk_load import BulkLoad
+
+from .catalog_writer import CatalogWriter
+from .rounds import Rounds
+
+log = logging.getLogger("casfs.mount")
+
+DEFAULT_INTERVAL_S = 5.0
+
+
+class DurabilityRounds:
+    def __init__(self, bulk: BulkLoad, writer: CatalogWriter, interval: float) -> None:
+        self.bulk = bulk
+        self.writer = writer
+        self.interval = interval
+        self._rounds: Rounds[None, None] = Rounds(self._round)
+        self._written_at_last_round = 0
+        self.durable_until = bulk.marker.durable_until  # for tests and the log
+
+    async def durable(self) -> None:
+        """Return after a round that started after this call (what fsync waits for)."""
+        await self._rounds.submit(None)
+
+    async def run(self) -> None:
+        """Round after round, every `interval` seconds when anything was written."""
+        while True:
+            await trio.sleep(self.interval)
+            if self.writer.writes != self._written_at_last_round:
+                await self.durable()
+
+    def finish(self) -> None:
+        """The last round, at unmount (no trio loop then: the writer is idle)."""
+        self.bulk.finish(self.writer.catalog)
+
+    async def _round(self, waiting: list[None]) -> list[outcome.Outcome[None]]:
+        written = self.writer.writes  # what this round covers at least
+        started = await trio.to_thread.run_sync(self.bulk.sync_blobs)
+        await self.writer(lambda catalog: catalog.make_commits_durable())
+        await trio.to_thread.run_sync(self.bulk.mark_durable, started)
+        self._written_at_last_round = written + 1  # and its own commit
+        self.durable_until = started
+        log.debug("durability round: everything closed before %.3f is on disk", started)
+        return [outcome.Value(None)] * len(waiting)

@@ -1,0 +1,216 @@
+"""Bulk loads (`-o durability=batch`): closes return once registered, rounds make them
+durable, and a crash loses at most the closes since the last round, never leaving a
+record on wrong or missing bytes, nor a wrong blob under cas/ (law 1).
+
+A killed daemon loses nothing the kernel holds, so these tests also play the part
+of a crash of the machine: every blob linked after the last round's moment is
+emptied or overwritten before the store is opened again, the worst such a crash can
+do (the catalog's commits since then are kept: the worse case for recovery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casfs import bulk_load, fsck
+from casfs.blobs.local import LocalBlobStore
+from casfs.bulk_load import BulkLoad, Marker
+from casfs.ingest import place_blob
+from casfs.records import Document, NewDocument
+from casfs.store import Store
+from casfs.tools import cli
+
+from .conftest import Mounter
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def lose_since(store_path: Path, moment: float) -> list[str]:
+    """What a crash of the machine may do: every blob linked at or after `moment`
+    comes back empty or full of the wrong bytes. Returns their hashes."""
+    blobs = LocalBlobStore(store_path / "cas", store_path / "tmp")
+    lost = sorted(blobs.placed_since(moment))
+    for k, sha256 in enumerate(lost):
+        path = blobs.path(sha256)
+        size = path.stat().st_size
+        path.chmod(0o644)
+        with open(path, "r+b") as f:
+            if k % 2:
+                f.write(os.urandom(size))
+            else:
+                f.truncate(0)
+        path.chmod(0o444)
+    return lost
+
+
+def crashed(marker_path: Path) -> None:
+    """Make a marker look like its mount died (a pid nobody has now)."""
+    data = json.loads(marker_path.read_text())
+    Marker(marker_path, dead_pid(), data["boot"], data["durable_until"]).save()
+
+
+def place_and_register(store: Store, name: str, data: bytes) -> Document:
+    staging = store.blobs.stage()
+    try:
+        staging.write(data, 0)
+        blob = place_blob(store.blobs, staging, durable=False)
+        doc, _ = store.catalog.register(NewDocument(
+            resolver="bulk", artifact_id="A1", basename=name, sha256=blob.sha256,
+            bytes=blob.bytes, storage_uri=blob.storage_uri,
+            source_url=f"https://example.org/{name}"), store.blobs.has)
+    finally:
+        staging.discard()
+    return doc
+
+
+def test_recovery_closes_what_a_crash_lost_and_keeps_what_a_round_made_durable(
+        store_path: Path) -> None:
+    with Store.open(store_path) as store:
+        bulk = BulkLoad(store)
+        store.catalog.relax_commits()
+        before = {f"early{k}.bin": os.urandom(3000 + k) for k in range(20)}
+        for name, data in before.items():
+            place_and_register(store, name, data)
+        durable_until = bulk.make_durable(store.catalog)
+        time.sleep(bulk_load.MARGIN_S + 0.1)  # what follows is past the margin
+        after = {f"late{k}.bin": os.urandom(5000 + k) for k in range(10)}
+        late = [place_and_register(store, name, data) for name, data in after.items()]
+        marker = bulk.marker.path
+    crashed(marker)
+    lost = lose_since(store_path, durable_until)
+    assert len(lost) == len(after)
+    with Store.open(store_path) as store:
+        found = fsck.fsck(store)
+        assert [p.kind for p in found if p.kind == "unfinished-bulk-load"] == \
+            ["unfinished-bulk-load"], found
+        for problem in found:
+            if problem.kind == "unfinished-bulk-load":
+                assert fsck.repair(store, problem)
+        assert fsck.fsck(store) == []
+        assert not marker.exists()
+        live = {doc.basename: doc for doc in store.catalog.iter_live_documents()}
+        assert sorted(live) == sorted(before)  # every late one was lost, no early one
+        for name, data in before.items():
+            assert live[name].sha256 == hashlib.sha256(data).hexdigest()
+            fd = store.blobs.open_blob(live[name].sha256)
+            try:
+                assert os.pread(fd, len(data) + 1, 0) == data
+            finally:
+                os.close(fd)
+        for sha256 in lost:  # law 1: nothing wrong is left under cas/
+            assert not store.blobs.has(sha256)
+            assert store.catalog.blob_state(sha256) == "quarantined"
+        for doc in late:  # closed, with the reason, in their history
+            assert store.catalog.history(doc.ino)[-1].change == bulk_load.LOST
+
+
+def test_a_mount_that_ended_cleanly_leaves_nothing_to_recover(mounter: Mounter) -> None:
+    mnt = mounter.mount("durability=batch", "durability_interval=60")
+    (mnt / "bulk" / "A1").mkdir(parents=True)
+    data = os.urandom(10_000)
+    (mnt / "bulk" / "A1" / "x.bin").write_bytes(data)
+    marker = next((mounter.store_path / "run").glob("bulk-load-*.json"))
+    with open(mnt / "bulk" / "A1" / "y.bin", "wb") as f:
+        f.write(data[:500])
+        f.flush()
+        asked = time.time()
+        os.fsync(f.fileno())  # waits for a round that started after it was asked
+    assert json.loads(marker.read_text())["durable_until"] >= asked
+    mounter.umount()
+    assert not marker.exists()
+    with Store.open(mounter.store_path) as store:
+        assert fsck.fsck(store) == []
+
+
+# Writes files bulk/A1/<prefix><i>.bin until killed; prints "ok <name> <sha256> <time>"
+# once each close() returned.
+WRITER = r"""
+import hashlib, os, sys, time
+root, prefix = sys.argv[1], sys.argv[2]
+i = 0
+while True:
+    data = os.urandom(2048 + i % 5000)
+    name = f"{prefix}{i:05d}.bin"
+    with open(os.path.join(root, "bulk", "A1", name), "wb") as f:
+        f.write(data)
+    print("ok", name, hashlib.sha256(data).hexdigest(), repr(time.time()), flush=True)
+    i += 1
+"""
+
+
+def write_for(mnt: Path, prefix: str, seconds: float, kill: Path | None = None
+              ) -> list[tuple[str, str, float]]:
+    """Run WRITER for `seconds`, then stop it (or SIGKILL the daemon of `kill`'s pid
+    file, which ends it); (name, sha256, close time) of every close that returned."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt), prefix],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(seconds)
+    if kill is None:
+        writer.terminate()
+    else:
+        os.kill(json.loads(kill.read_text())["pid"], signal.SIGKILL)
+    out = writer.communicate(timeout=60)[0]
+    lines = [line.split() for line in out.splitlines() if line.startswith("ok ")]
+    return [(name, sha, float(at)) for _, name, sha, at in
+            (fields for fields in lines if len(fields) == 4)]  # not a line cut short
+
+
+def test_sigkill_in_a_bulk_load_loses_nothing_closed_before_the_last_round(
+        mounter: Mounter) -> None:
+    mnt = mounter.mount("durability=batch", "durability_interval=600")
+    (mnt / "bulk" / "A1").mkdir(parents=True)
+    early = write_for(mnt, "early", 1.0)
+    with open(mnt / "bulk" / "A1" / "round.bin", "wb") as f:  # one round, by fsync
+        f.write(b"round")
+        f.flush()
+        os.fsync(f.fileno())
+    marker = next((mounter.store_path / "run").glob("bulk-load-*.json"))
+    durable_until = json.loads(marker.read_text())["durable_until"]
+    pidfile = next((mounter.store_path / "run").glob("mount-*.json"))
+    late = write_for(mnt, "late", 1.0, kill=pidfile)  # the daemon dies under a writer
+    assert json.loads(marker.read_text())["durable_until"] == durable_until
+    assert len(early) >= 20 and len(late) >= 20, "too few closes to prove anything"
+    assert all(at < durable_until for _, _, at in early)
+    lost = lose_since(mounter.store_path, durable_until)
+    assert len(lost) >= len(late)
+
+    mnt = mounter.mount()  # recovers the bulk load first
+    assert not marker.exists()
+    for name, sha, _ in early:
+        assert hashlib.sha256((mnt / "bulk" / "A1" / name).read_bytes()).hexdigest() == sha
+    assert (mnt / "bulk" / "A1" / "round.bin").read_bytes() == b"round"
+    shown = {p.name for p in (mnt / "bulk" / "A1").iterdir()}
+    assert not shown & {name for name, _, _ in late}  # every late blob was lost
+    with Store.open(mounter.store_path) as store:
+        assert fsck.fsck(store) == []
+        for doc in store.catalog.iter_live_documents():
+            assert doc.sha256 not in lost
+    verify = subprocess.run([sys.executable, "-m", "casfs.tools", "--store",
+                             str(mounter.store_path), "verify"], capture_output=True)
+    assert verify.returncode == 0, verify.stdout
+
+
+@pytest.mark.parametrize("option, message", [
+    ("durability=sometimes", "-o durability is close"),
+    ("durability_interval=0", "-o durability_interval needs seconds"),
+])
+def test_bad_durability_options_are_refused(mounter: Mounter, option: str, message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--store", str(mounter.store_path), "mount", str(mounter.mountpoint),
+                     "-o", option])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.ismount(mounter.mountpoint)
