@@ -214,3 +214,17 @@ def test_bad_durability_options_are_refused(mounter: Mounter, option: str, messa
     assert code == 2
     assert message in capsys.readouterr().err
     assert not os.path.ismount(mounter.mountpoint)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "postgresql+s3"], indirect=True)
+def test_a_bulk_load_needs_a_store_on_this_machine(mounter: Mounter,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """On shared storage another host's blobs still arriving would look lost to this
+    host's recovery: refused, with the reason, and nothing is mounted or marked."""
+    code = cli.main(["--store", str(mounter.store_path), "mount", str(mounter.mountpoint),
+                     "-o", "durability=batch"])
+    assert code == 2
+    assert "needs a store whose catalog and blobs are on this machine" in \
+        capsys.readouterr().err
+    assert not os.path.ismount(mounter.mountpoint)
+    assert not list((mounter.store_path / "run").glob("bulk-load-*.json"))
