@@ -71,12 +71,14 @@ def remove_work(work: Path) -> None:
 
 
 @contextmanager
-def mounted(store: Path, mountpoint: Path, at: float | None = None) -> Iterator[Path]:
+def mounted(store: Path, mountpoint: Path, at: float | None = None,
+            durability: str = "close") -> Iterator[Path]:
     """`store` mounted at `mountpoint` (cache_timeout 300) for the block; with `at`,
-    read-only, as it was at that moment."""
+    read-only, as it was at that moment; `durability="batch"` for a bulk load."""
     mountpoint.mkdir(exist_ok=True)
     daemon.start(store, mountpoint, MountOptions(cache_timeout=300, at=at,
-                                                 readonly=at is not None))
+                                                 readonly=at is not None,
+                                                 durability=durability))
     try:
         yield mountpoint
     finally:
