@@ -24,8 +24,6 @@ from .rounds import Rounds
 
 log = logging.getLogger("casfs.mount")
 
-DEFAULT_INTERVAL_S = 5.0
-
 
 class DurabilityRounds:
     def __init__(self, bulk: BulkLoad, writer: CatalogWriter, interval: float) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from casfs import synthetic
 from casfs.blobs.local import LocalBlobStore
 from casfs.mount import daemon
-from casfs.mount.daemon import MountOptions
+from casfs.mount.options import MountOptions
 from casfs.processes import mount_pid_file, read_pid
 from casfs.store import Store, StoreLayout
 

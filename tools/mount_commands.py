@@ -53,6 +53,7 @@ def register(commands: Any) -> None:
 def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
     from casfs.moments import format_moment
     from casfs.mount import daemon  # not at import: every command would load FUSE
+    from casfs.mount.options import MountOptions
     at = []
     if args.partial and not args.at:
         raise CasfsError("--partial goes with --at WHEN")
@@ -69,7 +70,7 @@ def cmd_mount(args: argparse.Namespace, ctx: Context) -> int:
                 "on is whole. Add --partial to mount it anyway (those files give EIO), "
                 "and keep moments you will need with casfs snapshot create")
         at = [f"at=@{moment!r}"]
-    options = daemon.MountOptions.parse(args.options + at, ctx.config.mount)
+    options = MountOptions.parse(args.options + at, ctx.config.mount)
     mountpoint = args.mountpoint.absolute()
     if args.foreground:
         daemon.prepare_mountpoint(mountpoint)

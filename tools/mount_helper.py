@@ -13,7 +13,7 @@ from pathlib import Path
 from casfs.config import load_config
 from casfs.errors import CasfsError
 from casfs.mount import daemon
-from casfs.mount.daemon import MountOptions
+from casfs.mount.options import MountOptions
 
 
 def main(argv: list[str] | None = None) -> int:

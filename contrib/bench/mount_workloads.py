@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from casfs.mount import daemon
-from casfs.mount.daemon import MountOptions
+from casfs.mount.options import MountOptions
 from casfs.processes import read_pid
 
 TICK = os.sysconf("SC_CLK_TCK")

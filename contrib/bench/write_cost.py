@@ -8,9 +8,9 @@ Each case mounts a fresh store (the PostgreSQL one on the tests' throwaway serve
 fsync off), writes --files files of 2 KiB split over the writers (each close
 durable and registered), and reads the processes' CPU time from /proc before and
 after. With --batch, SQLite in the bulk-load mode too (-o durability=batch; timed
-until an fsync after the last close, one durability round for them all). On a machine with few cores the daemon's CPU per file is what bounds the
-files per second, whatever the number of writers: this is the experiment behind
-the README's sentence on 8 writers.
+until an fsync after the last close, one durability round for them all). On a
+machine with few cores, the CPU per file of all the processes is what bounds the
+files per second: this is the experiment behind the README's account of 8 writers.
 """
 
 from __future__ import annotations
