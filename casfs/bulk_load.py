@@ -166,7 +166,7 @@ def recover(store: Store, marker: Marker,
         if progress is not None:
             progress(report.checked)
         hashed = blobs.hash_blob(sha256)
-        if hashed.actual == sha256:
+        if hashed.actual in (sha256, None):  # right, or removed meanwhile (gc)
             continue
         with store.catalog.write_transaction():
             moved = store.catalog.lock_blob_for_removal(sha256) and \

@@ -228,3 +228,35 @@ def test_a_bulk_load_needs_a_store_on_this_machine(mounter: Mounter,
         capsys.readouterr().err
     assert not os.path.ismount(mounter.mountpoint)
     assert not list((mounter.store_path / "run").glob("bulk-load-*.json"))
+
+
+def test_a_command_that_writes_recovers_first_and_fsck_reports_it(
+        store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a crash, `casfs put` of bytes a crash damaged must not take the damaged
+    blob for a dedup hit: it recovers first (and says so); fsck, which does not,
+    names the unfinished bulk load."""
+    data = os.urandom(4000)
+    with Store.open(store_path) as store:
+        bulk = BulkLoad(store)
+        store.catalog.relax_commits()
+        durable_until = bulk.make_durable(store.catalog)
+        time.sleep(bulk_load.MARGIN_S + 0.1)
+        place_and_register(store, "late.bin", data)
+        marker = bulk.marker.path
+    crashed(marker)
+    assert len(lose_since(store_path, durable_until)) == 1
+    assert cli.main(["--store", str(store_path), "fsck"]) == 1
+    assert "unfinished-bulk-load" in capsys.readouterr().out
+    source = tmp_path / "again.bin"
+    source.write_bytes(data)
+    assert cli.main(["--store", str(store_path), "put", "--resolver", "bulk", "--artifact",
+                     "A2", str(source)]) == 0
+    assert "recovered a bulk load that a crash ended: 1 blob(s) checked, 1 lost" in \
+        capsys.readouterr().err
+    with Store.open(store_path) as store:
+        assert fsck.fsck(store) == []
+        fd = store.blobs.open_blob(hashlib.sha256(data).hexdigest())
+        try:
+            assert os.pread(fd, len(data) + 1, 0) == data  # stored anew, whole
+        finally:
+            os.close(fd)

@@ -101,7 +101,7 @@ def cmd_fsck(args: argparse.Namespace, ctx: Context) -> int:
     if args.apply and not args.repair:
         raise CasfsError("--apply goes with --repair")
     repaired: list[bool] = []
-    with ctx.open_store() as store:
+    with ctx.open_store(recover=False) as store:
         problems = fsck.fsck(store)
         if args.repair and args.apply:
             repaired = [fsck.repair(store, p) for p in problems]
