@@ -197,7 +197,11 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         listener.stop()
         pyfuse3.close(unmount=True)
         if ops.durability is not None:
-            ops.durability.finish()  # the last round: nothing left to recover
+            try:
+                ops.durability.finish()  # the last round: nothing left to recover
+            except Exception:  # the rest must still close; the marker stays behind
+                log.exception("the last durability round failed; the next mount checks "
+                              "what this bulk load placed since the round before")
         pidfile.unlink(missing_ok=True)
         if otel_catalog is not None:
             otel_catalog.close()
