@@ -43,7 +43,11 @@ class DurabilityRounds:
         while True:
             await trio.sleep(self.interval)
             if self.writer.writes != self._written_at_last_round:
-                await self.durable()
+                try:
+                    await self.durable()
+                except Exception as e:  # the mount stays up; the next round tries again
+                    log.error("a durability round failed (tried again in %gs): %s",
+                              self.interval, e)
 
     def finish(self) -> None:
         """The last round, at unmount (no trio loop then: the writer is idle)."""
