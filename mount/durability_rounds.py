@@ -12,6 +12,7 @@ go on meanwhile.
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import outcome
@@ -35,8 +36,12 @@ class DurabilityRounds:
         self.durable_until = bulk.marker.durable_until  # for tests and the log
 
     async def durable(self) -> None:
-        """Return after a round that started after this call (what fsync waits for)."""
-        await self._rounds.submit(None)
+        """Return after a round that started after this call (what fsync waits for);
+        EIO when that round failed, whatever the cause was (the log says it)."""
+        try:
+            await self._rounds.submit(None)
+        except OSError as e:
+            raise OSError(errno.EIO, f"the durability round failed: {e}") from e
 
     async def run(self) -> None:
         """Round after round, every `interval` seconds when anything was written."""

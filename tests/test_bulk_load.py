@@ -10,9 +10,11 @@ do (the catalog's commits since then are kept: the worse case for recovery).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,3 +262,32 @@ def test_a_command_that_writes_recovers_first_and_fsck_reports_it(
             assert os.pread(fd, len(data) + 1, 0) == data  # stored anew, whole
         finally:
             os.close(fd)
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr is missing (e2fsprogs)")
+def test_a_failed_round_fails_the_fsync_and_the_mount_goes_on(mounter: Mounter) -> None:
+    """A round that cannot write its marker (an immutable run/, which stops root too)
+    fails the fsync waiting for it with an error, leaves the mount up, and the next
+    round, once it can, succeeds."""
+    mnt = mounter.mount("durability=batch", "durability_interval=600")
+    (mnt / "bulk" / "A1").mkdir(parents=True)
+    run_dir = mounter.store_path / "run"
+    if subprocess.run(["chattr", "+i", str(run_dir)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute")
+    try:
+        with open(mnt / "bulk" / "A1" / "a.bin", "wb") as f:
+            f.write(b"a")
+            f.flush()
+            with pytest.raises(OSError) as failed:
+                os.fsync(f.fileno())
+            assert failed.value.errno == errno.EIO
+    finally:
+        subprocess.run(["chattr", "-i", str(run_dir)], check=True)
+    assert (mnt / "bulk" / "A1" / "a.bin").read_bytes() == b"a"  # registered, mount up
+    with open(mnt / "bulk" / "A1" / "b.bin", "wb") as f:
+        f.write(b"b")
+        f.flush()
+        asked = time.time()
+        os.fsync(f.fileno())
+    marker = next(run_dir.glob("bulk-load-*.json"))
+    assert json.loads(marker.read_text())["durable_until"] >= asked
