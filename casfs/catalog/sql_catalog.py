@@ -3,10 +3,11 @@
 `SqlCatalog` implements the `Catalog` protocol on a `Database` (see database.py):
 versioned documents (a change closes the live row and inserts the next version
 with the same inode), collision names, the directory rules, key idempotence,
-registration under the blob-presence check, and (in its mixins) the blob ledger,
-the counters and the reports. A backend subclass opens its `Database` and adds
-only what its engine does differently: how inode numbers are reserved, how
-counters are written, how a blob is locked against gc, and its own checks.
+registration under the blob-presence check, and (in its mixins) the directory
+tree, the blob ledger, the counters and the reports. A backend subclass opens its
+`Database` and adds only what its engine does differently: how inode numbers are
+reserved, how counters are written, how a blob is locked against gc, and its own
+checks.
 
 The schema each backend creates is described, column by column, in
 `casfs.catalog.sqlite.schema` (the canonical reference; PostgreSQL's has the same
@@ -29,6 +30,7 @@ from casfs.catalog import ROOT_INO, BlobCheck, Catalog, RegisterOutcome
 from casfs.catalog.changes import Change, DirectoryChange, DocumentChange
 from casfs.catalog.database import Database, Row
 from casfs.catalog.past import PastQueries
+from casfs.catalog.sql_directories import SqlDirectories
 from casfs.catalog.sql_ledger import SqlBlobLedger
 from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
 from casfs.catalog.sql_snapshots import SqlSnapshots
@@ -46,7 +48,6 @@ INO_BLOCK = 256
 MAX_KEPT_CHANGES = 1000  # see drain_changes
 RETRIES = 5  # a write transaction that lost a race with another writer runs again
 _DOC_COLUMNS = DOC_COLUMNS
-_DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _LIVE = "valid_to IS NULL"
 T = TypeVar("T")
 
@@ -60,11 +61,7 @@ def _doc(row: Row) -> Document:
     return Document(*row)
 
 
-def _dir(row: Row) -> Directory:
-    return Directory(*row)
-
-
-class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
+class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
     local = False
 
     def __init__(self, db: Database) -> None:
@@ -189,191 +186,6 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots):
         ino = self._reserved_inos.start
         self._reserved_inos = self._reserved_inos[1:]
         return ino
-
-    def get_directory(self, ino: int) -> Directory | None:
-        if self._past:
-            return self._past.get_directory(ino)
-        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories WHERE ino = ?", (ino,))
-        return _dir(row) if row else None
-
-    def lookup_directory(self, parent_ino: int, name: str) -> Directory | None:
-        if self._past:
-            return self._past.lookup_directory(parent_ino, name)
-        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
-                        "WHERE parent_ino = ? AND name = ?", (parent_ino, name))
-        return _dir(row) if row else None
-
-    def list_directories(self, parent_ino: int, after_ino: int, limit: int) -> list[Directory]:
-        if self._past:
-            return self._past.list_directories(parent_ino, after_ino, limit)
-        rows = self.db.rows(
-            f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
-            "ORDER BY ino LIMIT ?", (parent_ino, after_ino, limit))
-        return [_dir(r) for r in rows]
-
-    def find_directory(self, resolver: str, artifact_id: str | None) -> Directory | None:
-        if self._past:
-            return self._past.find_directory(resolver, artifact_id)
-        if artifact_id is None:  # `IS ?` would keep PostgreSQL from using the index
-            row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
-                            "WHERE resolver = ? AND artifact_id IS NULL", (resolver,))
-        else:
-            row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
-                            "WHERE resolver = ? AND artifact_id = ?", (resolver, artifact_id))
-        return _dir(row) if row else None
-
-    def _insert_directory(self, parent_ino: int, name: str, resolver: str,
-                          artifact_id: str | None) -> Directory:
-        now = time.time()
-        ino = self.take_ino()
-        self._changes.append(DirectoryChange(ino, parent_ino, name))
-        self.db.execute(
-            "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
-            "created_at, mtime_ns, valid_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9), now))
-        return Directory(ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9))
-
-    def _ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
-        """find_directory or create it, inside a write transaction."""
-        key = (resolver, artifact_id)
-        if key in self._directories_seen:
-            return self._directories_seen[key]
-        found = self.find_directory(resolver, artifact_id)
-        if found:
-            self._directories_seen[key] = found
-            return found
-        if artifact_id is None:
-            parent_ino, identifier = ROOT_INO, resolver
-        else:
-            parent_ino, identifier = self._ensure_directory(resolver, None).ino, artifact_id
-        name = naming.dir_name_for(identifier)
-        if self.lookup_directory(parent_ino, name) is not None:
-            name = naming.collision_name(name, identifier)
-        created = self._insert_directory(parent_ino, name, resolver, artifact_id)
-        self._directories_seen[key] = created
-        return created
-
-    def ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
-        found = self.find_directory(resolver, artifact_id)
-        if found:
-            return found
-
-        def change() -> Directory:
-            with self._write():
-                return self._ensure_directory(resolver, artifact_id)
-        return self._retrying(change)
-
-    def make_directory(self, parent_ino: int, name: str) -> Directory:
-        identifier = naming.identifier_for_dir_name(name)
-        with self._write():
-            if self.lookup_directory(parent_ino, name) is not None:
-                raise Conflict(f"directory {name!r} exists")
-            if parent_ino == ROOT_INO:
-                resolver, artifact_id = identifier, None
-            else:
-                parent = self.get_directory(parent_ino)
-                if parent is None or parent.artifact_id is not None:
-                    raise NotFound("directories exist only at depth 1 and 2")
-                resolver, artifact_id = parent.resolver, identifier
-            if self.find_directory(resolver, artifact_id) is not None:
-                raise Conflict(f"{identifier!r} already has a directory")
-            return self._insert_directory(parent_ino, name, resolver, artifact_id)
-
-    def remove_directory(self, ino: int) -> None:
-        with self._write():
-            directory = self.get_directory(ino)
-            if directory is None:
-                raise NotFound(f"no directory {ino}")
-            if self.list_directories(ino, 0, 1) or self._has_documents(directory):
-                raise Conflict(f"directory {directory.name!r} is not empty")
-            self._archive_directory(ino, "rmdir", time.time())
-            self.db.execute("DELETE FROM directories WHERE ino = ?", (ino,))
-            self._changes.append(DirectoryChange(ino, directory.parent_ino, directory.name))
-
-    def _archive_directory(self, ino: int, change: str, now: float) -> None:
-        """Keep the directory's present state in its history, ended now by `change`
-        (inside a write transaction, before the row changes)."""
-        self.db.execute(
-            "INSERT INTO directory_history (ino, parent_ino, name, resolver, artifact_id, "
-            "created_at, mtime_ns, valid_from, valid_to, change) SELECT ino, parent_ino, "
-            "name, resolver, artifact_id, created_at, mtime_ns, valid_from, ?, ? "
-            "FROM directories WHERE ino = ?", (now, change, ino))
-
-    def _has_documents(self, directory: Directory) -> bool:
-        return self._one(f"SELECT 1 FROM documents WHERE {_LIVE} AND resolver = ? "
-                         "AND artifact_id = ? LIMIT 1",
-                         (directory.resolver, directory.artifact_id)) is not None
-
-    def rename_directory(self, ino: int, new_parent_ino: int, new_name: str) -> None:
-        """Rename or move a directory; its documents follow as new versions."""
-        with self._write():
-            directory = self.get_directory(ino)
-            if directory is None:
-                raise NotFound(f"no directory {ino}")
-            if self.lookup_directory(new_parent_ino, new_name) is not None:
-                raise Conflict(f"directory {new_name!r} exists")
-            identifier = naming.identifier_for_dir_name(new_name)
-            if directory.artifact_id is None:
-                if new_parent_ino != ROOT_INO:
-                    raise NotFound("a resolver directory stays at depth 1")
-                moves = [(directory, identifier, None)] + [
-                    (child, identifier, child.artifact_id)
-                    for child in self._all_children(ino)]
-            else:
-                parent = self.get_directory(new_parent_ino)
-                if parent is None or parent.artifact_id is not None:
-                    raise NotFound("an artifact directory stays at depth 2")
-                moves = [(directory, parent.resolver, identifier)]
-            for old, resolver, artifact_id in moves:
-                if (old.resolver, old.artifact_id) != (resolver, artifact_id) and \
-                        self.find_directory(resolver, artifact_id) is not None:
-                    raise Conflict(f"{resolver}/{artifact_id or ''} already has a directory")
-            now = time.time()
-            for old in {ino: directory, **{old.ino: old for old, *_ in moves}}.values():
-                self._archive_directory(old.ino, "rename", now)
-            self.db.execute("UPDATE directories SET parent_ino = ?, name = ?, valid_from = ? "
-                            "WHERE ino = ?", (new_parent_ino, new_name, now, ino))
-            self._changes += [DirectoryChange(ino, directory.parent_ino, directory.name),
-                              DirectoryChange(ino, new_parent_ino, new_name)]
-            for old, resolver, artifact_id in moves:
-                self.db.execute(
-                    "UPDATE directories SET resolver = ?, artifact_id = ?, valid_from = ? "
-                    "WHERE ino = ?", (resolver, artifact_id, now, old.ino))
-                if old.artifact_id is not None and artifact_id is not None:
-                    self._move_documents(old, resolver, artifact_id)
-
-    def _all_children(self, ino: int) -> list[Directory]:
-        rows = self.db.rows(f"SELECT {_DIR_COLUMNS} FROM directories "
-                                 "WHERE parent_ino = ?", (ino,))
-        return [_dir(r) for r in rows]
-
-    def _move_documents(self, old: Directory, resolver: str, artifact_id: str) -> None:
-        rows = list(self.db.rows(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
-            "AND artifact_id = ?", (old.resolver, old.artifact_id)))
-        for doc in map(_doc, rows):
-            self._close(doc.ino, "rename")
-            self._insert_version(doc, resolver=resolver, artifact_id=artifact_id)
-
-    def directory_of(self, doc: Document) -> Directory:
-        found = self.find_directory(doc.resolver, doc.artifact_id)
-        if found is None:
-            raise NotFound(f"no directory for {doc.resolver}/{doc.artifact_id}")
-        return found
-
-    def virtual_path(self, doc: Document) -> str:
-        return self.path_at(doc.resolver, doc.artifact_id, doc.basename)
-
-    def path_at(self, resolver: str, artifact_id: str, basename: str) -> str:
-        """The one formatter of a virtual path: /<resolver dir>/<artifact dir>/<name>
-        with the directories' names as the mount shows them; for a place whose
-        directories are gone (history), the names they would get."""
-        artifact_dir = self.find_directory(resolver, artifact_id)
-        resolver_dir = self.get_directory(artifact_dir.parent_ino) if artifact_dir \
-            else self.find_directory(resolver, None)
-        return "/".join(("", resolver_dir.name if resolver_dir else naming.dir_name_for(resolver),
-                         artifact_dir.name if artifact_dir else naming.dir_name_for(artifact_id),
-                         basename))
 
     # -- documents --------------------------------------------------------------
     def get_document(self, ino: int) -> Document | None:
