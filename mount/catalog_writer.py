@@ -40,7 +40,9 @@ from .rounds import Rounds
 
 T = TypeVar("T")
 REMOTE_WRITERS = 8
-Registration = tuple[PathWrite, StagingFile]  # a closed file, and its bytes until committed
+# A closed file's write, or what places its blob and then gives its write (a bulk
+# load's close, placed on the round's thread); and its bytes until committed.
+Registration = tuple[PathWrite | Callable[[], PathWrite], StagingFile]
 
 
 class CatalogWriter:
@@ -72,7 +74,8 @@ class CatalogWriter:
                     self.on_commit(committed)
         return await self._pool.run(job)
 
-    async def register(self, write: PathWrite, staging: StagingFile) -> Document:
+    async def register(self, write: PathWrite | Callable[[], PathWrite],
+                       staging: StagingFile) -> Document:
         """Register a closed file whose blob is placed, in the next round: one
         transaction with the registrations that arrive while the one before it
         runs. `staging` holds its bytes, to put the blob back if gc took it."""
@@ -81,8 +84,21 @@ class CatalogWriter:
 
     async def _register_round(self, registrations: list[Registration]
                               ) -> list[outcome.Outcome[Document]]:
-        return await self(lambda catalog: register_together(catalog, self._blobs,
-                                                            registrations))
+        def job(catalog: Catalog) -> list[outcome.Outcome[Document]]:
+            answers: list[outcome.Outcome[Document] | None] = [None] * len(registrations)
+            ready: list[tuple[int, tuple[PathWrite, StagingFile]]] = []
+            for k, (write, staging) in enumerate(registrations):
+                made = outcome.Value(write) if isinstance(write, PathWrite) \
+                    else outcome.capture(write)  # places the blob first
+                if isinstance(made, outcome.Value):
+                    ready.append((k, (made.value, staging)))
+                else:
+                    answers[k] = made
+            registered = register_together(catalog, self._blobs, [r for _, r in ready])
+            for (k, _), answer in zip(ready, registered, strict=True):
+                answers[k] = answer
+            return [a for a in answers if a is not None]
+        return await self(job)
 
     async def new_ino(self) -> int:
         if not self._inos:
@@ -96,10 +112,11 @@ class CatalogWriter:
 
 
 def register_together(catalog: Catalog, blobs: BlobStore,
-                      registrations: list[Registration]) -> list[outcome.Outcome[Document]]:
+                      registrations: list[tuple[PathWrite, StagingFile]]
+                      ) -> list[outcome.Outcome[Document]]:
     """Every registration in one transaction; when that fails, each in its own, for
     its own answer (the failure was one registration's, or the transaction's)."""
-    def register(some: list[Registration]) -> list[Document]:
+    def register(some: list[tuple[PathWrite, StagingFile]]) -> list[Document]:
         placed = {write.new.sha256: staging for write, staging in some}
         return register_placed(blobs, placed, lambda present: catalog.write_at_paths(
             [write for write, _ in some], present))

@@ -362,12 +362,12 @@ class OpenFiles:
 
     async def _place_and_register(self, file: OpenFile, staging: StagingFile
                                   ) -> Document | None:
-        try:
-            blob = await self._place(staging)
-        except OSError as e:
-            log.error("finalizing %s failed: %s", file.name, e)
-            raise pyfuse3.FUSEError(errno.ENOSPC if e.errno == errno.ENOSPC
-                                    else errno.EIO) from None
+        """Place the file's blob, then register it. In a bulk load on local blobs,
+        placing is cheap (no fsync) and happens in the registration's round, on its
+        thread: one trip to a worker thread a close instead of two (1 writer: 919-931
+        files/s against 780-818 with two trips, in write_cost.py --batch)."""
+        in_round = not self.durable_close and self.store.blobs.local
+        blob = None if in_round else await self._placed(file, staging)
         if file.unlinked:
             return None
         await self.locate(file)
@@ -377,24 +377,48 @@ class OpenFiles:
             await self.query(lambda c: c.get_directory(parent_ino))
         if directory is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        meta = file.metadata
-        new = NewDocument(
-            resolver=directory.resolver, artifact_id=directory.artifact_id or "",
-            basename=name, sha256=blob.sha256, bytes=blob.bytes,
-            storage_uri=blob.storage_uri, source_url=meta.get("source_url"),
-            # A new version keeps its content type unless it was set; a new file's is
-            # guessed from its name.
-            content_type=meta.get("content_type") or (
-                None if file.document else guess_content_type(name)),
-            run_id=meta.get("run_id"), mtime_ns=file.mtime_ns, dedup_hit=blob.dedup_hit)
+        meta = dict(file.metadata)
+        # A new version keeps its content type unless it was set; a new file's is
+        # guessed from its name.
+        content_type = meta.get("content_type") or (
+            None if file.document else guess_content_type(name))
+        ino, mtime_ns, supersede = file.ino, file.mtime_ns, file.session_version
+
+        def write_of(blob: StoredBlob) -> PathWrite:
+            new = NewDocument(
+                resolver=directory.resolver, artifact_id=directory.artifact_id or "",
+                basename=name, sha256=blob.sha256, bytes=blob.bytes,
+                storage_uri=blob.storage_uri, source_url=meta.get("source_url"),
+                content_type=content_type, run_id=meta.get("run_id"), mtime_ns=mtime_ns,
+                dedup_hit=blob.dedup_hit)
+            return PathWrite(ino, directory, name, new, supersede)
+
         assert self.writer is not None
-        supersede = file.session_version
-        document = await self.writer.register(
-            PathWrite(file.ino, directory, name, new, supersede), staging)
+        if blob is not None:
+            document = await self.writer.register(write_of(blob), staging)
+        else:
+            blobs = self.store.blobs
+            try:
+                document = await self.writer.register(
+                    lambda: write_of(place_blob(blobs, staging, durable=False)), staging)
+            except OSError as e:
+                raise self._failed(file, e) from None
         file.session_version = document.id
         file.metadata = {}
-        log.debug("registered %s (%s, %d bytes)", name, blob.sha256[:12], blob.bytes)
+        log.debug("registered %s (%s, %d bytes)", name, document.sha256[:12], document.bytes)
         return document
+
+    async def _placed(self, file: OpenFile, staging: StagingFile) -> StoredBlob:
+        try:
+            return await self._place(staging)
+        except OSError as e:
+            raise self._failed(file, e) from None
+
+    @staticmethod
+    def _failed(file: OpenFile, error: OSError) -> pyfuse3.FUSEError:
+        """What the closing writer gets when the bytes could not be stored."""
+        log.error("finalizing %s failed: %s", file.name, error)
+        return pyfuse3.FUSEError(errno.ENOSPC if error.errno == errno.ENOSPC else errno.EIO)
 
     def changing(self, ino: int) -> Changing:
         """`async with files.changing(ino) as file:` the locked OpenFile of `ino`; for

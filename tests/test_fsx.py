@@ -35,6 +35,20 @@ def test_random_operations_read_what_the_model_says(mounter: Mounter, seed: int,
     assert (mnt / "fsx" / f"run{seed}" / "file.bin").read_bytes() == expected
 
 
+@pytest.mark.parametrize("use_mmap", [True, False], ids=["mmap", "no-mmap"])
+def test_a_bulk_load_reads_what_the_model_says(mounter: Mounter, use_mmap: bool) -> None:
+    """The same in a bulk load (-o durability=batch), where a close places its blob in
+    the registration's round; then a remount after the last round."""
+    mnt = mounter.mount("durability=batch", "durability_interval=0.2")
+    directory = mnt / "fsx" / "bulk"
+    directory.mkdir(parents=True)
+    path = directory / "file.bin"
+    expected = Exerciser(path, 4, use_mmap, max_len=MAX_LEN).run(OPS)
+    assert path.read_bytes() == expected
+    mnt = mounter.remount()
+    assert (mnt / "fsx" / "bulk" / "file.bin").read_bytes() == expected
+
+
 def test_the_exerciser_agrees_with_a_local_disk(tmp_path: Path) -> None:
     """The model itself is right: on the local filesystem every run passes."""
     path = tmp_path / "file.bin"
