@@ -8,6 +8,7 @@ never opened for writing again.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -95,7 +96,10 @@ class LocalBlobStore:
         is_new = self._link(staging, sha256)
         if durable:
             if not is_new:
-                _fsync_file(self._blob_file(sha256))  # cheap when already on disk
+                # Cheap when already on disk. Removed meanwhile (gc): the registration
+                # finds it gone and restores it from the staging file (law 2).
+                with contextlib.suppress(FileNotFoundError):
+                    _fsync_file(self._blob_file(sha256))
             _fsync_dir(self.path(sha256).parent)
         return sha256, staging.size, is_new
 
