@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +92,8 @@ def markers(layout: StoreLayout) -> list[Marker]:
             found.append(Marker(path, int(data["pid"]), str(data["boot"]),
                                 float(data["durable_until"])))
         except (OSError, ValueError, KeyError, TypeError):
-            # Unreadable: written by a crash mid-way? It cannot be: it is renamed
-            # into place whole. Check everything since the store began, to be safe.
+            # It is renamed into place whole, so this is damage from elsewhere: take
+            # it as a crashed load with nothing durable (recovery checks every blob).
             found.append(Marker(path, 0, "", 0.0))
     return found
 
@@ -156,15 +155,12 @@ class Recovery:
     lost: list[str] = field(default_factory=list)  # blobs moved aside, records closed
 
 
-def recover(store: Store, marker: Marker,
-            progress: Callable[[int], None] | None = None) -> Recovery:
+def recover(store: Store, marker: Marker) -> Recovery:
     """Check what a crashed bulk load may not have made durable; see the module."""
     blobs = require_local(store)
     report = Recovery()
     for sha256 in list(blobs.placed_since(marker.durable_until - MARGIN_S)):
         report.checked += 1
-        if progress is not None:
-            progress(report.checked)
         hashed = blobs.hash_blob(sha256)
         if hashed.actual in (sha256, None):  # right, or removed meanwhile (gc)
             continue

@@ -97,7 +97,7 @@ class CatalogWriter:
             registered = register_together(catalog, self._blobs, [r for _, r in ready])
             for (k, _), answer in zip(ready, registered, strict=True):
                 answers[k] = answer
-            return [a for a in answers if a is not None]
+            return [answer for answer in answers if answer is not None]  # every one
         return await self(job)
 
     async def new_ino(self) -> int:

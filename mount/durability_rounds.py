@@ -33,7 +33,6 @@ class DurabilityRounds:
         self.interval = interval
         self._rounds: Rounds[None, None] = Rounds(self._round)
         self._written_at_last_round = 0
-        self.durable_until = bulk.marker.durable_until  # for tests and the log
 
     async def durable(self) -> None:
         """Return after a round that started after this call (what fsync waits for);
@@ -64,6 +63,5 @@ class DurabilityRounds:
         await self.writer(lambda catalog: catalog.make_commits_durable())
         await trio.to_thread.run_sync(self.bulk.mark_durable, started)
         self._written_at_last_round = written + 1  # and its own commit
-        self.durable_until = started
         log.debug("durability round: everything closed before %.3f is on disk", started)
         return [outcome.Value(None)] * len(waiting)

@@ -99,8 +99,8 @@ class LocalBlobStore:
                 # Cheap when already on disk. Removed meanwhile (gc): the registration
                 # finds it gone and restores it from the staging file (law 2).
                 with contextlib.suppress(FileNotFoundError):
-                    _fsync_file(self._blob_file(sha256))
-            _fsync_dir(self.path(sha256).parent)
+                    _fsync(self._blob_file(sha256))
+            _fsync(self.path(sha256).parent)
         return sha256, staging.size, is_new
 
     def sync(self) -> None:
@@ -159,7 +159,7 @@ class LocalBlobStore:
             finally:
                 copy.discard()
         if is_new:
-            _fsync_dir(self.path(sha256).parent)
+            _fsync(self.path(sha256).parent)
 
     def _link(self, staging: StagingFile, sha256: str) -> bool:
         """Put a finished staging file in place; False when the blob already exists."""
@@ -241,16 +241,9 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: str) -> None:
+def _fsync(path: str | Path) -> None:
+    """fsync a file or a directory by its path."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
