@@ -13,7 +13,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
-packages=(fuse3 libfuse3-dev pkg-config gcc rsync sqlite3 python3-dev postgresql-15)
+packages=(fuse3 libfuse3-dev pkg-config gcc rsync sqlite3 strace python3-dev postgresql-15)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -49,10 +49,7 @@ class XattrHandlers(OperationsBase):
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         self._xattrs_on()
-        if not name.startswith(xattrs.PREFIX_BYTES):
-            # ls -l asks every entry for security.selinux and system.posix_acl_access,
-            # and FUSE caches no answer: answer without touching the catalog.
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        xattrs.refuse_foreign(name)
         return xattrs.lookup(await self._xattr_values(inode), name)
 
     @handler
@@ -71,8 +68,7 @@ class XattrHandlers(OperationsBase):
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._xattrs_on()
         self._writable()
-        if not name.startswith(xattrs.PREFIX_BYTES):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # foreign ones are never kept
+        xattrs.refuse_foreign(name)  # foreign ones are never kept
         await self._set_metadata(inode, name, None)
 
     async def _current_values(self, inode: int) -> dict[str, str]:

@@ -65,6 +65,22 @@ def decode_value(raw: bytes) -> str | None:
     return value or None
 
 
+def refuse_foreign(raw_name: bytes) -> None:
+    """Answer a getxattr of a name casfs never holds, without the catalog.
+
+    casfs keeps attributes in the `user.` namespace only. A name in another
+    namespace (`security.selinux`, `system.posix_acl_access`, `trusted.*`) gets
+    ENOTSUP, as on a filesystem without labels or ACLs, not ENODATA ("this file has
+    none"): `ls -l` asks every entry for those two, the kernel caches no answer for
+    FUSE, and on ENOTSUP `ls` stops asking for the rest of the device, which took
+    `ls -l` of 10,000 entries from about 20x native to under 2x (README, Performance).
+    """
+    if not raw_name.startswith(b"user."):
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+    if not raw_name.startswith(PREFIX_BYTES):
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+
 def lookup(values: dict[str, str], raw_name: bytes) -> bytes:
     name = raw_name.decode("utf-8", errors="replace")
     if not name.startswith(PREFIX) or name[len(PREFIX):] not in values:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -74,6 +75,11 @@ def test_xattrs_show_the_record_and_only_some_are_settable(mnt: Path, tmp_path: 
     assert errno_of(lambda: os.getxattr(f, "user.other")) == errno.ENODATA
     assert errno_of(lambda: os.setxattr(f, "user.casfs.unknown", b"x")) == errno.ENOTSUP
     assert errno_of(lambda: os.getxattr(f, "user.casfs.nothing")) == errno.ENODATA
+    # Other namespaces are not supported, as on a filesystem without labels or ACLs.
+    for foreign in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        assert errno_of(lambda n=foreign: os.getxattr(f, n)) == errno.ENOTSUP, foreign
+        assert errno_of(lambda n=foreign: os.removexattr(f, n)) == errno.ENOTSUP, foreign
+    assert errno_of(lambda: os.setxattr(f, "security.x", b"x")) == errno.ENOTSUP
     assert os.getxattr(f.parent, "user.casfs.artifact_id") == b"W1"
     # Set on an open file before close: applied when the file is registered.
     g = f.parent / "b.html"
@@ -183,6 +189,27 @@ def test_a_full_filesystem_gives_the_writer_an_error_and_leaves_nothing(
     blobs = [p for p in (small_store / "cas").rglob("*") if p.is_file()]
     assert len(blobs) == 2 and all(p.stat().st_size <= 4 for p in blobs)
     assert list((small_store / "tmp").iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_ls_l_asks_foreign_attributes_once_not_per_entry(mnt: Path, tmp_path: Path) -> None:
+    """`ls -l` asks each entry for its SELinux label and its ACL unless the device
+    said ENOTSUP once; ENODATA would cost two round trips per entry (README,
+    Performance)."""
+    d = mnt / "r" / "a"
+    d.mkdir(parents=True)
+    for i in range(40):
+        (d / f"f{i:02}.txt").write_bytes(b"%d" % i)
+    trace = tmp_path / "ls.strace"
+    listing = subprocess.run(["strace", "-f", "-e", "trace=getxattr,lgetxattr", "-o", str(trace),
+                              "ls", "-l", str(d)], capture_output=True, text=True,
+                             check=True).stdout
+    lines = [line for line in listing.splitlines() if ".txt" in line]
+    assert len(lines) == 40 and all(line.startswith("-rw-") for line in lines)
+    calls = trace.read_text()
+    assert 1 <= calls.count("security.selinux") <= 2, calls
+    assert 1 <= calls.count("system.posix_acl_access") <= 2, calls
+    assert os.getxattr(d / "f07.txt", "user.casfs.resolver") == b"r"
 
 
 def test_noxattr_turns_extended_attributes_off(mounter: Mounter) -> None:
