@@ -19,6 +19,13 @@ Writes stage a copy of the blob on the first change (copy-on-write); flush and
 fsync finalize the staging file through the one ingest path, so a close() that
 returned 0 means stored and registered (law 6), and the file's bytes are then the
 new blob's.
+
+A write is answered once its bytes are queued on the staging file, in memory; a
+worker thread writes and hashes the queue while the writer sends the next bytes
+(`DRAIN_FROM`), and a writer that outruns it waits (`QUEUE_AT_MOST`). A small file
+never leaves the event loop before its close, which writes, hashes and places it in
+one trip. A write that fails in the drain fails the next write or the close, so
+nothing half-written is registered.
 """
 
 from __future__ import annotations
@@ -50,6 +57,11 @@ from .rounds import Rounds
 
 log = logging.getLogger("casfs.mount")
 T = TypeVar("T")
+# A file's queued writes go to a worker thread from this many bytes on; fewer stay in
+# memory until something reads or closes the file. The writer waits while more than
+# QUEUE_AT_MOST are queued. Measured in contrib/bench/write_sizes.py (README).
+DRAIN_FROM = 64 << 10
+QUEUE_AT_MOST = 4 << 20
 
 
 class BlobPin:
@@ -163,6 +175,7 @@ class OpenFiles:
         self.by_ino: dict[int, OpenFile] = {}
         self._by_name: dict[tuple[int, str], OpenFile] = {}
         self._placing: Rounds[StagingFile, StoredBlob] = Rounds(self._place_round)
+        self._draining: set[StagingFile] = set()  # whose queue a worker thread writes
         self.durable_close = True  # False in a bulk load (-o durability=batch)
 
     def get(self, ino: int) -> OpenFile | None:
@@ -317,12 +330,30 @@ class OpenFiles:
     async def write(self, file: OpenFile, data: bytes, offset: int) -> int:
         try:
             staging = await self.copy_on_write(file)
-            written = await trio.to_thread.run_sync(staging.write, data, offset)
+            staging.queue(data, offset)
+            if staging.queued_bytes > QUEUE_AT_MOST:
+                await trio.to_thread.run_sync(staging.apply_queued)
         except OSError as e:
             file.failed_errno = e.errno or errno.EIO
             raise
         file.mtime_ns = time.time_ns()
-        return written
+        if staging.queued_bytes >= DRAIN_FROM and staging not in self._draining:
+            self._draining.add(staging)
+            trio.lowlevel.spawn_system_task(self._drain, staging)
+        return len(data)
+
+    async def _drain(self, staging: StagingFile) -> None:
+        """Write a staging file's queue in a worker thread until it stays empty. A
+        failure stays with the staging file, for the next write or the close."""
+        try:
+            while staging.queued_bytes:
+                await trio.to_thread.run_sync(staging.apply_queued)
+        except OSError:
+            pass
+        except Exception:
+            log.exception("writing queued bytes failed")
+        finally:
+            self._draining.discard(staging)
 
     async def truncate(self, file: OpenFile, size: int) -> None:
         if size == file.size:

@@ -35,6 +35,15 @@ from .xattr_handlers import XattrHandlers
 log = logging.getLogger("casfs.mount")
 
 
+def write_only(flags: int) -> bool:
+    """Whether an open is for writing only, which the kernel then serves without its
+    page cache (direct_io). Such a descriptor is never read or mapped, and its writes
+    then cost one request each: in cached mode the kernel also asks for
+    `security.capability` before every write (to clear set-uid bits), a second round
+    trip per write that `cp` and `shutil.copyfile` paid (README, Performance)."""
+    return flags & os.O_ACCMODE == os.O_WRONLY
+
+
 class CasfsOperations(DirectoryHandlers, XattrHandlers):
     # -- names and attributes ----------------------------------------------------
     @handler
@@ -166,6 +175,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         info = pyfuse3.FileInfo(fh=self._new_handle(Handle(inode, writable)))
         # Blobs never change, so cached pages stay good while they are this version's.
         info.keep_cache = not made or self._page_cache_valid(file)
+        info.direct_io = write_only(flags)
         return info
 
     @handler
@@ -191,6 +201,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         file.open_handles = 1
         self.cached.pop(file.ino, None)
         info = pyfuse3.FileInfo(fh=self._new_handle(Handle(file.ino, True)))
+        info.direct_io = write_only(flags)
         return info, self._counted(self.attrs.open_file(file))
 
     @handler

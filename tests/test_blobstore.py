@@ -1,10 +1,13 @@
 """Law 1: a file under cas/ always holds exactly the bytes whose SHA-256 is its name."""
 
+import errno
 import hashlib
 import os
 import stat
 import threading
 from pathlib import Path
+
+import pytest
 
 from casfs.blobs.local import LocalBlobStore
 from casfs.blobs.staging import StagingFile
@@ -103,3 +106,89 @@ def test_restore_brings_back_a_blob_removed_after_it_was_placed(tmp_path: Path) 
     store.restore(staging, sha)
     staging.discard()
     assert store.path(sha).read_bytes() == b"precious"
+
+
+def test_queued_writes_are_applied_in_order_by_whatever_touches_the_file(
+        tmp_path: Path) -> None:
+    store = blobs(tmp_path)
+    staging = store.stage()
+    staging.queue(b"hello ", 0)
+    staging.queue(b"world", 6)
+    assert (staging.size, staging.queued_bytes) == (11, 11)
+    assert staging.read(100, 0) == b"hello world" and staging.queued_bytes == 0
+    staging.queue(b"W", 6)  # inside the hashed prefix
+    staging.queue(b"!!", 11)
+    staging.truncate(12)  # applies the queue first
+    staging.queue(b"?", 20)  # past the end: a hole of zeros
+    expected = b"hello World!" + b"\0" * 8 + b"?"
+    sha, size, _ = place(store, staging)
+    assert size == 21 and sha == hashlib.sha256(expected).hexdigest()
+    assert store.path(sha).read_bytes() == expected
+
+
+def test_a_queued_write_that_failed_fails_every_later_call(tmp_path: Path) -> None:
+    staging = StagingFile(None, os.open("/dev/full", os.O_WRONLY))
+    staging.queue(b"x" * 10, 0)
+    with pytest.raises(OSError) as info:
+        staging.apply_queued()
+    assert info.value.errno == errno.ENOSPC
+    for call in (lambda: staging.queue(b"y", 10), staging.apply_queued, staging.digest,
+                 lambda: staging.finish(fsync=False), lambda: staging.read(1, 0)):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.ENOSPC
+    staging.discard()
+    assert staging.fd == -1
+
+
+def test_a_drain_and_reads_in_other_threads_take_turns(tmp_path: Path) -> None:
+    """The mount queues on its event loop while a worker thread drains and another
+    reads: every read sees every write queued before it, and the hash is whole."""
+    store = blobs(tmp_path)
+    staging = store.stage()
+    data = os.urandom(2 << 20)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            while not stop.is_set():
+                staging.apply_queued()
+        except BaseException as e:
+            errors.append(e)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    try:
+        for offset in range(0, len(data), 4096):
+            staging.queue(data[offset:offset + 4096], offset)
+            if offset and offset % (64 << 10) == 0:  # [offset / 2, +8 KiB) is queued
+                start = offset // 2
+                assert staging.read(8192, start) == data[start:start + 8192]
+    finally:
+        stop.set()
+        drainer.join()
+    assert errors == []
+    sha, size, _ = place(store, staging)
+    assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_discard_while_a_drain_writes_closes_after_it(tmp_path: Path) -> None:
+    store = blobs(tmp_path)
+    staging = store.stage()
+    for offset in range(0, 32 << 20, 1 << 20):
+        staging.queue(b"z" * (1 << 20), offset)
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            staging.apply_queued()
+        except BaseException as e:
+            errors.append(e)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    staging.discard()  # from the event loop: must not wait for the drain
+    drainer.join()
+    assert errors == [] and staging.fd == -1 and staging.queued_bytes == 0
+    assert list((tmp_path / "tmp").iterdir()) == []

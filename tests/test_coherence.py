@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import subprocess
 import threading
@@ -272,3 +273,31 @@ def test_attributes_round_trip_through_cp_mv_and_rsync(mnt: Path, tmp_path: Path
     with pytest.raises(OSError) as raised:
         os.setxattr(source, "trusted.x", b"1")
     assert raised.value.errno in (errno.ENOTSUP, errno.EPERM)
+
+
+def test_a_write_only_descriptor_is_seen_at_once_by_readers_and_mappings(mnt: Path) -> None:
+    """A write-only open bypasses the kernel's page cache (direct_io); a reader that
+    has the file's pages cached, and a shared mapping of it, see each write at once,
+    and the size it grows to."""
+    path = artifact(mnt) / "w.bin"
+    path.write_bytes(b"a" * 65536)
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(reader, 65536, 0) == b"a" * 65536  # now in the page cache
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            assert mapped[8192:8196] == b"aaaa"
+            writer = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(writer, b"b" * 4096, 8192)
+                expected = b"a" * 8192 + b"b" * 4096 + b"a" * (65536 - 12288)
+                assert os.pread(reader, 70000, 0) == expected
+                assert mapped[8192:12288] == b"b" * 4096
+                os.pwrite(writer, b"c" * 100, 65536)
+                assert os.fstat(reader).st_size == 65636
+                assert os.pread(reader, 200, 65500) == b"a" * 36 + b"c" * 100
+            finally:
+                os.close(writer)
+        assert os.pread(reader, 70000, 0) == expected + b"c" * 100
+    finally:
+        os.close(reader)
+    assert path.read_bytes() == expected + b"c" * 100

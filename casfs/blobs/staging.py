@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,16 +42,33 @@ class StagingFile:
     The hash covers the prefix [0, hashed) of the file. A write that starts exactly
     at `hashed` extends it (the common case: sequential copies hash in one pass);
     a write or truncate that changes bytes inside the prefix throws it away and the
-    file is re-hashed when it is finished. Not thread-safe: one writer at a time.
+    file is re-hashed when it is finished.
+
+    Writes can also be queued (`queue`): kept in memory, in order, and written by
+    the next method that touches the file, or by `apply_queued` (the mount drains a
+    file's queue in a worker thread while its writer sends the next bytes). Queuing
+    makes no system call, so the mount's event loop can take a write without a trip
+    to a worker thread; `size` counts queued bytes at once. A queued write that
+    fails is raised by every later call, so the close reports it (law 6: nothing is
+    registered). Thread safety: every method that touches the file holds one lock,
+    so a drain in one thread and a read in another take turns; `queue` takes only
+    the queue's own lock and never waits for a drain.
     """
 
     def __init__(self, path: Path | None, fd: int) -> None:
         self.path = path  # None for an unnamed O_TMPFILE file: nothing to clean up
         self.fd = fd
-        self.size = 0
+        self.size = 0  # queued writes included
+        self.queued_bytes = 0
         self._hasher = hashlib.sha256()
         self._hashed = 0
         self._known: str | None = None  # a digest computed elsewhere (another process)
+        self._lock = threading.Lock()  # the file, the hash
+        self._queue_lock = threading.Lock()  # the queue and the flags below
+        self._queued: list[tuple[bytes, int]] = []
+        self._failed: OSError | None = None  # a queued write that failed
+        self._applying = False
+        self._discarded = False
 
     @classmethod
     def placed_elsewhere(cls, path: Path, size: int, sha256: str) -> StagingFile:
@@ -62,30 +80,45 @@ class StagingFile:
         return staging
 
     def write(self, data: bytes, offset: int) -> int:
-        written = os.pwrite(self.fd, data, offset)
-        if offset == self._hashed:
-            self._hasher.update(data[:written])
-            self._hashed += written
-        elif offset < self._hashed:
-            self._restart_hash()
-        self.size = max(self.size, offset + written)
-        return written
+        with self._lock:
+            self._apply_queued()
+            return self._write(data, offset)
+
+    def queue(self, data: bytes, offset: int) -> None:
+        """Take a write to make later; raises the error of an earlier one that failed."""
+        with self._queue_lock:
+            if self._failed is not None:
+                raise self._failed
+            self._queued.append((data, offset))
+            self.queued_bytes += len(data)
+            self.size = max(self.size, offset + len(data))
+
+    def apply_queued(self) -> None:
+        """Write what is queued (in a worker thread: this blocks)."""
+        with self._lock:
+            self._apply_queued()
 
     def read(self, length: int, offset: int) -> bytes:
-        return os.pread(self.fd, length, offset)
+        with self._lock:
+            self._apply_queued()
+            return os.pread(self.fd, length, offset)
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
-        if size < self._hashed:
-            self._restart_hash()
-        self.size = size
+        with self._lock:
+            self._apply_queued()
+            os.ftruncate(self.fd, size)
+            if size < self._hashed:
+                self._restart_hash()
+            with self._queue_lock:
+                self.size = size
 
     def copy_from(self, fd: int) -> None:
         """Fill an empty staging file from `fd` (copy-on-write of an existing blob)."""
-        offset = 0
-        while chunk := os.pread(fd, CHUNK, offset):
-            self.write(chunk, offset)
-            offset += len(chunk)
+        with self._lock:
+            offset = 0
+            while chunk := os.pread(fd, CHUNK, offset):
+                self._write(chunk, offset)
+                offset += len(chunk)
 
     def finish(self, *, fsync: bool = True) -> str:
         """Hash what is left, fsync and make the file read-only; return the SHA-256.
@@ -93,16 +126,74 @@ class StagingFile:
         `fsync=False` is for batches whose caller syncs the whole filesystem once
         before anything is linked into place (`LocalBlobStore.place_batch`).
         """
-        digest = self.digest()
-        if fsync:
-            os.fsync(self.fd)
-        os.fchmod(self.fd, BLOB_MODE)
-        return digest
+        with self._lock:
+            digest = self._digest()
+            if fsync:
+                os.fsync(self.fd)
+            os.fchmod(self.fd, BLOB_MODE)
+            return digest
 
     def digest(self) -> str:
         """The SHA-256 of the file as it is now, hashing only what is not hashed yet."""
+        with self._lock:
+            return self._digest()
+
+    def discard(self) -> None:
+        """Close and remove the staging file; safe to call more than once, and from
+        the event loop while a drain is writing (that thread closes it when done)."""
+        with self._queue_lock:
+            self._queued.clear()
+            self.queued_bytes = 0
+            self._discarded = True
+            close_now = not self._applying
+        if close_now:
+            self._close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    # -- with self._lock held ------------------------------------------------------
+    def _apply_queued(self) -> None:
+        with self._queue_lock:
+            if self._failed is not None:
+                raise self._failed
+            batch, self._queued, self.queued_bytes = self._queued, [], 0
+            self._applying = bool(batch)
+        if not batch:
+            return
+        try:
+            for data, offset in batch:
+                self._write(data, offset)
+        except OSError as e:
+            with self._queue_lock:
+                self._failed = e
+            raise
+        finally:
+            with self._queue_lock:
+                self._applying = False
+                close_now = self._discarded
+            if close_now:
+                self._close()
+
+    def _write(self, data: bytes, offset: int) -> int:
+        written = 0
+        while written < len(data):
+            n = os.pwrite(self.fd, data[written:], offset + written)
+            if n == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += n
+        if offset == self._hashed:
+            self._hasher.update(data)
+            self._hashed += written
+        elif offset < self._hashed:
+            self._restart_hash()
+        with self._queue_lock:  # `queue` may grow it meanwhile, on the event loop
+            self.size = max(self.size, offset + written)
+        return written
+
+    def _digest(self) -> str:
         if self._known is not None:
             return self._known
+        self._apply_queued()
         while self._hashed < self.size:
             chunk = os.pread(self.fd, min(CHUNK, self.size - self._hashed), self._hashed)
             if not chunk:
@@ -111,13 +202,10 @@ class StagingFile:
             self._hashed += len(chunk)
         return self._hasher.hexdigest()
 
-    def discard(self) -> None:
-        """Close and remove the staging file; safe to call more than once."""
+    def _close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
 
     def _restart_hash(self) -> None:
         self._hasher = hashlib.sha256()
