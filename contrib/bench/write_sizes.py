@@ -5,13 +5,16 @@
     .venv/bin/python contrib/bench/write_sizes.py [--dir DIR] [--size-mib 512]
         [--runs 2]
 
-The daemon pays per WRITE request, and the request size is the writer's: `cp`
-writes 128 KiB at a time, `shutil.copyfile` uses `sendfile` (spliced through a
-64 KiB pipe), and a program may write 1 MiB or 128 KiB at a time. Each line gives the
-speed against native (higher is better) and how many times the daemon read
+The daemon pays per request, and the WRITE request's size is the writer's: `cp`
+writes 128 KiB at a time, `shutil.copyfile` uses `sendfile` (spliced through a 64
+KiB pipe), and a program may write 1 MiB or 128 KiB at a time. Each line gives the
+speed against native (higher is better) and how many requests the daemon read from
 /dev/fuse while that writer wrote a 64 MiB file, counted by `strace -f -P
-/dev/fuse` (libfuse 3.14 reads about twice per request here: 64 requests of 1 MiB
-are about 130 reads).
+/dev/fuse`. Through the kernel's page cache every WRITE came with a GETXATTR of
+`security.capability` (the kernel checks for set-uid bits to clear before each
+write), two requests a write; a write-only open now bypasses the page cache
+(direct_io): one request a write, or two when a 1 MiB write's buffer does not
+start on a page (the kernel then sends 1 MiB less a few KiB, and the rest).
 """
 
 from __future__ import annotations
