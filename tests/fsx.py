@@ -1,7 +1,8 @@
 """A file-system exerciser: random operations on one file against an in-memory model.
 
-Writes at random offsets, truncates up and down, reads, mapped writes with msync,
-mapped reads, fsync, dropping the page cache, close and reopen; every read and
+Writes at random offsets (also through a second, write-only descriptor, which the
+mount serves without the page cache), truncates up and down, reads, mapped writes
+with msync, mapped reads, fsync, dropping the page cache, close and reopen; every read and
 every size is checked against the model, and the first difference stops the run
 with the operations that led to it. Seeded, so a failure reruns the same way.
 
@@ -37,6 +38,7 @@ class Exerciser:
     max_len: int = 256 * 1024
     model: bytearray = field(default_factory=bytearray)
     fd: int = -1
+    write_only_fd: int = -1
     done: int = 0
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=30))
 
@@ -51,8 +53,15 @@ class Exerciser:
             self.model.clear()
 
     def close(self) -> None:
+        self.close_write_only()
         os.close(self.fd)
         self.fd = -1
+
+    def close_write_only(self) -> str:
+        if self.write_only_fd >= 0:
+            os.close(self.write_only_fd)
+            self.write_only_fd = -1
+        return "close write-only"
 
     def _span(self, limit: int) -> tuple[int, int]:
         offset = self.rng.randrange(0, max(1, limit))
@@ -65,6 +74,16 @@ class Exerciser:
         assert os.pwrite(self.fd, data, offset) == size
         self._model_write(offset, data)
         return f"write {offset}+{size}"
+
+    def write_only(self) -> str:
+        """A write through another descriptor, opened O_WRONLY (`cp`, `>>` do that)."""
+        if self.write_only_fd < 0:
+            self.write_only_fd = os.open(self.path, os.O_WRONLY)
+        offset, size = self._span(self.max_len - 1)
+        data = self.rng.randbytes(size)
+        assert os.pwrite(self.write_only_fd, data, offset) == size
+        self._model_write(offset, data)
+        return f"write-only {offset}+{size}"
 
     def _model_write(self, offset: int, data: bytes) -> None:
         if offset > len(self.model):
@@ -144,7 +163,8 @@ class Exerciser:
     def run(self, ops: int) -> bytes:
         """Do `ops` operations; returns the bytes the file must hold."""
         choices = [(self.write, 25), (self.read, 25), (self.truncate, 6), (self.fsync, 8),
-                   (self.drop_cache, 6), (self.reopen, 4)]
+                   (self.drop_cache, 6), (self.reopen, 4), (self.write_only, 8),
+                   (self.close_write_only, 3)]
         if self.use_mmap:
             choices += [(self.map_write, 12), (self.map_read, 12)]
         operations = [op for op, _ in choices]
