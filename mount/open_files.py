@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
 
-import outcome
 import pyfuse3
 import trio
 
@@ -53,7 +52,6 @@ from casfs.store import Store
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .directory_cache import DirectoryCache
-from .rounds import Rounds
 
 log = logging.getLogger("casfs.mount")
 T = TypeVar("T")
@@ -174,7 +172,6 @@ class OpenFiles:
         self.writer = writer  # None on a read-only mount, which never finalizes
         self.by_ino: dict[int, OpenFile] = {}
         self._by_name: dict[tuple[int, str], OpenFile] = {}
-        self._placing: Rounds[StagingFile, StoredBlob] = Rounds(self._place_round)
         self._draining: set[StagingFile] = set()  # whose queue a worker thread writes
         self.durable_close = True  # False in a bulk load (-o durability=batch)
 
@@ -278,18 +275,12 @@ class OpenFiles:
             self._forget(file)
 
     async def _place(self, staging: StagingFile) -> StoredBlob:
-        """Store a staging file's bytes (law 1). On a local store, the files closed
-        together are placed in one trip to a worker thread; an upload to an object
-        store runs in parallel with the others instead."""
-        if self.store.blobs.local:
-            return await self._placing.submit(staging)
-        return await trio.to_thread.run_sync(place_blob, self.store.blobs, staging)
-
-    async def _place_round(self, stagings: list[StagingFile]
-                           ) -> list[outcome.Outcome[StoredBlob]]:
-        blobs, durable = self.store.blobs, self.durable_close
+        """Store a staging file's bytes (law 1), each close in a worker thread of its
+        own: the fsyncs of files closed at once then overlap, and the filesystem's
+        journal commits them together (8 writers: 760-831 files/s against 650-755
+        when a round placed them one after another in one thread, README)."""
         return await trio.to_thread.run_sync(
-            lambda: [outcome.capture(place_blob, blobs, s, durable=durable) for s in stagings])
+            lambda: place_blob(self.store.blobs, staging, durable=self.durable_close))
 
     def _forget(self, file: OpenFile) -> None:
         if file.staging is not None:
