@@ -2,7 +2,8 @@
 
 `operations` holds the pyfuse3 handlers for names, attributes and files, built on
 `base` (shared state and helpers) with `directories` and `xattr_handlers`;
-`open_files` the files open in the mount (one per inode, pinned, staged writes),
+`open_files` the files open in the mount (one per inode, staged writes), each
+pinned to its blob by a `blob_pin`,
 `attributes` what stat shows, `xattrs` the user.casfs.* attributes, `control` the
 mount's own /.casfs, `boundary` turns exceptions into errnos, `catalog_writer` runs
 catalog writes, `daemon` the process that runs a mount. The filesystem knows the
@@ -21,9 +22,11 @@ Concurrency rules:
 - Every handler runs on the one trio thread, so in-memory state needs no locks
   except where a handler awaits in the middle of a change to one file
   (`OpenFile.lock`, taken through `OpenFiles.hold`).
-- Disk I/O on bytes (copy, hash, fsync, link) runs in worker threads.
+- Disk I/O on bytes (copy, hash, fsync, link) runs in worker threads; a write is
+  queued in memory on the trio thread and written by a worker thread (`StagingFile`
+  has its own lock for that).
 - Catalog reads run on the trio thread, on the store's connection (short, indexed).
-- Catalog writes run on one worker thread with a connection of their own
-  (`CatalogWriter`), in the order they were asked for; the reading connection sees
-  each as soon as it commits (WAL).
+- Catalog writes run on worker threads with connections of their own
+  (`CatalogWriter`: one for SQLite, in the order they were asked for; a pool for
+  PostgreSQL); the reading connection sees each as soon as it commits.
 """

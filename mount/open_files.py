@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -43,12 +42,12 @@ from typing import TypeVar
 import pyfuse3
 import trio
 
-from casfs.blobs.cache import Arrival
 from casfs.blobs.staging import StagingFile
 from casfs.ingest import StoredBlob, guess_content_type, place_blob
 from casfs.records import Document, NewDocument, PathWrite
 from casfs.store import Store
 
+from .blob_pin import BlobPin
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .directory_cache import DirectoryCache
@@ -60,65 +59,6 @@ T = TypeVar("T")
 # QUEUE_AT_MOST are queued. Measured in contrib/bench/write_sizes.py (README).
 DRAIN_FROM = 64 << 10
 QUEUE_AT_MOST = 4 << 20
-
-
-class BlobPin:
-    """An open descriptor on a blob, closed once retired and no read is using it.
-
-    A read runs in a worker thread; the descriptor it reads from must not be
-    closed (and its number reused) under it when a finalize moves the file on.
-    """
-
-    def __init__(self, fd: int, arrival: Arrival | None = None) -> None:
-        self.fd = fd
-        self.arrival = arrival  # the bytes are still coming into the cache
-        self._readers = 0
-        self._retired = False
-        self._reported = False
-
-    async def pread(self, size: int, offset: int) -> bytes:
-        self._readers += 1
-        try:
-            arrival = self.arrival
-            if arrival is None or arrival.ready(offset + size):
-                return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
-            def wait_and_read() -> bytes:  # one trip to a thread, not two
-                arrival.wait_for(offset + size)
-                return os.pread(self.fd, size, offset)
-            # Not abandoned on cancel: the descriptor must stay open under the read.
-            return await self._in_thread(wait_and_read, abandon_on_cancel=False)
-        finally:
-            self._readers -= 1
-            self._close_if_done()
-
-    async def _in_thread(self, job: Callable[[], T], abandon_on_cancel: bool = True) -> T:
-        """`job()` in a worker thread; EIO (logged once) when the fetch failed."""
-        try:
-            return await trio.to_thread.run_sync(job, abandon_on_cancel=abandon_on_cancel)
-        except OSError as e:
-            if not self._reported:
-                self._reported = True
-                log.error("%s", e)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    async def arrived(self, end: int | None = None) -> None:
-        """Wait until bytes [0, end) (all of them by default) are readable; EIO when
-        their fetch failed, logged once."""
-        arrival = self.arrival
-        if arrival is None or arrival.complete:
-            return
-        end = arrival.size if end is None else end
-        if not arrival.ready(end):
-            await self._in_thread(lambda: arrival.wait_for(end))
-
-    def retire(self) -> None:
-        self._retired = True
-        self._close_if_done()
-
-    def _close_if_done(self) -> None:
-        if self._retired and self._readers == 0 and self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 @dataclass
