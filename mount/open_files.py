@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -53,7 +52,7 @@ from .catalog_writer import CatalogWriter
 from .directory_cache import DirectoryCache
 
 log = logging.getLogger("casfs.mount")
-T = TypeVar("T")
+
 # A file's queued writes go to a worker thread from this many bytes on; fewer stay in
 # memory until something reads or closes the file. The writer waits while more than
 # QUEUE_AT_MOST are queued. Measured in contrib/bench/write_sizes.py (README).
