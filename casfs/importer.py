@@ -248,7 +248,7 @@ class _Importer:
                     for _, _, p in keep}
         try:
             if any(p.is_new for _, _, p in keep):
-                self.blobs.sync_entries()
+                self.blobs.sync()
             documents = [NewDocument(
                 resolver=entry.resolver, artifact_id=entry.artifact_id,
                 basename=entry.basename, sha256=placed.sha256, bytes=placed.size,

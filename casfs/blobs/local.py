@@ -104,6 +104,7 @@ class LocalBlobStore:
         return sha256, staging.size, is_new
 
     def sync(self) -> None:
+        """Make every blob placed so far durable, names included (one syncfs)."""
         _syncfs(self.cas_dir)
 
     def placed_since(self, moment: float) -> Iterator[str]:
@@ -128,7 +129,7 @@ class LocalBlobStore:
         """`place` for many files, with two filesystem syncs instead of two per file.
 
         With sync_entries=False the new names are not synced yet: the caller calls
-        `sync_entries` before registering them (once for many batches).
+        `sync` before registering them (once for many batches).
         """
         digests = [s.finish(fsync=False) for s in stagings]
         if stagings:
@@ -136,12 +137,8 @@ class LocalBlobStore:
         results = [(sha, s.size, self._link(s, sha)) for s, sha in zip(stagings, digests,
                                                                         strict=True)]
         if sync_entries and any(is_new for _, _, is_new in results):
-            self.sync_entries()
+            self.sync()
         return results
-
-    def sync_entries(self) -> None:
-        """Make the names of newly placed blobs durable."""
-        _syncfs(self.cas_dir)
 
     def restore(self, staging: StagingFile, sha256: str) -> None:
         """Put a placed blob back after it was removed meanwhile (gc, quarantine)."""
