@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from casfs.catalog.database import Database
-from casfs.catalog.sql_queries import DOC_COLUMNS, live_at
+from casfs.catalog.sql_queries import DIR_COLUMNS, DOC_COLUMNS, live_at
 from casfs.records import Directory, Document
 
-_DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _CURRENT_DOC = live_at("?", row="documents")
 
 
@@ -36,8 +35,8 @@ class PastQueries:
     def _directories(self, where: str, args: tuple[Any, ...]) -> list[Directory]:
         """Directories matching `where` as they were: the live row if it was already
         in that state, else the history row of the state it had."""
-        sql = (f"SELECT {_DIR_COLUMNS} FROM directories WHERE {where} AND valid_from <= ? "
-               f"UNION ALL SELECT {_DIR_COLUMNS} FROM directory_history WHERE {where} "
+        sql = (f"SELECT {DIR_COLUMNS} FROM directories WHERE {where} AND valid_from <= ? "
+               f"UNION ALL SELECT {DIR_COLUMNS} FROM directory_history WHERE {where} "
                f"AND valid_from <= ? AND valid_to > ?")
         rows = self.db.rows(sql, (*args, self.at, *args, self.at, self.at))
         return [Directory(*row) for row in rows]
@@ -54,9 +53,9 @@ class PastQueries:
         # Each half stops at `limit` rows of its own index: an ORDER BY over the whole
         # union made PostgreSQL sort every later child for every page (4.85x of live
         # per entry for 100,000 directories; 1.18x on SQLite).
-        live = (f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
+        live = (f"SELECT {DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
                 "AND valid_from <= ? ORDER BY ino LIMIT ?")
-        old = (f"SELECT {_DIR_COLUMNS} FROM directory_history WHERE parent_ino = ? "
+        old = (f"SELECT {DIR_COLUMNS} FROM directory_history WHERE parent_ino = ? "
                "AND ino > ? AND valid_from <= ? AND valid_to > ? ORDER BY ino LIMIT ?")
         rows = self.db.rows(
             f"SELECT * FROM (SELECT * FROM ({live}) AS live UNION ALL "

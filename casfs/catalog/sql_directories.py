@@ -16,12 +16,10 @@ from casfs.catalog import ROOT_INO
 from casfs.catalog.changes import Change, DirectoryChange
 from casfs.catalog.database import Database, Row
 from casfs.catalog.past import PastQueries
-from casfs.catalog.sql_queries import DOC_COLUMNS
+from casfs.catalog.sql_queries import DIR_COLUMNS, DOC_COLUMNS
 from casfs.errors import Conflict, NotFound
 from casfs.records import Directory, Document
 
-_DOC_COLUMNS = DOC_COLUMNS
-_DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 _LIVE = "valid_to IS NULL"
 T = TypeVar("T")
 
@@ -58,13 +56,13 @@ class SqlDirectories:
     def get_directory(self, ino: int) -> Directory | None:
         if self._past:
             return self._past.get_directory(ino)
-        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories WHERE ino = ?", (ino,))
+        row = self._one(f"SELECT {DIR_COLUMNS} FROM directories WHERE ino = ?", (ino,))
         return _dir(row) if row else None
 
     def lookup_directory(self, parent_ino: int, name: str) -> Directory | None:
         if self._past:
             return self._past.lookup_directory(parent_ino, name)
-        row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+        row = self._one(f"SELECT {DIR_COLUMNS} FROM directories "
                         "WHERE parent_ino = ? AND name = ?", (parent_ino, name))
         return _dir(row) if row else None
 
@@ -72,7 +70,7 @@ class SqlDirectories:
         if self._past:
             return self._past.list_directories(parent_ino, after_ino, limit)
         rows = self.db.rows(
-            f"SELECT {_DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
+            f"SELECT {DIR_COLUMNS} FROM directories WHERE parent_ino = ? AND ino > ? "
             "ORDER BY ino LIMIT ?", (parent_ino, after_ino, limit))
         return [_dir(r) for r in rows]
 
@@ -80,10 +78,10 @@ class SqlDirectories:
         if self._past:
             return self._past.find_directory(resolver, artifact_id)
         if artifact_id is None:  # `IS ?` would keep PostgreSQL from using the index
-            row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+            row = self._one(f"SELECT {DIR_COLUMNS} FROM directories "
                             "WHERE resolver = ? AND artifact_id IS NULL", (resolver,))
         else:
-            row = self._one(f"SELECT {_DIR_COLUMNS} FROM directories "
+            row = self._one(f"SELECT {DIR_COLUMNS} FROM directories "
                             "WHERE resolver = ? AND artifact_id = ?", (resolver, artifact_id))
         return _dir(row) if row else None
 
@@ -208,13 +206,13 @@ class SqlDirectories:
                     self._move_documents(old, resolver, artifact_id)
 
     def _all_children(self, ino: int) -> list[Directory]:
-        rows = self.db.rows(f"SELECT {_DIR_COLUMNS} FROM directories "
+        rows = self.db.rows(f"SELECT {DIR_COLUMNS} FROM directories "
                                  "WHERE parent_ino = ?", (ino,))
         return [_dir(r) for r in rows]
 
     def _move_documents(self, old: Directory, resolver: str, artifact_id: str) -> None:
         rows = list(self.db.rows(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
+            f"SELECT {DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
             "AND artifact_id = ?", (old.resolver, old.artifact_id)))
         for doc in (Document(*row) for row in rows):
             self._close(doc.ino, "rename")

@@ -30,6 +30,7 @@ DOC_COLUMNS = (
     "storage_uri, run_id, created_at, updated_at, mtime_ns, valid_from, valid_to, change"
 )
 _D_COLUMNS = ", ".join(f"d.{c}" for c in DOC_COLUMNS.split(", "))
+DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
 
 
 def live_at(moment: str, row: str = "d") -> str:
