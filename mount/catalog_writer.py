@@ -40,8 +40,8 @@ from .rounds import Rounds
 
 T = TypeVar("T")
 REMOTE_WRITERS = 8
-# A closed file's write, or what places its blob and then gives its write (a bulk
-# load's close, placed on the round's thread); and its bytes until committed.
+# A closed file's write, or what places its blob and then gives its write (a close
+# on local blobs, placed on the round's thread); and its bytes until committed.
 Registration = tuple[PathWrite | Callable[[], PathWrite], StagingFile]
 
 
@@ -76,9 +76,11 @@ class CatalogWriter:
 
     async def register(self, write: PathWrite | Callable[[], PathWrite],
                        staging: StagingFile) -> Document:
-        """Register a closed file whose blob is placed, in the next round: one
-        transaction with the registrations that arrive while the one before it
-        runs. `staging` holds its bytes, to put the blob back if gc took it."""
+        """Register a closed file in the next round: one transaction with the
+        registrations that arrive while the one before it runs. `write` is the
+        write of a placed blob, or places the blob first (on the round's thread,
+        before the transaction). `staging` holds its bytes, to put the blob back if
+        gc took it."""
         self.writes += 1
         return await self.rounds.submit((write, staging))
 
