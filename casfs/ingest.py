@@ -3,8 +3,9 @@
 Every way in (a write into the mount, `casfs put`, an import) ends here:
 
 1. `place_blob` finishes a staging file (hash, fsync, read-only) and links it into
-   `cas/`, or finds the blob already there (a dedup hit). It blocks on disk I/O, so
-   the mount calls it from a worker thread.
+   `cas/`, or finds the blob already there (a dedup hit); `place_blobs` does it for
+   a batch, syncing once where that is cheaper. It blocks on disk I/O, so the mount
+   calls it from a worker thread.
 2. `register_placed` registers the record in one catalog transaction, after the
    blob is in place (law 2), checking inside that transaction that the blob is
    still there; if gc or a quarantine removed it meanwhile, the blob is restored
@@ -54,6 +55,25 @@ def place_blob(blobs: BlobStore, staging: StagingFile, *, durable: bool = True) 
     `durable`). The staging file stays open."""
     sha256, size, is_new = blobs.place(staging, durable=durable)
     return StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
+
+
+def place_blobs(blobs: BlobStore, stagings: list[StagingFile], *, durable: bool = True
+                ) -> list[StoredBlob | OSError]:
+    """`place_blob` for each of `stagings`, as one batch (`BlobStore.place_batch`: a
+    round of closes syncs once). Each gets its own answer: when the batch fails,
+    each is placed again on its own, and one that fails then gets its error."""
+    try:
+        return [StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
+                for sha256, size, is_new in blobs.place_batch(stagings, durable=durable)]
+    except OSError:
+        pass  # whose error it was shows below
+    answers: list[StoredBlob | OSError] = []
+    for staging in stagings:
+        try:
+            answers.append(place_blob(blobs, staging, durable=durable))
+        except OSError as e:
+            answers.append(e)
+    return answers
 
 
 def register_placed(blobs: BlobStore, placed: dict[str, StagingFile],

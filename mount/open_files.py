@@ -48,7 +48,7 @@ from casfs.store import Store
 
 from .blob_pin import BlobPin
 from .catalog_reader import CatalogReader
-from .catalog_writer import CatalogWriter
+from .catalog_writer import CatalogWriter, ToPlace
 from .directory_cache import DirectoryCache
 
 log = logging.getLogger("casfs.mount")
@@ -322,12 +322,13 @@ class OpenFiles:
     async def _place_and_register(self, file: OpenFile, staging: StagingFile
                                   ) -> Document | None:
         """Place the file's blob, then register it. On local blobs the placing (its
-        fsyncs included, unless in a bulk load) happens in the registration's round,
-        on its thread, before its transaction: one trip to a worker thread a close
-        instead of two. Measured with write_cost.py (README, "Group commit"): one
-        writer 399-660 files/s (median 517) against 354-492 (382) with two trips; in
-        a bulk load 919-931 against 780-818. An upload to object storage runs in a
-        thread of its own instead, in parallel with the others."""
+        syncs included, unless in a bulk load) happens in the registration's round,
+        with the round's other blobs, on its thread, before its transaction: one trip
+        to a worker thread a close instead of two. Measured with write_cost.py
+        (README, "Group commit"): one writer 399-660 files/s (median 517) against
+        354-492 (382) with two trips; in a bulk load 919-931 against 780-818. An
+        upload to object storage runs in a thread of its own instead, in parallel
+        with the others."""
         in_round = self.store.blobs.local
         blob = None if in_round else await self._placed(file, staging)
         if file.unlinked:
@@ -359,10 +360,9 @@ class OpenFiles:
         if blob is not None:
             document = await self.writer.register(write_of(blob), staging)
         else:
-            blobs, durable = self.store.blobs, self.durable_close
             try:
                 document = await self.writer.register(
-                    lambda: write_of(place_blob(blobs, staging, durable=durable)), staging)
+                    ToPlace(write_of, self.durable_close), staging)
             except OSError as e:
                 raise self._failed(file, e) from None
         file.session_version = document.id

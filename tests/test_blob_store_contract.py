@@ -175,3 +175,30 @@ def test_a_blob_placed_for_a_bulk_load_is_whole_and_sync_returns(blobs: BlobStor
         assert blobs.place(staging, durable=True) == (sha, size, False)  # dedup, synced
     finally:
         staging.discard()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_place_batch_places_each_as_place_would_in_order(blobs: BlobStore,
+                                                          durable: bool) -> None:
+    """A batch (a round of closes) gives each file what `place` gives it, in order:
+    the same bytes twice in one batch are one blob and a dedup hit, and a blob
+    stored before the batch is a dedup hit too."""
+    earlier = os.urandom(5000)
+    put(blobs, earlier)
+    datas = [os.urandom(2048), os.urandom(4096), b"", earlier, os.urandom(100)]
+    datas.insert(2, datas[0])  # the first file's bytes again
+    stagings = [blobs.stage() for _ in datas]
+    try:
+        for staging, data in zip(stagings, datas, strict=True):
+            staging.write(data, 0)
+        placed = blobs.place_batch(stagings, durable=durable)
+        if not durable:
+            blobs.sync()
+    finally:
+        for staging in stagings:
+            staging.discard()
+    assert [(sha, size) for sha, size, _ in placed] == [
+        (hashlib.sha256(d).hexdigest(), len(d)) for d in datas]
+    assert [new for _, _, new in placed] == [True, True, False, True, False, True]
+    for (sha, _, _), data in zip(placed, datas, strict=True):
+        assert read(blobs, sha) == data

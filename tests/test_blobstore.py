@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from casfs.blobs.local import LocalBlobStore
+from casfs.blobs.local import (
+    OTHERS_PENDING_AT_MOST,
+    SYNCFS_FROM,
+    LocalBlobStore,
+    little_else_to_write,
+    pending_writeback,
+)
 from casfs.blobs.staging import StagingFile
+from casfs.ingest import StoredBlob, place_blobs
 
 
 def place(store: LocalBlobStore, staging: StagingFile) -> tuple[str, int, bool]:
@@ -192,3 +199,41 @@ def test_discard_while_a_drain_writes_closes_after_it(tmp_path: Path) -> None:
     drainer.join()
     assert errors == [] and staging.fd == -1 and staging.queued_bytes == 0
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_batch_syncs_once_only_when_little_else_waits_to_be_written() -> None:
+    """A syncfs writes back the whole filesystem: a batch takes that way only while
+    what else waits to be written back is small, and only when known."""
+    own = 10 << 20
+    assert little_else_to_write(own, own)
+    assert little_else_to_write(own, own + OTHERS_PENDING_AT_MOST)
+    assert not little_else_to_write(own, own + OTHERS_PENDING_AT_MOST + 1)
+    assert not little_else_to_write(own, None)
+    pending = pending_writeback()
+    assert pending is not None and pending >= 0  # Linux says, in /proc/meminfo
+
+
+def test_a_batch_where_one_file_fails_answers_each_on_its_own(tmp_path: Path) -> None:
+    """A round's blobs are placed as one batch; when one of them cannot be (its
+    queued bytes could not be written), it gets its error and the others are
+    placed, whether the batch synced once or each on its own."""
+    store = blobs(tmp_path)
+    datas = [os.urandom(2048) for _ in range(SYNCFS_FROM + 1)]
+    stagings = [store.stage() for _ in datas]
+    broken = StagingFile(None, os.open("/dev/full", os.O_WRONLY))
+    broken.queue(b"x" * 10, 0)
+    stagings.insert(1, broken)
+    try:
+        for staging, data in zip(stagings[:1] + stagings[2:], datas, strict=True):
+            staging.write(data, 0)
+        answers = place_blobs(store, stagings)
+    finally:
+        for staging in stagings:
+            staging.discard()
+    assert isinstance(answers[1], OSError) and answers[1].errno == errno.ENOSPC
+    placed = [a for k, a in enumerate(answers) if k != 1]
+    assert all(isinstance(a, StoredBlob) for a in placed)
+    for blob, data in zip(placed, datas, strict=True):
+        assert isinstance(blob, StoredBlob)
+        assert blob.sha256 == hashlib.sha256(data).hexdigest() and not blob.dedup_hit
+        assert store.path(blob.sha256).read_bytes() == data
