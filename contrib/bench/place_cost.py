@@ -12,13 +12,16 @@ alternating on every repeat:
   staging file, link, fsync of the directory), one file at a time;
 - durable, in --threads threads at once: the same fsyncs, overlapping, so that the
   filesystem's journal may take several in one commit;
+- durable, by rounds of --round files: `place_batch`, as a round of closes does
+  (from three files, two syncfs for the round instead of two fsyncs a file, while
+  little else waits to be written back);
 - bulk load: placed without an fsync, and one `sync` (syncfs) per --round files,
   as a bulk load's durability round does;
 - not durable: placed without any sync (the floor: what the rest of placing costs).
 
 Per way: microseconds per file (wall) and the files per second it allows. On a disk
 where a cache flush is slow, the first way is bounded by two flushes per file, the
-third by one per round. Everything is removed at the end.
+third by two per round and the fourth by one per round. Everything is removed at the end.
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ def durable_threads(blobs: BlobStore, files: list[StagingFile], threads: int,
         list(pool.map(lambda s: place_blob(blobs, s, durable=True), files))
 
 
+def durable_rounds(blobs: BlobStore, files: list[StagingFile], threads: int,
+                   round_: int) -> None:
+    for start in range(0, len(files), round_):
+        blobs.place_batch(files[start:start + round_])
+
+
 def bulk_rounds(blobs: BlobStore, files: list[StagingFile], threads: int, round_: int) -> None:
     for start in range(0, len(files), round_):
         for staging in files[start:start + round_]:
@@ -80,6 +89,7 @@ def not_durable(blobs: BlobStore, files: list[StagingFile], threads: int, round_
 WAYS: dict[str, Callable[[BlobStore, list[StagingFile], int, int], None]] = {
     "durable, one after another": durable_serial,
     "durable, in threads at once": durable_threads,
+    "durable, by rounds (place_batch)": durable_rounds,
     "bulk load, one sync per round": bulk_rounds,
     "not durable (no sync at all)": not_durable,
 }
