@@ -59,12 +59,14 @@ def place_blob(blobs: BlobStore, staging: StagingFile, *, durable: bool = True) 
 
 def place_blobs(blobs: BlobStore, stagings: list[StagingFile], *, durable: bool = True
                 ) -> list[StoredBlob | OSError]:
-    """`place_blob` for each of `stagings`, as one batch (`BlobStore.place_batch`: a
-    round of closes syncs once). Each gets its own answer: when the batch fails,
-    each is placed again on its own, and one that fails then gets its error."""
+    """`place_blob` for each of `stagings`, a round of closes, as one batch
+    (`BlobStore.place_batch`, not patient: a close waits for no other program's
+    writes). Each gets its own answer: when the batch fails, each is placed again on
+    its own, and one that fails then gets its error."""
     try:
         return [StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
-                for sha256, size, is_new in blobs.place_batch(stagings, durable=durable)]
+                for sha256, size, is_new in blobs.place_batch(stagings, durable=durable,
+                                                              patient=False)]
     except OSError:
         pass  # whose error it was shows below
     answers: list[StoredBlob | OSError] = []

@@ -177,12 +177,13 @@ def test_a_blob_placed_for_a_bulk_load_is_whole_and_sync_returns(blobs: BlobStor
         staging.discard()
 
 
-@pytest.mark.parametrize("durable", [True, False])
-def test_place_batch_places_each_as_place_would_in_order(blobs: BlobStore,
-                                                          durable: bool) -> None:
-    """A batch (a round of closes) gives each file what `place` gives it, in order:
-    the same bytes twice in one batch are one blob and a dedup hit, and a blob
-    stored before the batch is a dedup hit too."""
+@pytest.mark.parametrize(("durable", "patient"), [(True, True), (True, False),
+                                                   (False, True)])
+def test_place_batch_places_each_as_place_would_in_order(blobs: BlobStore, durable: bool,
+                                                          patient: bool) -> None:
+    """A batch (an import's, or a round of closes: not patient) gives each file what
+    `place` gives it, in order: the same bytes twice in one batch are one blob and a
+    dedup hit, and a blob stored before the batch is a dedup hit too."""
     earlier = os.urandom(5000)
     put(blobs, earlier)
     datas = [os.urandom(2048), os.urandom(4096), b"", earlier, os.urandom(100)]
@@ -191,7 +192,7 @@ def test_place_batch_places_each_as_place_would_in_order(blobs: BlobStore,
     try:
         for staging, data in zip(stagings, datas, strict=True):
             staging.write(data, 0)
-        placed = blobs.place_batch(stagings, durable=durable)
+        placed = blobs.place_batch(stagings, durable=durable, patient=patient)
         if not durable:
             blobs.sync()
     finally:

@@ -56,12 +56,13 @@ class BlobStore(Protocol):
         """Make every blob placed so far durable (after `place(durable=False)`)."""
         ...
 
-    def place_batch(self, stagings: list[StagingFile], *, durable: bool = True
-                    ) -> list[tuple[str, int, bool]]:
+    def place_batch(self, stagings: list[StagingFile], *, durable: bool = True,
+                    patient: bool = True) -> list[tuple[str, int, bool]]:
         """`place` for each of `stagings`, with the same results in the same order,
-        as cheaply as the store allows (a local store may sync them all at once). An
-        error stops the batch and is raised; files placed before it stay placed, and
-        placing them again is a dedup hit."""
+        as cheaply as the store allows (a local store may sync them all at once).
+        Not `patient` (a round of closes): without waiting for anything but these
+        files, where the store can tell. An error stops the batch and is raised;
+        files placed before it stay placed, and placing them again is a dedup hit."""
         ...
 
     def restore(self, staging: StagingFile, sha256: str) -> None:

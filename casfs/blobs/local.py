@@ -125,10 +125,13 @@ class LocalBlobStore:
                     yield name
 
     def place_batch(self, stagings: list[StagingFile], *, durable: bool = True,
-                    sync_entries: bool = True) -> list[tuple[str, int, bool]]:
-        """`place` for many files: with two filesystem syncs instead of two fsyncs per
-        file where that is cheaper (SYNCFS_FROM files or more) and waits for little
-        else (`little_else_to_write`).
+                    patient: bool = True, sync_entries: bool = True
+                    ) -> list[tuple[str, int, bool]]:
+        """`place` for many files: from SYNCFS_FROM files on, with two filesystem syncs
+        instead of two fsyncs per file. A syncfs writes back every dirty file of the
+        filesystem, not only ours: unless `patient` (an import, which wants the
+        throughput), it is used only while little else waits (`little_else_to_write`),
+        so that a close does not wait for other programs' writes.
 
         Law 1 holds either way: every staged byte is on disk before its name is. With
         sync_entries=False the new names are not synced yet: the caller calls `sync`
@@ -136,8 +139,8 @@ class LocalBlobStore:
         """
         if not durable:
             return [self.place(s, durable=False) for s in stagings]
-        if len(stagings) < SYNCFS_FROM or not little_else_to_write(
-                sum(s.size for s in stagings), pending_writeback()):
+        if len(stagings) < SYNCFS_FROM or not (patient or little_else_to_write(
+                sum(s.size for s in stagings), pending_writeback())):
             return [self.place(s) for s in stagings]
         digests = [s.finish(fsync=False) for s in stagings]
         _syncfs(self.tmp_dir)  # every staged byte is durable before any link
@@ -236,8 +239,9 @@ def _link_fd(fd: int, destination: str) -> None:
 
 
 # From how many files a batch is placed with two syncfs instead of two fsyncs per
-# file, and how much data of other writers may be waiting for the disk then: a
-# syncfs writes back every dirty file of the filesystem, not only ours. Measured with
+# file, and how much data of other writers may be waiting for the disk then (for an
+# impatient batch: a round of closes): a syncfs writes back every dirty file of the
+# filesystem, not only ours. Measured with
 # contrib/bench/place_cost.py (README, "Small files"): two fsyncs cost 266 µs a file
 # placed one after another, one syncfs about 290 µs, so two syncfs win from 3 files.
 SYNCFS_FROM = 3

@@ -94,8 +94,8 @@ class S3BlobStore:
         self.cache.add(sha256, staging)
         return sha256, staging.size, is_new
 
-    def place_batch(self, stagings: list[StagingFile], *, durable: bool = True
-                    ) -> list[tuple[str, int, bool]]:
+    def place_batch(self, stagings: list[StagingFile], *, durable: bool = True,
+                    patient: bool = True) -> list[tuple[str, int, bool]]:
         return [self.place(staging, durable=durable) for staging in stagings]
 
     def sync(self) -> None:
