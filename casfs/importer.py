@@ -247,7 +247,7 @@ class _Importer:
         stagings = {p.sha256: StagingFile.placed_elsewhere(Path(p.path), p.size, p.sha256)
                     for _, _, p in keep}
         try:
-            if any(p.is_new for _, _, p in keep):
+            if keep:  # dedup hits too: a bulk-load mount may have linked one unsynced
                 self.blobs.sync()
             documents = [NewDocument(
                 resolver=entry.resolver, artifact_id=entry.artifact_id,

@@ -146,7 +146,7 @@ class LocalBlobStore:
         _syncfs(self.tmp_dir)  # every staged byte is durable before any link
         results = [(sha, s.size, self._link(s, sha)) for s, sha in zip(stagings, digests,
                                                                         strict=True)]
-        if sync_entries and any(is_new for _, _, is_new in results):
+        if sync_entries:  # dedup hits too: another close may have linked one unsynced
             self.sync()
         return results
 
