@@ -14,8 +14,9 @@ that the mount drops what it cached of those places.
 
 Registrations of closed files go in rounds (group commit, see rounds.py): those
 that arrive while one round commits share the next round's transaction, made by
-`Catalog.write_at_paths` in a few statements whatever the round's size. If any of
-them fails, the round registers each on its own, so each close gets its own answer.
+`Catalog.write_at_paths` in a few statements whatever the round's size, and the
+writer's thread goes on with the next round while closes wait. If any of them
+fails, the round registers each on its own, so each close gets its own answer.
 On local blobs a round first places its blobs together (`place_blobs`: from three,
 with two syncfs for the lot instead of two fsyncs each, while little else waits to
 be written back). One round at a time, on PostgreSQL too: 2 or 4 at once on its
@@ -68,7 +69,8 @@ class CatalogWriter:
         self._inos = range(0)
         self.on_commit: Callable[[list[Change] | None], None] = lambda changes: None
         self._blobs = store.blobs
-        self.rounds: Rounds[Registration, Document] = Rounds(self._register_round)
+        self.rounds: Rounds[Catalog, Registration, Document] = Rounds(
+            self._register_round, self.__call__)
         self.writes = 0  # jobs and registrations asked for so far
 
     @property
@@ -84,10 +86,15 @@ class CatalogWriter:
             try:
                 return change(catalog)
             finally:
-                committed = catalog.drain_changes()
-                if committed != []:
-                    self.on_commit(committed)
+                self._hand_on_commits(catalog)
         return await self._pool.run(job)
+
+    def _hand_on_commits(self, catalog: Catalog) -> None:
+        """On the writer's thread: what `catalog` committed since the last call, to
+        `on_commit`."""
+        committed = catalog.drain_changes()
+        if committed != []:
+            self.on_commit(committed)
 
     async def register(self, write: PathWrite | ToPlace, staging: StagingFile) -> Document:
         """Register a closed file in the next round: one transaction with the
@@ -98,32 +105,36 @@ class CatalogWriter:
         self.writes += 1
         return await self.rounds.submit((write, staging))
 
-    async def _register_round(self, registrations: list[Registration]
-                              ) -> list[outcome.Outcome[Document]]:
-        def job(catalog: Catalog) -> list[outcome.Outcome[Document]]:
-            answers: list[outcome.Outcome[Document] | None] = [None] * len(registrations)
-            writes: dict[int, PathWrite] = {}
-            to_place = [(k, write, staging) for k, (write, staging) in enumerate(registrations)
-                        if isinstance(write, ToPlace)]
-            if to_place:
-                blobs = place_blobs(self._blobs, [staging for _, _, staging in to_place],
-                                    durable=any(write.durable for _, write, _ in to_place))
-                for (k, write, _), blob in zip(to_place, blobs, strict=True):
-                    made = outcome.Error(blob) if isinstance(blob, OSError) \
-                        else outcome.capture(write.write_of, blob)
-                    if isinstance(made, outcome.Value):
-                        writes[k] = made.value
-                    else:
-                        answers[k] = made
-            writes.update((k, placed) for k, (placed, _) in enumerate(registrations)
-                          if isinstance(placed, PathWrite))
-            ready = sorted(writes)
+    def _register_round(self, catalog: Catalog, registrations: list[Registration]
+                        ) -> list[outcome.Outcome[Document]]:
+        """One round, on the writer's thread: place the blobs still to place, register
+        every write in one transaction, and hand on what it committed before the
+        round's closes are answered."""
+        answers: list[outcome.Outcome[Document] | None] = [None] * len(registrations)
+        writes: dict[int, PathWrite] = {}
+        to_place = [(k, write, staging) for k, (write, staging) in enumerate(registrations)
+                    if isinstance(write, ToPlace)]
+        if to_place:
+            blobs = place_blobs(self._blobs, [staging for _, _, staging in to_place],
+                                durable=any(write.durable for _, write, _ in to_place))
+            for (k, write, _), blob in zip(to_place, blobs, strict=True):
+                made = outcome.Error(blob) if isinstance(blob, OSError) \
+                    else outcome.capture(write.write_of, blob)
+                if isinstance(made, outcome.Value):
+                    writes[k] = made.value
+                else:
+                    answers[k] = made
+        writes.update((k, placed) for k, (placed, _) in enumerate(registrations)
+                      if isinstance(placed, PathWrite))
+        ready = sorted(writes)
+        try:
             registered = register_together(catalog, self._blobs, [
                 (writes[k], registrations[k][1]) for k in ready])
-            for k, answer in zip(ready, registered, strict=True):
-                answers[k] = answer
-            return [answer for answer in answers if answer is not None]  # every one
-        return await self(job)
+        finally:
+            self._hand_on_commits(catalog)
+        for k, answer in zip(ready, registered, strict=True):
+            answers[k] = answer
+        return [answer for answer in answers if answer is not None]  # every one
 
     async def new_ino(self) -> int:
         if not self._inos:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable
 
 import outcome
 import trio
@@ -31,7 +32,7 @@ class DurabilityRounds:
         self.bulk = bulk
         self.writer = writer
         self.interval = interval
-        self._rounds: Rounds[None, None] = Rounds(self._round)
+        self._rounds: Rounds[None, None, None] = Rounds(self._round, _in_worker_thread)
         self._written_at_last_round = 0
 
     async def durable(self) -> None:
@@ -57,11 +58,17 @@ class DurabilityRounds:
         """The last round, at unmount (no trio loop then: the writer is idle)."""
         self.bulk.finish(self.writer.catalog)
 
-    async def _round(self, waiting: list[None]) -> list[outcome.Outcome[None]]:
+    def _round(self, _: None, waiting: list[None]) -> list[outcome.Outcome[None]]:
+        """On a worker thread: the disk syncs here, the commit on the writer's own
+        connection (between two of its registrations)."""
         written = self.writer.writes  # what this round covers at least
-        started = await trio.to_thread.run_sync(self.bulk.sync_blobs)
-        await self.writer(lambda catalog: catalog.make_commits_durable())
-        await trio.to_thread.run_sync(self.bulk.mark_durable, started)
+        started = self.bulk.sync_blobs()
+        trio.from_thread.run(self.writer, lambda catalog: catalog.make_commits_durable())
+        self.bulk.mark_durable(started)
         self._written_at_last_round = written + 1  # and its own commit
         log.debug("durability round: everything closed before %.3f is on disk", started)
         return [outcome.Value(None)] * len(waiting)
+
+
+async def _in_worker_thread(loop: Callable[[None], None]) -> None:
+    await trio.to_thread.run_sync(loop, None)

@@ -1,6 +1,10 @@
 """Group commit's scheduler: items that arrive while a round runs share the next one,
 each gets its own answer, and nobody is left waiting (mount/rounds.py)."""
 
+import threading
+import time
+from collections.abc import Callable
+
 import outcome
 import pytest
 import trio
@@ -8,16 +12,20 @@ import trio
 from casfs.mount.rounds import MAX_ROUND, Rounds
 
 
+async def in_thread(loop: Callable[[None], None]) -> None:
+    await trio.to_thread.run_sync(loop, None)
+
+
 def test_items_arriving_during_a_round_share_the_next_one() -> None:
     seen: list[list[int]] = []
 
-    async def run_round(items: list[int]) -> list[outcome.Outcome[int]]:
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
         seen.append(items)
-        await trio.sleep(0.05)
+        time.sleep(0.05)
         return [outcome.Value(i * 10) for i in items]
 
     async def main() -> dict[int, int]:
-        rounds: Rounds[int, int] = Rounds(run_round)
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread)
         answers: dict[int, int] = {}
 
         async def one(i: int) -> None:
@@ -36,13 +44,13 @@ def test_items_arriving_during_a_round_share_the_next_one() -> None:
 
 
 def test_each_item_gets_its_own_error_and_a_failed_round_fails_all_of_its_items() -> None:
-    async def run_round(items: list[int]) -> list[outcome.Outcome[int]]:
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
         if 99 in items:
             raise RuntimeError("the round broke")
         return [outcome.Error(ValueError(i)) if i % 2 else outcome.Value(i) for i in items]
 
     async def main() -> None:
-        rounds: Rounds[int, int] = Rounds(run_round)
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread)
         assert await rounds.submit(2) == 2
         with pytest.raises(ValueError):
             await rounds.submit(3)
@@ -56,13 +64,13 @@ def test_each_item_gets_its_own_error_and_a_failed_round_fails_all_of_its_items(
 def test_more_items_than_a_round_takes_all_get_answered() -> None:
     sizes: list[int] = []
 
-    async def run_round(items: list[int]) -> list[outcome.Outcome[int]]:
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
         sizes.append(len(items))
-        await trio.sleep(0.01)
+        time.sleep(0.01)
         return [outcome.Value(i) for i in items]
 
     async def main() -> list[int]:
-        rounds: Rounds[int, int] = Rounds(run_round)
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread)
         got: list[int] = []
 
         async def one(i: int) -> None:
@@ -79,12 +87,12 @@ def test_more_items_than_a_round_takes_all_get_answered() -> None:
 
 
 def test_a_waiter_cancelled_in_line_does_not_strand_the_others() -> None:
-    async def run_round(items: list[int]) -> list[outcome.Outcome[int]]:
-        await trio.sleep(0.05)
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
+        time.sleep(0.05)
         return [outcome.Value(i) for i in items]
 
     async def main() -> list[int]:
-        rounds: Rounds[int, int] = Rounds(run_round)
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread)
         got: list[int] = []
 
         async def one(i: int) -> None:
@@ -103,3 +111,51 @@ def test_a_waiter_cancelled_in_line_does_not_strand_the_others() -> None:
             return await main()
 
     assert sorted(trio.run(bounded)) == [0, 2]
+
+
+def test_rounds_run_back_to_back_in_one_trip_to_a_thread() -> None:
+    threads: set[int] = set()
+
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
+        threads.add(threading.get_ident())
+        time.sleep(0.05)
+        return [outcome.Value(i) for i in items]
+
+    async def main(lead_for: float) -> Rounds[None, int, int]:
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread, lead_for=lead_for)
+
+        async def one(i: int) -> None:
+            assert await rounds.submit(i) == i
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3):  # each arrives while the round before it runs
+                nursery.start_soon(one, i)
+                await trio.sleep(0.03)
+        return rounds
+
+    kept = trio.run(main, 10.0)
+    assert (kept.rounds, kept.items, kept.trips) == (3, 3, 1)  # the thread went on
+    assert len(threads) == 1
+    handed_on = trio.run(main, 0.0)  # no time to lead: each round its own trip
+    assert (handed_on.rounds, handed_on.items, handed_on.trips) == (3, 3, 3)
+
+
+def test_a_thread_that_cannot_start_fails_its_round_and_the_next_ones_run() -> None:
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
+        return [outcome.Value(i) for i in items]
+
+    broken = [True]
+
+    async def flaky(loop: Callable[[None], None]) -> None:
+        if broken[0]:
+            broken[0] = False
+            raise ConnectionError("no connection for the round")
+        await in_thread(loop)
+
+    async def main() -> None:
+        rounds: Rounds[None, int, int] = Rounds(run_round, flaky)
+        with pytest.raises(ConnectionError):
+            await rounds.submit(1)
+        assert await rounds.submit(2) == 2
+
+    trio.run(main)
