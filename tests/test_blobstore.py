@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from casfs.blobs import local as local_module
+from casfs.blobs import staging as staging_module
 from casfs.blobs.local import (
     OTHERS_PENDING_AT_MOST,
     SYNCFS_FROM,
@@ -102,6 +104,25 @@ def test_a_discarded_staging_file_leaves_nothing(tmp_path: Path) -> None:
     staging.discard()
     assert list((tmp_path / "tmp").iterdir()) == []
     assert list((tmp_path / "cas").rglob("*")) == []
+
+
+def test_a_discarded_staging_file_is_closed_by_the_closer_and_its_number_kept_until_then(
+        tmp_path: Path) -> None:
+    """discard hands the descriptor to a thread of its own (closing an unlinked file
+    may wait for the device to trim its blocks); the file is closed there, and the
+    staging file never uses the number again."""
+    store = blobs(tmp_path)
+    staging = store.stage()
+    staging.write(b"a dedup hit's bytes", 0)
+    fd = staging.fd
+    staging.discard()
+    assert staging.fd == -1
+    staging_module._closer.submit(lambda: None).result()  # what was handed to it is done
+    with pytest.raises(OSError) as closed:
+        os.fstat(fd)
+    assert closed.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        staging.read(4, 0)  # a descriptor of -1, never another file's number
 
 
 def test_restore_brings_back_a_blob_removed_after_it_was_placed(tmp_path: Path) -> None:
@@ -213,10 +234,14 @@ def test_a_batch_syncs_once_only_when_little_else_waits_to_be_written() -> None:
     assert pending is not None and pending >= 0  # Linux says, in /proc/meminfo
 
 
-def test_a_batch_where_one_file_fails_answers_each_on_its_own(tmp_path: Path) -> None:
+@pytest.mark.parametrize("little_else_waits", [True, False], ids=["syncfs", "fsync-each"])
+def test_a_batch_where_one_file_fails_answers_each_on_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, little_else_waits: bool) -> None:
     """A round's blobs are placed as one batch; when one of them cannot be (its
     queued bytes could not be written), it gets its error and the others are
-    placed, whether the batch synced once or each on its own."""
+    placed as new blobs, whether the batch synced once or each on its own (which
+    way depends on what else waits to be written: both are forced here)."""
+    monkeypatch.setattr(local_module, "little_else_to_write", lambda *_: little_else_waits)
     store = blobs(tmp_path)
     datas = [os.urandom(2048) for _ in range(SYNCFS_FROM + 1)]
     stagings = [store.stage() for _ in datas]

@@ -141,6 +141,8 @@ class LocalBlobStore:
             return [self.place(s, durable=False) for s in stagings]
         if len(stagings) < SYNCFS_FROM or not (patient or little_else_to_write(
                 sum(s.size for s in stagings), pending_writeback())):
+            for staging in stagings:  # a write that failed fails the batch before any
+                staging.digest()      # blob of it is placed, as below
             return [self.place(s) for s in stagings]
         digests = [s.finish(fsync=False) for s in stagings]
         _syncfs(self.tmp_dir)  # every staged byte is durable before any link

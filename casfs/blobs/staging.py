@@ -14,11 +14,20 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CHUNK = 1 << 20
 BLOB_MODE = 0o444
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+# Closing a staging file that no name holds (a dedup hit, a file uploaded to object
+# storage, a failed write) frees its blocks, and on a filesystem mounted with
+# `discard` the kernel waits there for the device to trim them: 94-96 us a close,
+# measured in a mount's event loop with 8 writers of identical files (0.9-3 us for
+# a file that was linked). A thread of its own closes them instead. The descriptor's
+# number stays taken until then, so nothing else can be opened under it meanwhile.
+_closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="casfs-staging-close")
 
 
 def is_sha256_hex(value: str) -> bool:
@@ -204,8 +213,8 @@ class StagingFile:
 
     def _close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            _closer.submit(os.close, fd)
 
     def _restart_hash(self) -> None:
         self._hasher = hashlib.sha256()
