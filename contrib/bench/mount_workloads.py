@@ -85,21 +85,30 @@ def mounted(store: Path, mountpoint: Path, at: float | None = None,
         daemon.unmount(mountpoint)
 
 
-def write_files(directory: Path, names: list[str], payload: bytes) -> int:
-    """One writer: each name created, written and closed in turn; how many."""
+def write_files(directory: Path, names: list[str], payload: bytes,
+                distinct: bool = False) -> int:
+    """One writer: each name created, written and closed in turn; how many. Every
+    file holds `payload` (so all but the first are dedup hits), or with `distinct`
+    its own bytes of the same size (its path at the end of the payload)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in names:
+        data = payload
+        if distinct:
+            tag = str(directory / name).encode()
+            data = payload[:max(len(payload) - len(tag), 0)] + tag
         with open(directory / name, "wb") as f:
-            f.write(payload)
+            f.write(data)
     return len(names)
 
 
-def write_in_parallel(root: Path, names: list[str], payload: bytes, writers: int) -> int:
+def write_in_parallel(root: Path, names: list[str], payload: bytes, writers: int,
+                      distinct: bool = False) -> int:
     """`names` split over `writers` threads, each in a directory of its own under
     `root` (w0, w1, ...); how many files were written."""
     share = len(names) // writers
     threads = [threading.Thread(target=write_files, args=(
-        root / f"w{k}", names[k * share:(k + 1) * share], payload)) for k in range(writers)]
+        root / f"w{k}", names[k * share:(k + 1) * share], payload, distinct))
+        for k in range(writers)]
     for t in threads:
         t.start()
     for t in threads:

@@ -2,15 +2,18 @@
 PostgreSQL server and of the writers, per file, on SQLite and on PostgreSQL.
 
     .venv/bin/python contrib/bench/write_cost.py [--dir DIR] [--files 2400]
-        [--writers 1 8] [--repeat 1] [--batch] [--json]
+        [--writers 1 8] [--repeat 1] [--batch] [--distinct] [--json]
 
 Each case mounts a fresh store (the PostgreSQL one on the tests' throwaway server,
 fsync off), writes --files files of 2 KiB split over the writers (each close
 durable and registered), and reads the processes' CPU time from /proc before and
-after. With --batch, SQLite in the bulk-load mode too (-o durability=batch; timed
-until an fsync after the last close, one durability round for them all). On a
-machine with few cores, the CPU per file of all the processes is what bounds the
-files per second: this is the experiment behind the README's account of 8 writers.
+after. The files all hold the same bytes, so every close after the first is a
+dedup hit (a pipeline fetching what it has); with --distinct each file has bytes
+of its own, so every close places a new blob. With --batch, SQLite in the bulk-load
+mode too (-o durability=batch; timed until an fsync after the last close, one
+durability round for them all). On a machine with few cores, the CPU per file of
+all the processes is what bounds the files per second: this is the experiment
+behind the README's account of 8 writers.
 """
 
 from __future__ import annotations
@@ -57,14 +60,15 @@ def server_cpu(server: PostgresServer | None) -> float:
 
 
 def one_case(store: Path, work: Path, files: int, writers: int,
-             server: PostgresServer | None, durability: str = "close") -> dict[str, float]:
+             server: PostgresServer | None, durability: str = "close",
+             distinct: bool = False) -> dict[str, float]:
     with mounted(store, work / "mnt", durability=durability) as mountpoint:
         pid = daemon_pid(store)
         payload = os.urandom(2048)
         names = [f"f{i:06d}.bin" for i in range(files)]
         before = (cpu_seconds(pid), server_cpu(server), time.process_time())
         start = time.perf_counter()
-        done = write_in_parallel(mountpoint / "bench", names, payload, writers)
+        done = write_in_parallel(mountpoint / "bench", names, payload, writers, distinct)
         if durability == "batch":
             make_durable(mountpoint / "bench" / "w0")  # counted: durable at the end
         wall = time.perf_counter() - start
@@ -85,6 +89,8 @@ def main() -> int:
     parser.add_argument("--batch", action="store_true",
                         help="also SQLite in the bulk-load mode (-o durability=batch), "
                              "timed until one durability round after the last close")
+    parser.add_argument("--distinct", action="store_true",
+                        help="every file its own bytes (no dedup hits)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-write-cost-", dir=args.dir))
@@ -102,7 +108,7 @@ def main() -> int:
                     runs.setdefault(f"{kind}, {writers} writer(s)", []).append(one_case(
                         place / "store", place, args.files, writers,
                         server if kind == "postgresql" else None,
-                        "batch" if kind == "sqlite-batch" else "close"))
+                        "batch" if kind == "sqlite-batch" else "close", args.distinct))
     finally:
         remove_work(work)
         server.stop()
