@@ -123,6 +123,13 @@ def test_a_discarded_staging_file_is_closed_by_the_closer_and_its_number_kept_un
     assert closed.value.errno == errno.EBADF
     with pytest.raises(OSError):
         staging.read(4, 0)  # a descriptor of -1, never another file's number
+    placed = store.stage()
+    placed.write(b"a new blob's bytes", 0)
+    store.place(placed)
+    fd = placed.fd
+    placed.discard()  # a linked file frees nothing: closed at once
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 def test_restore_brings_back_a_blob_removed_after_it_was_placed(tmp_path: Path) -> None:
