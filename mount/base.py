@@ -45,7 +45,7 @@ class OperationsBase(pyfuse3.Operations):
         self.store = store
         self.xattrs = xattrs
         self.query = CatalogReader(store)
-        self.directories = DirectoryCache(cache_timeout, enabled=not store.catalog.local)
+        self.directories = DirectoryCache(cache_timeout)
         self.listings = ListingCache(cache_timeout, enabled=not store.catalog.local)
         self.filled = FilledDirectories(cache_timeout, enabled=not store.catalog.local)
         if writer is not None:

@@ -336,8 +336,11 @@ class OpenFiles:
         await self.locate(file)
         parent_ino, name = file.parent_ino, file.name
         assert parent_ino is not None and name is not None
-        directory = self.directories.get(parent_ino) or \
-            await self.query(lambda c: c.get_directory(parent_ino))
+        # Where the file is registered: an embedded catalog is asked (little cost, and a
+        # directory another process renamed is never written to under its old place);
+        # a remote one's kept directory is dropped when another host's change is told.
+        kept = None if self.store.catalog.local else self.directories.get(parent_ino)
+        directory = kept or await self.query(lambda c: c.get_directory(parent_ino))
         if directory is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         meta = dict(file.metadata)

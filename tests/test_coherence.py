@@ -301,3 +301,28 @@ def test_a_write_only_descriptor_is_seen_at_once_by_readers_and_mappings(mnt: Pa
     finally:
         os.close(reader)
     assert path.read_bytes() == expected + b"c" * 100
+
+
+def test_a_file_closed_in_a_directory_renamed_elsewhere_lands_at_its_new_place(
+        mnt: Path, second: Mounter, mounter: Mounter) -> None:
+    """A mount keeps the directories it looked up (cache_timeout); where a closed
+    file is registered is still the directory's place now, not the kept one."""
+    other = second.mount()
+    artifact(mnt)
+    (artifact(mnt) / "first.txt").write_bytes(b"makes the mount keep W1")
+    assert os.path.exists(other / "unpaywall" / "W1" / "first.txt")
+    with (mnt / "unpaywall" / "W1" / "paper.pdf").open("wb") as writer:
+        writer.write(b"written while W1 was renamed on another mount")
+        os.rename(other / "unpaywall" / "W1", other / "unpaywall" / "W2")
+        deadline = time.monotonic() + 15
+        while not os.path.isdir(mnt / "unpaywall" / "W2"):  # the rename was seen
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)  # and announced, where the catalog announces
+    with Store.open(mounter.store_path) as opened:
+        moved = opened.catalog.find_directory("unpaywall", "W2")
+        assert moved is not None
+        doc = opened.catalog.lookup_document(moved, "paper.pdf")
+        assert doc is not None and doc.bytes == len(b"written while W1 was renamed on "
+                                                    b"another mount")
+        assert opened.catalog.find_directory("unpaywall", "W1") is None
