@@ -108,12 +108,13 @@ def test_a_discarded_staging_file_leaves_nothing(tmp_path: Path) -> None:
 
 def test_a_discarded_staging_file_is_closed_by_the_closer_and_its_number_kept_until_then(
         tmp_path: Path) -> None:
-    """discard hands the descriptor to a thread of its own (closing an unlinked file
-    may wait for the device to trim its blocks); the file is closed there, and the
-    staging file never uses the number again."""
+    """discard hands a synced file that no name holds to a thread of its own (closing
+    it frees blocks the device may have to trim); the file is closed there, and the
+    staging file never uses the number again. Others are closed at once."""
     store = blobs(tmp_path)
     staging = store.stage()
     staging.write(b"a dedup hit's bytes", 0)
+    staging.finish()  # synced, as a durable close's bytes are
     fd = staging.fd
     staging.discard()
     assert staging.fd == -1
@@ -123,13 +124,15 @@ def test_a_discarded_staging_file_is_closed_by_the_closer_and_its_number_kept_un
     assert closed.value.errno == errno.EBADF
     with pytest.raises(OSError):
         staging.read(4, 0)  # a descriptor of -1, never another file's number
-    placed = store.stage()
-    placed.write(b"a new blob's bytes", 0)
-    store.place(placed)
-    fd = placed.fd
-    placed.discard()  # a linked file frees nothing: closed at once
-    with pytest.raises(OSError):
-        os.fstat(fd)
+    for linked in (True, False):  # a placed blob, and bytes never synced (a bulk load)
+        other = store.stage()
+        other.write(b"a new blob's bytes" if linked else b"not synced", 0)
+        if linked:
+            store.place(other)
+        fd = other.fd
+        other.discard()  # closed at once
+        with pytest.raises(OSError):
+            os.fstat(fd)
 
 
 def test_restore_brings_back_a_blob_removed_after_it_was_placed(tmp_path: Path) -> None:

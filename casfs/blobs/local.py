@@ -146,6 +146,8 @@ class LocalBlobStore:
             return [self.place(s) for s in stagings]
         digests = [s.finish(fsync=False) for s in stagings]
         _syncfs(self.tmp_dir)  # every staged byte is durable before any link
+        for staging in stagings:
+            staging.on_disk = True
         results = [(sha, s.size, self._link(s, sha)) for s, sha in zip(stagings, digests,
                                                                         strict=True)]
         if sync_entries:  # dedup hits too: another close may have linked one unsynced
