@@ -135,6 +135,26 @@ def test_a_discarded_staging_file_is_closed_by_the_closer_and_its_number_kept_un
             os.fstat(fd)
 
 
+def test_a_dedup_hit_syncs_the_blob_it_found_and_restore_syncs_its_own_bytes(
+        tmp_path: Path) -> None:
+    """A durable dedup hit makes the blob in place durable, not its own staged bytes,
+    which no name holds; if gc removes the blob before the record is committed,
+    restore links those bytes, and syncs them first (law 1)."""
+    store = blobs(tmp_path)
+    first, again = store.stage(), store.stage()
+    for staging in (first, again):
+        staging.write(b"fetched twice", 0)
+    sha, _, is_new = store.place(first)
+    assert is_new and first.on_disk
+    assert store.place(again) == (sha, len(b"fetched twice"), False)
+    assert not again.on_disk  # its bytes were never needed on disk
+    store.path(sha).unlink()  # what a concurrent gc would do
+    store.restore(again, sha)
+    assert again.on_disk and store.path(sha).read_bytes() == b"fetched twice"
+    for staging in (first, again):
+        staging.discard()
+
+
 def test_restore_brings_back_a_blob_removed_after_it_was_placed(tmp_path: Path) -> None:
     store = blobs(tmp_path)
     staging = store.stage()

@@ -90,9 +90,14 @@ class LocalBlobStore:
         then holds for this blob only once `sync` returned, and a crash before that
         may leave it short or empty, which a bulk load's recovery finds
         (`placed_since`). A dedup hit that must be durable syncs the blob it found,
-        which such a close may have placed.
+        which such a close may have placed, and not its own bytes, which no name
+        will hold (`restore` syncs them if it ever links them).
         """
-        sha256 = staging.finish(fsync=durable)
+        sha256 = staging.finish(fsync=False)
+        if durable and self._sync_existing(sha256):
+            return sha256, staging.size, False
+        if durable:
+            staging.sync()
         is_new = self._link(staging, sha256)
         if durable:
             if not is_new:
@@ -102,6 +107,16 @@ class LocalBlobStore:
                     _fsync(self._blob_file(sha256))
             _fsync(self.path(sha256).parent)
         return sha256, staging.size, is_new
+
+    def _sync_existing(self, sha256: str) -> bool:
+        """Make the blob `sha256` durable, name included, if it is in place; False
+        when it is not (or was removed meanwhile)."""
+        try:
+            _fsync(self._blob_file(sha256))
+        except FileNotFoundError:
+            return False
+        _fsync(self.path(sha256).parent)
+        return True
 
     def sync(self) -> None:
         """Make every blob placed so far durable, names included (one syncfs)."""
@@ -156,6 +171,7 @@ class LocalBlobStore:
 
     def restore(self, staging: StagingFile, sha256: str) -> None:
         """Put a placed blob back after it was removed meanwhile (gc, quarantine)."""
+        staging.sync()  # a dedup hit's bytes were not synced when it was placed
         try:
             is_new = self._link(staging, sha256)
         except FileNotFoundError:

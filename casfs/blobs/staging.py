@@ -147,6 +147,22 @@ class StagingFile:
             os.fchmod(self.fd, BLOB_MODE)
             return digest
 
+    def sync(self) -> None:
+        """fsync the file (after `finish(fsync=False)`): its bytes are on disk. A
+        staging file another process wrote is synced by its path."""
+        with self._lock:
+            if self.on_disk:
+                return
+            if self.fd >= 0:
+                os.fsync(self.fd)
+            elif self.path is not None:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self.on_disk = True
+
     def digest(self) -> str:
         """The SHA-256 of the file as it is now, hashing only what is not hashed yet."""
         with self._lock:
