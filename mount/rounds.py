@@ -123,7 +123,8 @@ class Rounds(Generic[Context, Item, Result]):
         except BaseException as e:  # the thread did not run them: fail what it held
             with self._lock:
                 self._running = False
-            self._answer(taken, [outcome.Error(e)] * len(taken))
+            if taken:  # (an empty round is no round: the metrics count rounds)
+                self._answer(taken, [outcome.Error(e)] * len(taken))
         self._wake_next()
 
     def _answer(self, batch: list[_Ticket[Item, Result]],

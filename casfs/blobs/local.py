@@ -8,7 +8,6 @@ and only then linked into place; a blob is never opened for writing again.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -94,18 +93,18 @@ class LocalBlobStore:
         will hold (`restore` syncs them if it ever links them).
         """
         sha256 = staging.finish(fsync=False)
-        if durable and self._sync_existing(sha256):
+        if not durable:
+            return sha256, staging.size, self._link(staging, sha256)
+        if self._sync_existing(sha256):  # a dedup hit
             return sha256, staging.size, False
-        if durable:
-            staging.sync()
+        staging.sync()
         is_new = self._link(staging, sha256)
-        if durable:
-            if not is_new:
-                # Cheap when already on disk. Removed meanwhile (gc): the registration
-                # finds it gone and restores it from the staging file (law 2).
-                with contextlib.suppress(FileNotFoundError):
-                    _fsync(self._blob_file(sha256))
+        if is_new:
             _fsync(self.path(sha256).parent)
+        else:
+            # Another writer placed it meanwhile. Removed since (gc): the registration
+            # finds it gone and restores it from the staging file (law 2).
+            self._sync_existing(sha256)
         return sha256, staging.size, is_new
 
     def _sync_existing(self, sha256: str) -> bool:
