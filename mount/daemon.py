@@ -205,6 +205,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         pidfile.unlink(missing_ok=True)
         if otel_catalog is not None:
             otel_catalog.close()
+        ops.files.staging.close()
         if writer is not None:
             writer.close()
         if views is not None:

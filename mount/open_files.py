@@ -50,6 +50,7 @@ from .blob_pin import BlobPin
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter, ToPlace
 from .directory_cache import DirectoryCache
+from .staging_reserve import StagingReserve
 
 log = logging.getLogger("casfs.mount")
 
@@ -113,6 +114,7 @@ class OpenFiles:
         self._by_name: dict[tuple[int, str], OpenFile] = {}
         self._draining: set[StagingFile] = set()  # whose queue a worker thread writes
         self.durable_close = True  # False in a bulk load (-o durability=batch)
+        self.staging = StagingReserve(store.blobs.stage)
 
     def get(self, ino: int) -> OpenFile | None:
         return self.by_ino.get(ino)
@@ -126,9 +128,9 @@ class OpenFiles:
     def writing_count(self) -> int:
         return len(self._by_name)
 
-    def create(self, ino: int, parent_ino: int, name: str) -> OpenFile:
+    async def create(self, ino: int, parent_ino: int, name: str) -> OpenFile:
         """A new, empty file (create): dirty from the start, so close registers it."""
-        file = OpenFile(ino=ino, document=None, staging=self.store.blobs.stage(),
+        file = OpenFile(ino=ino, document=None, staging=await self.staging.take(),
                         parent_ino=parent_ino, name=name)
         self.by_ino[ino] = file
         self._by_name[(parent_ino, name)] = file
@@ -244,7 +246,7 @@ class OpenFiles:
         """The staging file of `file`, made from its pinned blob on the first change."""
         if file.staging is not None:
             return file.staging
-        staging = self.store.blobs.stage()
+        staging = await self.staging.take()
         if file.pin is not None:
             try:
                 await file.pin.arrived()
@@ -287,7 +289,7 @@ class OpenFiles:
         if size == file.size:
             return
         if size == 0 and file.staging is None:
-            file.staging = self.store.blobs.stage()  # nothing to copy
+            file.staging = await self.staging.take()  # nothing to copy
         staging = await self.copy_on_write(file)
         await trio.to_thread.run_sync(staging.truncate, size)
         file.mtime_ns = time.time_ns()

@@ -197,7 +197,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                 raise pyfuse3.FUSEError(errno.EEXIST)
             info = await self.open(existing.st_ino, flags, ctx)
             return info, self._counted(await self._attr(existing.st_ino))
-        file = self.files.create(await self.write_catalog.new_ino(), directory.ino, text)
+        file = await self.files.create(await self.write_catalog.new_ino(), directory.ino, text)
         file.open_handles = 1
         self.cached.pop(file.ino, None)
         info = pyfuse3.FileInfo(fh=self._new_handle(Handle(file.ino, True)))
