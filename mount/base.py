@@ -84,6 +84,13 @@ class OperationsBase(pyfuse3.Operations):
                        ("casfs_mount_registration_commits", "Catalog commits those took "
                         "(group commit: files closed together share one).",
                         self._writer.rounds.rounds)]
+        staging = self.files.staging
+        gauges += [("casfs_mount_staging_made_ahead", "Staging files made ahead of the "
+                    "creates that took them, off the event loop.", staging.made_ahead),
+                   ("casfs_mount_staging_made_at_create", "Creates that found no staging "
+                    "file made ahead and waited for one.", staging.made_here),
+                   ("casfs_mount_staging_reused", "Staging files of dedup hits emptied "
+                    "for another create instead of freed.", staging.reused)]
         return gauges
 
     def forget_cached(self, changes: list[Change]) -> None:

@@ -319,7 +319,7 @@ class OpenFiles:
         if file.pin is not None:
             file.pin.retire()
         file.document, file.pin, file.staging = document, new_pin, None
-        staging.discard()
+        self.staging.give_back(staging)
 
     async def _place_and_register(self, file: OpenFile, staging: StagingFile
                                   ) -> Document | None:

@@ -11,6 +11,11 @@ of the mount (timed in the daemon: create 0.80 ms, of which `stage()` 0.77). So 
 thread keeps a few made, and a create takes one; when none is ready, it waits for
 one made in a worker thread, and an error making it (ENOSPC, EMFILE) reaches that
 create.
+
+A closed file whose bytes were a dedup hit leaves a staging file no name holds; it
+comes back here (`give_back`) and the thread empties it for another create, so a
+stream of files the store already has (a second copy of a tree) frees and makes no
+inode at all: freed inodes are what make the next ones slow to make on this disk.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from casfs.blobs.staging import StagingFile
 log = logging.getLogger("casfs.mount")
 KEEP = 8  # staging files kept ready: more than a few writers take between two refills
 REFILL_AT = 4  # the thread wakes when this few are left, and makes them up to KEEP
+RENEW_FROM = 4  # ... or when this many came back to be emptied
 
 
 class StagingReserve:
@@ -41,10 +47,13 @@ class StagingReserve:
         self._keep = keep
         self._refill_at = refill_at
         self._ready: collections.deque[StagingFile] = collections.deque()
+        self._returned: list[StagingFile] = []  # to empty, then ready
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self.made_here = 0  # takes that found none ready (for tests and tuning)
+        self.made_here = 0  # takes that found none ready (these three: for the metrics)
+        self.made_ahead = 0
+        self.reused = 0  # staging files given back and emptied for another create
 
     async def take(self) -> StagingFile:
         with self._changed:
@@ -60,6 +69,21 @@ class StagingReserve:
         self.made_here += 1
         return await trio.to_thread.run_sync(self._make)
 
+    def give_back(self, staging: StagingFile) -> None:
+        """Done with `staging` (its file is registered): emptied for another create
+        when it can be (see `StagingFile.reusable`), else discarded."""
+        if staging.reusable():
+            with self._changed:
+                keep = not self._closing and self._thread is not None and \
+                    len(self._ready) + len(self._returned) < self._keep + RENEW_FROM
+                if keep:
+                    self._returned.append(staging)
+                    if len(self._returned) >= RENEW_FROM:
+                        self._changed.notify()
+            if keep:
+                return
+        staging.discard()
+
     def _refill(self) -> None:
         """Keep `keep` staging files ready until closed. A failure to make one is
         logged once in a row and tried again a second later; the creates meanwhile
@@ -69,9 +93,14 @@ class StagingReserve:
             with self._changed:
                 if len(self._ready) >= self._keep:  # full: wait until few are left
                     self._changed.wait_for(
-                        lambda: self._closing or len(self._ready) <= self._refill_at)
+                        lambda: self._closing or len(self._ready) <= self._refill_at
+                        or len(self._returned) >= RENEW_FROM)
                 if self._closing:
                     return
+                returned, self._returned = self._returned, []
+            if returned:
+                self._renew(returned)
+                continue
             try:
                 staging = self._make()
             except OSError as e:
@@ -88,6 +117,25 @@ class StagingReserve:
                     staging.discard()
                     return
                 self._ready.append(staging)
+                self.made_ahead += 1
+
+    def _renew(self, returned: list[StagingFile]) -> None:
+        """Empty staging files given back, into the reserve (those over `keep`, or
+        that fail to empty, are discarded)."""
+        for staging in returned:
+            with self._changed:
+                room = not self._closing and len(self._ready) < self._keep
+            if not room:
+                staging.discard()
+                continue
+            try:
+                renewed = staging.reuse()
+            except OSError as e:
+                log.warning("could not empty a staging file for reuse: %s", e)
+                continue
+            with self._changed:
+                self._ready.append(renewed)
+                self.reused += 1
 
     def close(self) -> None:
         with self._changed:
@@ -96,5 +144,7 @@ class StagingReserve:
             thread = self._thread
         if thread is not None:
             thread.join()
-        while self._ready:
-            self._ready.popleft().discard()
+        for staging in [*self._ready, *self._returned]:
+            staging.discard()
+        self._ready.clear()
+        self._returned.clear()

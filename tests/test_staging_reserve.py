@@ -2,12 +2,15 @@
 real files in a temporary directory, named so that what is left behind shows."""
 
 import errno
+import hashlib
+import os
 import time
 from pathlib import Path
 
 import pytest
 import trio
 
+from casfs.blobs.local import LocalBlobStore
 from casfs.blobs.staging import Stager, StagingFile
 from casfs.mount.staging_reserve import StagingReserve
 
@@ -68,3 +71,44 @@ def test_an_error_making_a_staging_file_reaches_the_create_and_passes(tmp_path: 
     reserve.close()
     staging.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_staging_file_no_name_holds_comes_back_empty_and_a_linked_one_never(
+        tmp_path: Path) -> None:
+    """A dedup hit's staging file is emptied and taken again (no inode freed and
+    made anew); one that became a blob (linked) is never emptied: that would empty
+    the blob."""
+    store = LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    reserve = StagingReserve(store.stage, keep=2, refill_at=0)
+    blob = trio.run(reserve.take)
+    blob.write(b"the bytes of a new blob", 0)
+    sha256, _, new = store.place(blob)
+    assert new
+    hit = trio.run(reserve.take)
+    hit.write(b"the bytes of a new blob", 0)
+    assert store.place(hit) == (sha256, 23, False)  # a dedup hit
+    hit_ino, blob_ino = os.fstat(hit.fd).st_ino, os.fstat(blob.fd).st_ino
+    assert hit.reusable() and not blob.reusable()
+
+    reserve.give_back(blob)
+    reserve.give_back(hit)
+    # Take until the dedup hit's inode comes back (the thread empties it once a
+    # few came back, or the reserve runs low).
+    seen: list[StagingFile] = []
+    deadline = time.monotonic() + 10
+    while True:
+        staging = trio.run(reserve.take)
+        seen.append(staging)
+        if os.fstat(staging.fd).st_ino == hit_ino:
+            break
+        assert time.monotonic() < deadline, "the dedup hit's staging file never came back"
+    assert all(os.fstat(s.fd).st_ino != blob_ino for s in seen)
+    assert staging.size == 0 and staging.read(100, 0) == b""
+    staging.write(b"another file", 0)
+    assert staging.digest() == hashlib.sha256(b"another file").hexdigest()
+    assert hit.fd == -1  # the old object is closed for good
+    assert store.path(sha256).read_bytes() == b"the bytes of a new blob"
+    reserve.close()
+    for s in seen:
+        s.discard()

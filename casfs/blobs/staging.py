@@ -168,6 +168,31 @@ class StagingFile:
         with self._lock:
             return self._digest()
 
+    def reusable(self) -> bool:
+        """An unnamed file that no name holds (its bytes were a dedup hit, or were
+        uploaded), with nothing queued or failed: `reuse` can empty it for another
+        file. A system call, but one that never waits for the disk (fstat)."""
+        with self._queue_lock:
+            if self.path is not None or self.fd < 0 or self._discarded or self._queued \
+                    or self._applying or self._failed is not None:
+                return False
+        return os.fstat(self.fd).st_nlink == 0
+
+    def reuse(self) -> StagingFile:
+        """This file's descriptor, emptied, as a new staging file (this one is closed
+        for good): no inode freed here and made anew there. Only for a `reusable`
+        file; blocks (the truncate frees its blocks, and may wait for a trim)."""
+        with self._lock:
+            fd, self.fd = self.fd, -1
+            self._discarded = True
+        try:
+            os.ftruncate(fd, 0)
+            os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+        return StagingFile(None, fd)
+
     def discard(self) -> None:
         """Close and remove the staging file; safe to call more than once, and from
         the event loop while a drain is writing (that thread closes it when done)."""
