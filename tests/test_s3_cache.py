@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from casfs.blobs import cache
 from casfs.blobs.cache import EARLY_FROM
 from casfs.blobs.s3 import S3BlobStore
 
@@ -199,3 +200,36 @@ def test_a_damaged_large_cache_file_fails_its_readers_and_is_fetched_again(
         os.close(fd)
     downloads = counting(fresh)
     assert read_whole_early(fresh, sha, len(data)) == data and downloads == [sha]
+
+
+def test_a_large_fill_drops_its_pages_behind_and_its_readers_still_get_every_byte(
+        make_store: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A background fill drops the page cache of its file behind the bytes arriving
+    (cache._drop_behind); a reader that lags behind that point reads those bytes
+    from the disk, and the kept file is whole."""
+    monkeypatch.setattr(cache, "DROP_BEHIND", 1 << 20)
+    monkeypatch.setattr(cache, "DROP_STEP", 256 << 10)
+    drops: list[tuple[int, int]] = []
+    advise = os.posix_fadvise
+
+    def recorded(fd: int, offset: int, length: int, advice: int) -> None:
+        drops.append((offset, length))
+        advise(fd, offset, length, advice)
+
+    monkeypatch.setattr(cache.os, "posix_fadvise", recorded)
+    data = os.urandom(EARLY_FROM + (3 << 20))
+    sha = put(make_store("w"), data)  # type: ignore[operator]
+    reader = make_store("r")  # type: ignore[operator]
+    fd, arrival = reader.open_blob_early(sha, len(data))
+    try:
+        assert arrival is not None
+        arrival.wait_for(len(data))
+        assert arrival.complete
+        # Every byte once arrived was behind the drop point but the last MiB's.
+        assert drops and drops[-1][0] + drops[-1][1] >= len(data) - (2 << 20)
+        assert max(offset + length for offset, length in drops) <= len(data) - (1 << 20)
+        for offset in range(0, len(data), 1 << 20):  # the lagging reader
+            assert os.pread(fd, 1 << 20, offset) == data[offset:offset + (1 << 20)]
+        assert reader.cache.path(sha).read_bytes() == data
+    finally:
+        os.close(fd)
