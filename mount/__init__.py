@@ -24,7 +24,8 @@ Concurrency rules:
   (`OpenFile.lock`, taken through `OpenFiles.hold`).
 - Disk I/O on bytes (copy, hash, fsync, link) runs in worker threads; a write is
   queued in memory on the trio thread and written by a worker thread (`StagingFile`
-  has its own lock for that).
+  has its own lock for that). Staging files are made (and dedup hits' emptied for
+  reuse) ahead of the creates that take them, by `staging_reserve`'s thread.
 - Catalog reads run on the trio thread, on the store's connection (short, indexed).
 - Catalog writes run on worker threads with connections of their own
   (`CatalogWriter`: one for SQLite, in the order they were asked for; a pool for
