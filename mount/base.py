@@ -83,7 +83,10 @@ class OperationsBase(pyfuse3.Operations):
                         self._writer.rounds.items),
                        ("casfs_mount_registration_commits", "Catalog commits those took "
                         "(group commit: files closed together share one).",
-                        self._writer.rounds.rounds)]
+                        self._writer.rounds.rounds),
+                       ("casfs_mount_registration_trips", "Times a worker thread was sent "
+                        "to run those commits (it runs them back to back while closes "
+                        "wait).", self._writer.rounds.trips)]
         staging = self.files.staging
         gauges += [("casfs_mount_staging_made_ahead", "Staging files made ahead of the "
                     "creates that took them, off the event loop.", staging.made_ahead),

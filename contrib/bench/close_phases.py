@@ -9,7 +9,9 @@ Each run mounts a fresh store (PostgreSQL: the tests' throwaway server), writes
 --files files of 2 KiB split over --writers threads, each in a directory of its
 own, with bare system calls (os.open, os.write, os.close: one request per call,
 no buffering), and prints files per second, the median and 90th percentile of
-each phase, and how much of the machine's CPU was idle meanwhile (/proc/stat). The
+each phase, how much of the machine's CPU was idle meanwhile (/proc/stat), and from
+the mount's metrics how many closes shared a commit and how many commits ran back
+to back in one trip to a worker thread (group commit, mount/rounds.py). The
 files all hold the same bytes unless --distinct; --bulk mounts with
 `-o durability=batch`. This is the experiment behind the README's account of why 8
 writers wait: the handlers take tens of microseconds, the requests milliseconds.
@@ -80,13 +82,30 @@ def one_run(work: Path, args: argparse.Namespace, server: PostgresServer | None
         for writer in writers:
             writer.join()
         wall, after = time.perf_counter() - start, cpu_ticks()
+        metrics = mount_metrics(mountpoint)
     ticks = [b - a for a, b in zip(before, after, strict=True)]
     result = {"files/s": len(times) / wall, "CPU idle %": 100 * ticks[3] / sum(ticks)}
+    commits = metrics.get("casfs_mount_registration_commits", 0)
+    result["closes per commit"] = \
+        metrics.get("casfs_mount_registrations", 0) / commits if commits else 0.0
+    result["commits per thread trip"] = \
+        commits / metrics["casfs_mount_registration_trips"] \
+        if metrics.get("casfs_mount_registration_trips") else 0.0
     for k, phase in enumerate(PHASES):
         values = sorted(t[k] for t in times)
         result[f"{phase} p50 us"] = statistics.median(values) * 1e6
         result[f"{phase} p90 us"] = values[len(values) * 9 // 10] * 1e6
     return result
+
+
+def mount_metrics(mountpoint: Path) -> dict[str, float]:
+    """The mount's own gauges and unlabelled counters (/.casfs/metrics)."""
+    values: dict[str, float] = {}
+    for line in (mountpoint / ".casfs" / "metrics").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if not line.startswith("#") and "{" not in name and value:
+            values[name] = float(value)
+    return values
 
 
 def main() -> int:
@@ -115,7 +134,8 @@ def main() -> int:
     for run in runs:
         print(f"{run['files/s']:7.0f} files/s, CPU idle {run['CPU idle %']:3.0f}%   " + "   ".join(
             f"{phase} p50 {run[f'{phase} p50 us']:6.0f} us p90 {run[f'{phase} p90 us']:6.0f}"
-            for phase in PHASES))
+            for phase in PHASES) + f"   closes/commit {run['closes per commit']:4.1f}"
+            f"   commits/trip {run['commits per thread trip']:4.1f}")
     return 0
 
 
