@@ -43,7 +43,7 @@ FILL_LOCKS = 64
 EARLY_FROM = 8 << 20  # blobs this large are read while they arrive
 SLICE = 256 << 10  # hashed, then written, while it is still in the CPU's cache
 # A background fill drops the pages of its file this far behind the bytes arriving
-# (their readers have the mount's own page cache), a step at a time: see `_arrive`.
+# (their readers have the mount's own page cache), a step at a time: see `_drop_behind`.
 DROP_BEHIND = 32 << 20
 DROP_STEP = 8 << 20
 Fetch = Callable[[], Iterable[bytes | memoryview]]  # the blob's bytes, chunk by chunk
@@ -324,7 +324,6 @@ class ReadCache:
                 path.unlink(missing_ok=True)
                 self._used -= size
                 self._checked.discard(path.parent.name + path.name)
-
 
 
 def _drop_behind(fd: int, arrived: int, dropped: int) -> int:

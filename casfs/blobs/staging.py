@@ -182,7 +182,7 @@ class StagingFile:
         """This file's descriptor, emptied, as a new staging file (this one is closed
         for good): no inode freed here and made anew there. Only for a `reusable`
         file; blocks (the truncate frees its blocks, and may wait for a trim)."""
-        with self._lock:
+        with self._lock, self._queue_lock:
             fd, self.fd = self.fd, -1
             self._discarded = True
         try:
