@@ -6,7 +6,8 @@
 pinned to its blob by a `blob_pin`,
 `attributes` what stat shows, `xattrs` the user.casfs.* attributes, `control` the
 mount's own /.casfs, `boundary` turns exceptions into errnos, `catalog_writer` runs
-catalog writes, `daemon` the process that runs a mount. The filesystem knows the
+catalog writes, `daemon` the process that runs a mount, `passthrough` the kernel reading
+blobs itself (loaded here, first: it must come before pyfuse3). The filesystem knows the
 store only through `casfs.store.Store` and the ingest path in `casfs.ingest`.
 
 Consistency (law 8; the README's "Consistency" section says it for users):
@@ -31,3 +32,5 @@ Concurrency rules:
   (`CatalogWriter`: one for SQLite, in the order they were asked for; a pool for
   PostgreSQL); the reading connection sees each as soon as it commits.
 """
+
+from . import passthrough  # noqa: F401  (before any module loads pyfuse3)

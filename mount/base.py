@@ -64,6 +64,7 @@ class OperationsBase(pyfuse3.Operations):
                                       int], bool] = pyfuse3.readdir_reply
         self.control.started_ns = time.time_ns()
         self.handles: dict[int, Handle] = {}
+        self.reads = 0  # READ requests answered (passthrough reads never come here)
         self.lookups: dict[int, int] = {}
         # inode -> version_key of the bytes the kernel may hold in its page cache
         self.cached: dict[int, int] = {}
@@ -77,7 +78,9 @@ class OperationsBase(pyfuse3.Operations):
             ("casfs_mount_open_files", "Files open for writing in this mount.",
              self.files.writing_count()),
             ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
-             len(self.lookups))]
+             len(self.lookups)),
+            ("casfs_mount_read_requests", "Reads of documents the kernel asked this daemon for.",
+             self.reads)]
         if self._writer is not None:
             gauges += [("casfs_mount_registrations", "Closed files registered by this mount.",
                         self._writer.rounds.items),
@@ -93,7 +96,10 @@ class OperationsBase(pyfuse3.Operations):
                    ("casfs_mount_staging_made_at_create", "Creates that found no staging "
                     "file made ahead and waited for one.", staging.made_here),
                    ("casfs_mount_staging_reused", "Staging files of dedup hits emptied "
-                    "for another create instead of freed.", staging.reused)]
+                    "for another create instead of freed.", staging.reused),
+                   ("casfs_mount_passthrough_opens", "Opens answered with the blob as "
+                    "the backing file: the kernel reads it without asking the daemon.",
+                    self.files.passthrough.opens)]
         return gauges
 
     def forget_cached(self, changes: list[Change]) -> None:

@@ -39,6 +39,11 @@ class BlobPin:
         self._retired = False
         self._reported = False
 
+    @property
+    def complete(self) -> bool:
+        """Whether every byte of the blob is in its file (nothing still arriving)."""
+        return self.arrival is None or self.arrival.complete
+
     async def pread(self, size: int, offset: int) -> bytes:
         self._readers += 1
         try:

@@ -41,6 +41,7 @@ from .change_listener import ChangeListener
 from .durability_rounds import DurabilityRounds
 from .operations import CasfsOperations
 from .options import MountOptions
+from .passthrough import Passthrough
 from .snapshot_views import SnapshotViews
 
 log = logging.getLogger("casfs.mount")
@@ -160,8 +161,9 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
             store.close()
             _report(ready_fd, str(e))
             return 2
+    passthrough = ops.files.passthrough = Passthrough(wanted=options.use_passthrough)
     views = None if options.at is not None else SnapshotViews(
-        ops, lambda snapshot: _view(store_root, snapshot.at, options))
+        ops, lambda snapshot: _view(store_root, snapshot.at, options, passthrough))
     fuse_options = set(pyfuse3.default_options)
     fuse_options |= {f"fsname={store.layout.root}", "subtype=casfs"}
     if options.readonly:
@@ -170,6 +172,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         fuse_options.add("allow_other")
     if options.debug:
         fuse_options.add("debug")
+    passthrough.ask_kernel()
     try:
         pyfuse3.init(views or ops, str(mountpoint), fuse_options)
     except RuntimeError as e:
@@ -216,12 +219,15 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
     return 0
 
 
-def _view(store_root: Path, moment: float, options: MountOptions) -> CasfsOperations:
+def _view(store_root: Path, moment: float, options: MountOptions,
+          passthrough: Passthrough) -> CasfsOperations:
     """The read-only operations of the tree at `moment` (a snapshot's, in a live mount)."""
     store = Store.open(store_root, readonly=True)
     store.show_at(moment)
-    return CasfsOperations(store, None, readonly=True, cache_timeout=options.cache_timeout,
+    view = CasfsOperations(store, None, readonly=True, cache_timeout=options.cache_timeout,
                            xattrs=not options.noxattr, control_shown=False)
+    view.files.passthrough = passthrough
+    return view
 
 
 def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,

@@ -50,6 +50,7 @@ from .blob_pin import BlobPin
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter, ToPlace
 from .directory_cache import DirectoryCache
+from .passthrough import Passthrough
 from .staging_reserve import StagingReserve
 
 log = logging.getLogger("casfs.mount")
@@ -77,6 +78,7 @@ class OpenFile:
     mtime_ns: int = field(default_factory=time.time_ns)
     metadata: dict[str, str | None] = field(default_factory=dict)  # xattrs set before close
     session_version: int | None = None  # the version this open file registered last
+    backing_id: int | None = None  # the kernel reads `pin`'s blob itself (passthrough.py)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     @property
@@ -88,6 +90,15 @@ class OpenFile:
         if self.staging is not None:
             return self.staging.size
         return self.document.bytes if self.document else 0
+
+    @property
+    def whole_blob_fd(self) -> int | None:
+        """The pinned blob's descriptor when it holds all of the file's bytes (clean,
+        and not still arriving from object storage): what passthrough can name."""
+        pin = self.pin
+        if self.staging is not None or pin is None or pin.fd < 0 or not pin.complete:
+            return None
+        return pin.fd
 
     async def read(self, size: int, offset: int) -> bytes:
         """The file's current bytes: staged ones while dirty, else the pinned blob's."""
@@ -115,6 +126,7 @@ class OpenFiles:
         self._draining: set[StagingFile] = set()  # whose queue a worker thread writes
         self.durable_close = True  # False in a bulk load (-o durability=batch)
         self.staging = StagingReserve(store.blobs.stage)
+        self.passthrough = Passthrough(wanted=False)  # the daemon sets the mount's
 
     def get(self, ino: int) -> OpenFile | None:
         return self.by_ino.get(ino)
@@ -141,6 +153,8 @@ class OpenFiles:
         more handle counted (the caller releases it); True when it was made now (and
         so shows the catalog's current version)."""
         file = self.by_ino.get(ino)
+        if file is not None and for_writing and file.backing_id is not None:
+            raise pyfuse3.FUSEError(errno.ETXTBSY)  # its readers read the blob itself
         made = file is None
         if file is None:
             doc = await self.query(lambda c: c.get_document(ino))
@@ -222,6 +236,7 @@ class OpenFiles:
             lambda: place_blob(self.store.blobs, staging, durable=self.durable_close))
 
     def _forget(self, file: OpenFile) -> None:
+        self.passthrough.release(file)
         if file.staging is not None:
             file.staging.discard()
             file.staging = None

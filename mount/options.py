@@ -35,6 +35,14 @@ class MountOptions:
     at: float | None = None  # time travel: the moment shown, read-only
     durability: str = "close"  # or "batch": a bulk load (see durability_rounds.py)
     durability_interval: float = DEFAULT_INTERVAL_S
+    passthrough: bool | None = None  # None: on for read-only mounts (passthrough.py)
+
+    @property
+    def use_passthrough(self) -> bool:
+        """Whether to ask the kernel to read blobs itself: asked with -o passthrough,
+        refused with -o nopassthrough, by default on read-only mounts only (on a
+        read-write mount a file being read that way cannot be opened for writing)."""
+        return self.readonly if self.passthrough is None else self.passthrough
 
     @classmethod
     def parse(cls, option_strings: list[str], defaults: MountConfig) -> MountOptions:
@@ -49,6 +57,8 @@ class MountOptions:
                 values["readonly"] = True
             elif key in ("allow_other", "debug", "noxattr", "nonotify"):
                 values[key] = True
+            elif key in ("passthrough", "nopassthrough"):
+                values["passthrough"] = key == "passthrough"
             elif key == "cache_timeout":
                 try:
                     values["cache_timeout"] = float(value)
@@ -80,6 +90,8 @@ class MountOptions:
         if self.durability != "close":
             out += [f"durability={self.durability}",
                     f"durability_interval={self.durability_interval:g}"]
+        if self.passthrough is not None:
+            out.append("passthrough" if self.passthrough else "nopassthrough")
         if self.at is not None:
             out.append(f"at=@{self.at!r}")  # exact; the log says it in ISO 8601 too
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),

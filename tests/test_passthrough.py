@@ -1,0 +1,128 @@
+"""FUSE passthrough (mount/passthrough.py): the kernel reads a document's blob
+itself, and what a user sees stays what it is without it.
+
+Read-only mounts use it by default, read-write ones with `-o passthrough`. Whether
+a read reached the daemon is in /.casfs/metrics (`casfs_mount_read_requests`
+counts the document reads it answered; `casfs_mount_passthrough_opens` the opens
+it answered with a backing file).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import platform
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import Mounter
+from .test_metrics import value
+
+pytestmark = pytest.mark.mount
+
+
+def _kernel_has_passthrough() -> bool:
+    major, minor = (int(part) for part in platform.release().split(".")[:2])
+    return (major, minor) >= (6, 9)
+
+
+needs_passthrough = pytest.mark.skipif(
+    os.geteuid() != 0 or not _kernel_has_passthrough(),
+    reason="FUSE passthrough needs Linux 6.9+ and CAP_SYS_ADMIN")
+
+
+def metric(mnt: Path, name: str) -> float:
+    return value((mnt / ".casfs" / "metrics").read_text(), name)
+
+
+def write_documents(mounter: Mounter, files: dict[str, bytes]) -> None:
+    mnt = mounter.mount()
+    (mnt / "r" / "a").mkdir(parents=True)
+    for name, data in files.items():
+        (mnt / "r" / "a" / name).write_bytes(data)
+    mounter.umount()
+
+
+@needs_passthrough
+def test_a_read_only_mount_reads_blobs_without_the_daemon(mounter: Mounter,
+                                                          tmp_path: Path) -> None:
+    big = os.urandom(3 << 20)
+    db = tmp_path / "rows.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", ((i, f"row {i}") for i in range(5000)))
+    conn.close()
+    write_documents(mounter, {"big.bin": big, "rows.sqlite": db.read_bytes()})
+    mnt = mounter.mount("ro")
+    doc = mnt / "r" / "a" / "big.bin"
+
+    assert doc.read_bytes() == big
+    with open(doc, "rb") as one, open(doc, "rb") as two:  # one backing file for both
+        assert one.read(1 << 20) == big[:1 << 20]
+        assert two.read() == big
+        with mmap.mmap(one.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            assert hashlib.sha256(mapped).digest() == hashlib.sha256(big).digest()
+    copy = tmp_path / "copy.bin"
+    subprocess.run(["cp", str(doc), str(copy)], check=True)
+    assert copy.read_bytes() == big
+    shell = subprocess.run(["sqlite3", "-readonly", str(mnt / "r" / "a" / "rows.sqlite"),
+                            "SELECT count(*), max(v) FROM t"],
+                           capture_output=True, text=True, check=True)
+    assert shell.stdout.strip() == "5000|row 999"
+
+    assert metric(mnt, "casfs_mount_read_requests") == 0
+    assert metric(mnt, "casfs_mount_passthrough_opens") >= 5
+
+
+@needs_passthrough
+def test_without_it_reads_go_through_the_daemon(mounter: Mounter) -> None:
+    data = os.urandom(1 << 20)
+    write_documents(mounter, {"f.bin": data})
+    for options in ((), ("ro", "nopassthrough")):
+        mnt = mounter.mount(*options)
+        assert (mnt / "r" / "a" / "f.bin").read_bytes() == data
+        assert metric(mnt, "casfs_mount_read_requests") > 0
+        assert metric(mnt, "casfs_mount_passthrough_opens") == 0
+        mounter.umount()
+
+
+@needs_passthrough
+def test_a_file_read_through_it_cannot_be_written_until_its_readers_close(
+        mounter: Mounter) -> None:
+    write_documents(mounter, {"f.txt": b"old bytes\n"})
+    mnt = mounter.mount("passthrough")
+    doc = mnt / "r" / "a" / "f.txt"
+    with open(doc, "rb") as reader:
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+            with pytest.raises(OSError) as caught:
+                os.open(doc, flags)
+            assert caught.value.errno == errno.ETXTBSY
+        with pytest.raises(OSError) as caught:
+            os.truncate(doc, 0)
+        assert caught.value.errno == errno.ETXTBSY
+        assert reader.read() == b"old bytes\n"  # refused writes changed nothing
+    doc.write_bytes(b"new bytes\n")  # its readers gone, it takes writes again
+    assert doc.read_bytes() == b"new bytes\n"
+    assert metric(mnt, "casfs_mount_read_requests") == 0
+
+
+@needs_passthrough
+def test_a_file_open_for_writing_is_read_through_the_daemon(mounter: Mounter) -> None:
+    """Law 8: every descriptor reads the file's current bytes, staged ones included;
+    a backing file (the old blob) would not show them."""
+    write_documents(mounter, {"f.txt": b"old bytes\n"})
+    mnt = mounter.mount("passthrough")
+    doc = mnt / "r" / "a" / "f.txt"
+    with open(doc, "r+b") as writer:
+        writer.write(b"NEW")
+        writer.flush()
+        with open(doc, "rb") as reader:
+            assert reader.read() == b"NEW bytes\n"
+    assert metric(mnt, "casfs_mount_passthrough_opens") == 0
+    assert doc.read_bytes() == b"NEW bytes\n"  # closed: now through the new blob
+    assert metric(mnt, "casfs_mount_passthrough_opens") == 1
