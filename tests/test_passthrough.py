@@ -14,6 +14,7 @@ import hashlib
 import mmap
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -126,3 +127,25 @@ def test_a_file_open_for_writing_is_read_through_the_daemon(mounter: Mounter) ->
     assert metric(mnt, "casfs_mount_passthrough_opens") == 0
     assert doc.read_bytes() == b"NEW bytes\n"  # closed: now through the new blob
     assert metric(mnt, "casfs_mount_passthrough_opens") == 1
+
+
+@needs_passthrough
+@pytest.mark.parametrize("backend", ["postgresql+s3"], indirect=True)
+def test_an_s3_blob_is_passed_through_once_it_is_all_in_the_cache(
+        mounter: Mounter, store_path: Path) -> None:
+    """A blob still arriving is read through the daemon (its readers wait for their
+    bytes); once the host cache holds all of it, the kernel reads the cache file."""
+    small, large = os.urandom(64 << 10), os.urandom(12 << 20)  # large: read as it arrives
+    write_documents(mounter, {"small.bin": small, "large.bin": large})
+    shutil.rmtree(store_path / "cache")  # this host has never read them
+    mnt = mounter.mount("ro")
+    folder = mnt / "r" / "a"
+    assert (folder / "small.bin").read_bytes() == small  # fetched whole before the open
+    assert metric(mnt, "casfs_mount_passthrough_opens") == 1
+    assert (folder / "large.bin").read_bytes() == large  # cold: through the daemon
+    assert metric(mnt, "casfs_mount_read_requests") > 0
+    assert metric(mnt, "casfs_mount_passthrough_opens") == 1
+    reads = metric(mnt, "casfs_mount_read_requests")
+    assert (folder / "large.bin").read_bytes() == large  # warm: the cache file itself
+    assert metric(mnt, "casfs_mount_passthrough_opens") == 2
+    assert metric(mnt, "casfs_mount_read_requests") == reads

@@ -1,16 +1,16 @@
-"""What the kernel's FUSE passthrough would give casfs's reads: the experiment behind
-the README's note "FUSE passthrough: what it would take".
+"""What the kernel's FUSE passthrough gives casfs's reads: the experiment behind the
+README's section "FUSE passthrough".
 
-    .venv/bin/python contrib/bench/kernel_passthrough.py --example PATH [--lib DIR]
+    .venv/bin/python contrib/bench/kernel_passthrough.py [--example PATH] [--lib DIR]
         [--dir DIR] [--size-mib 256] [--runs 2]
 
-PATH is libfuse's `example/passthrough_hp` built from libfuse 3.17 or later (`meson
-setup build -Dexamples=true && ninja -C build example/passthrough_hp`), DIR its
-`build/lib` (put on LD_LIBRARY_PATH). pyfuse3 on Debian's libfuse 3.14 cannot ask for
-passthrough, so casfs cannot be measured with it; this measures the same C daemon
-with and without passthrough, and casfs, in one run: the first read of a file
-through a new mount and a warm re-read, as ratios to native hot. As root (the kernel
-lets only a privileged daemon open backing files).
+In one run: the first read of a file through a new mount and a warm re-read, as
+ratios to native hot, through casfs read-write (every read asks the daemon), casfs
+read-only (passthrough, the default there) and, with --example, libfuse's own C
+daemon with and without passthrough. PATH is libfuse's `example/passthrough_hp`
+built from libfuse 3.17 or later (`meson setup build -Dexamples=true && ninja -C
+build example/passthrough_hp`), DIR its `build/lib` (put on LD_LIBRARY_PATH). As
+root (the kernel lets only a privileged daemon open backing files).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def example(binary: Path, lib: Path | None, source: Path, mountpoint: Path,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--example", type=Path, required=True,
+    parser.add_argument("--example", type=Path,
                         help="libfuse's example/passthrough_hp (libfuse 3.17 or later)")
     parser.add_argument("--lib", type=Path, help="the libfuse build's lib directory")
     parser.add_argument("--dir", type=Path, default=Path.cwd())
@@ -77,14 +77,17 @@ def main() -> int:
         native_hot = min(cat(big) for _ in range(3))
         print(f"native hot read of {args.size_mib} MiB: {native_hot * 1e3:.1f} ms")
         for _ in range(args.runs):
-            for passthrough in (True, False):
+            for passthrough in (True, False) if args.example else ():
                 name = "libfuse example, " + ("passthrough" if passthrough else "no passthrough")
                 result = example(args.example, args.lib, source, mountpoint, passthrough,
                                  native_hot)
                 print(f"{name:36} {result}", flush=True)
-            with mounted(store, work / "mnt-casfs") as mnt:  # its blob is hot underneath
-                print(f"{'casfs (pyfuse3, libfuse 3.14)':36} "
-                      f"{reads(mnt / 'bench' / 'big' / 'big.bin', native_hot)}", flush=True)
+            for name, readonly in (("casfs read-write", False), ("casfs read-only, passthrough",
+                                                                  True)):
+                # a new mount each time; the blob is hot underneath
+                with mounted(store, work / "mnt-casfs", readonly=readonly) as mnt:
+                    print(f"{name:36} {reads(mnt / 'bench' / 'big' / 'big.bin', native_hot)}",
+                          flush=True)
     finally:
         remove_work(work)
     return 0

@@ -72,13 +72,16 @@ def remove_work(work: Path) -> None:
 
 @contextmanager
 def mounted(store: Path, mountpoint: Path, at: float | None = None,
-            durability: str = "close") -> Iterator[Path]:
+            durability: str = "close", readonly: bool = False,
+            passthrough: bool | None = None) -> Iterator[Path]:
     """`store` mounted at `mountpoint` (cache_timeout 300) for the block; with `at`,
-    read-only, as it was at that moment; `durability="batch"` for a bulk load."""
+    read-only, as it was at that moment; `durability="batch"` for a bulk load;
+    `passthrough` as -o passthrough / nopassthrough (None: the default)."""
     mountpoint.mkdir(exist_ok=True)
     daemon.start(store, mountpoint, MountOptions(cache_timeout=300, at=at,
-                                                 readonly=at is not None,
-                                                 durability=durability))
+                                                 readonly=readonly or at is not None,
+                                                 durability=durability,
+                                                 passthrough=passthrough))
     try:
         yield mountpoint
     finally:
