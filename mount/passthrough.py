@@ -57,6 +57,19 @@ def _load() -> ModuleType | None:
 _shim = _load()
 
 
+def _may_open_backing_files() -> bool:
+    """Whether this process has CAP_SYS_ADMIN (the kernel's condition for backing
+    files), from its effective capabilities."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 21))
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
 class Backed(Protocol):
     """What passthrough needs of an open file (`OpenFile`)."""
 
@@ -77,8 +90,9 @@ class Passthrough:
         self._told = False
 
     def ask_kernel(self) -> None:
-        """Before pyfuse3.init: ask for passthrough in the INIT reply."""
-        if self.wanted and _shim is not None:
+        """Before pyfuse3.init: ask for passthrough in the INIT reply (not without
+        CAP_SYS_ADMIN: no backing file could be opened)."""
+        if self.wanted and _shim is not None and _may_open_backing_files():
             _shim.want(True)
 
     @property
@@ -93,6 +107,8 @@ class Passthrough:
             return None
         if _shim is None:
             return "the _passthrough module is not built, or pyfuse3 was loaded before it"
+        if not _may_open_backing_files():
+            return "the daemon lacks CAP_SYS_ADMIN, which backing files need"
         if not _shim.hooked():
             return "pyfuse3 did not mount through the _passthrough module"
         if not _shim.negotiated():
