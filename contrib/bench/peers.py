@@ -1,5 +1,6 @@
-"""casfs beside its peers, in one run: the same workloads through casfs, through
-pyfuse3's passthrough example and through `rclone mount` (VFS cache off), each as a
+"""casfs beside its peers, in one run: the same workloads through casfs (as it
+mounts read-write by default, and with -o passthrough, as read-only mounts read),
+through pyfuse3's passthrough example and through `rclone mount` (VFS cache off), each as a
 ratio to native ext4 on the same disk.
 
     .venv/bin/python contrib/bench/peers.py --passthrough FILE [--dir DIR]
@@ -57,13 +58,15 @@ def peer(command: list[str], mountpoint: Path) -> Iterator[tuple[Path, int]]:
         yield mountpoint, pid
 
 
-def casfs_mount(work: Path) -> Mount:
-    store = work / "casfs-store"
+def casfs_mount(work: Path, passthrough: bool | None = None) -> Mount:
+    """casfs read-write; with `passthrough`, the kernel reads blobs itself as on a
+    read-only mount (-o passthrough)."""
+    store = work / ("casfs-store" if passthrough is None else "casfs-passthrough-store")
     Store.init(store).close()
 
     @contextmanager
     def mount() -> Iterator[tuple[Path, int]]:
-        with mounted(store, work / "mnt-casfs") as mnt:
+        with mounted(store, work / "mnt-casfs", passthrough=passthrough) as mnt:
             yield mnt, daemon_pid(store)
     return mount
 
@@ -164,7 +167,8 @@ def main() -> int:
         payload = os.urandom(2048)
         small = [f"f{i:06d}.bin" for i in range(args.files)]
         native = native_baselines(work, big, small, payload)
-        peers: dict[str, Mount] = {"casfs": casfs_mount(work)}
+        peers: dict[str, Mount] = {"casfs": casfs_mount(work),
+                                   "casfs -o passthrough": casfs_mount(work, True)}
         if args.passthrough is None or not args.passthrough.is_file():
             left_out["pyfuse3 passthrough"] = "no --passthrough FILE given (or not a file)"
         else:
