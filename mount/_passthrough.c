@@ -13,7 +13,9 @@
  * - `fuse_session_mount`: mounts with libfuse's own, then installs custom I/O
  *   (`fuse_session_custom_io`, public since 3.14) that reads and writes /dev/fuse
  *   exactly as libfuse does, except that the INIT reply also accepts passthrough
- *   when the daemon asked for it (`want`) and the kernel offered it.
+ *   when the daemon asked for it (`want`) and the kernel offered it, and shared
+ *   mmaps of direct-I/O files (FUSE_DIRECT_IO_ALLOW_MMAP, also unknown to 3.14)
+ *   when the kernel offers them.
  * - `fuse_reply_open`: for a file handle the daemon marked (`reply_passthrough`),
  *   sends the open reply with FOPEN_PASSTHROUGH and the backing id; any other goes
  *   to libfuse's own.
@@ -40,6 +42,7 @@
 #define INIT_EXT (1u << 30)
 #define WRITEBACK_CACHE (1u << 16)
 #define PASSTHROUGH_FLAGS2 (1u << (37 - 32))
+#define DIRECT_IO_ALLOW_MMAP_FLAGS2 (1u << (36 - 32))
 #define OPEN_PASSTHROUGH (1u << 7)
 #define OPEN_DIRECT_IO (1u << 0)
 
@@ -59,9 +62,10 @@ struct backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
 static int want;             /* the daemon asks for passthrough at INIT */
 static int hooked;           /* our fuse_session_mount ran: custom I/O is in place */
 static int negotiated;       /* the INIT reply accepted passthrough */
+static int direct_io_mmap;   /* ... and shared mmaps of direct-I/O files */
 static int device_fd = -1;   /* /dev/fuse of the session */
 static uint64_t init_unique; /* the INIT request, 0 when not seen yet */
-static int kernel_offers;    /* that request offered passthrough */
+static uint32_t kernel_flags2; /* what that request offered beyond 32 flags */
 
 /* Handles whose next open reply carries a backing file; a handful at a time. */
 #define MARKS 64
@@ -82,7 +86,7 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
         if (in->opcode == OP_INIT) {
             const struct init_in *arg = (const void *)(in + 1);
             init_unique = in->unique;
-            kernel_offers = (arg->flags & INIT_EXT) && (arg->flags2 & PASSTHROUGH_FLAGS2);
+            kernel_flags2 = (arg->flags & INIT_EXT) ? arg->flags2 : 0;
         }
     }
     return res;
@@ -94,12 +98,21 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
             ((struct out_header *)iov[0].iov_base)->unique == init_unique) {
         init_unique = 0;
         struct init_out *out = iov[1].iov_base;
-        if (want && kernel_offers && iov[1].iov_len >= sizeof(struct init_out) &&
-                !(out->flags & WRITEBACK_CACHE)) {
-            out->flags |= INIT_EXT;
-            out->flags2 |= PASSTHROUGH_FLAGS2;
-            out->max_stack_depth = 1; /* backing files on a plain (unstacked) filesystem */
-            negotiated = 1;
+        if (iov[1].iov_len >= sizeof(struct init_out) && kernel_flags2 != 0) {
+            /* Shared mmaps of a file opened with direct I/O (Linux 6.6+): the daemon
+               opens a blob still arriving that way, and its readers may map it. */
+            if (kernel_flags2 & DIRECT_IO_ALLOW_MMAP_FLAGS2) {
+                out->flags |= INIT_EXT;
+                out->flags2 |= DIRECT_IO_ALLOW_MMAP_FLAGS2;
+                direct_io_mmap = 1;
+            }
+            if (want && (kernel_flags2 & PASSTHROUGH_FLAGS2) &&
+                    !(out->flags & WRITEBACK_CACHE)) {
+                out->flags |= INIT_EXT;
+                out->flags2 |= PASSTHROUGH_FLAGS2;
+                out->max_stack_depth = 1; /* backing files on an unstacked filesystem */
+                negotiated = 1;
+            }
         }
     }
     return writev(fd, iov, count);
@@ -171,6 +184,11 @@ static PyObject *py_negotiated(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(negotiated);
 }
 
+static PyObject *py_direct_io_mmap(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    return PyBool_FromLong(direct_io_mmap);
+}
+
 static PyObject *py_open_backing(PyObject *self, PyObject *arg) {
     (void)self;
     long fd = PyLong_AsLong(arg);
@@ -218,6 +236,8 @@ static PyMethodDef methods[] = {
     {"hooked", py_hooked, METH_NOARGS,
      "Whether pyfuse3's session mounted through this module (loaded before pyfuse3)."},
     {"negotiated", py_negotiated, METH_NOARGS, "Whether the INIT reply accepted passthrough."},
+    {"direct_io_mmap", py_direct_io_mmap, METH_NOARGS,
+     "Whether the INIT reply accepted shared mmaps of direct-I/O files."},
     {"open_backing", py_open_backing, METH_O,
      "A backing id for an open descriptor (FUSE_DEV_IOC_BACKING_OPEN; needs CAP_SYS_ADMIN)."},
     {"close_backing", py_close_backing, METH_O, "Give a backing id back."},

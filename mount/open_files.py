@@ -100,6 +100,11 @@ class OpenFile:
             return None
         return pin.fd
 
+    @property
+    def arriving(self) -> bool:
+        """Whether its bytes are a blob still arriving from object storage."""
+        return self.staging is None and self.pin is not None and self.pin.arriving
+
     async def read(self, size: int, offset: int) -> bytes:
         """The file's current bytes: staged ones while dirty, else the pinned blob's."""
         if self.staging is not None:

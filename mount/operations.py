@@ -25,6 +25,7 @@ from casfs.catalog import ROOT_INO
 from casfs.errors import Conflict, InvalidName, NotFound
 from casfs.records import Directory
 
+from . import passthrough
 from .attributes import version_key
 from .boundary import handler
 from .directories import DirectoryHandlers
@@ -178,7 +179,12 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             return info  # the kernel reads the blob itself; last, nothing may fail now
         # Blobs never change, so cached pages stay good while they are this version's.
         info.keep_cache = not made or self._page_cache_valid(file)
-        info.direct_io = write_only(flags)
+        # A blob still arriving from object storage is read with direct I/O: each read
+        # goes to the daemon (which waits for its bytes) and into the reader's buffer,
+        # without filling the kernel's page cache of the file (README, "Blobs in S3").
+        # Only where the kernel lets such files be mapped, as cached ones can.
+        info.direct_io = write_only(flags) or (
+            not writable and file.arriving and passthrough.direct_io_may_mmap())
         return info
 
     @handler

@@ -57,6 +57,12 @@ def _load() -> ModuleType | None:
 _shim = _load()
 
 
+def direct_io_may_mmap() -> bool:
+    """Whether the kernel agreed to shared mmaps of files opened with direct I/O
+    (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+, asked for by the same module at INIT)."""
+    return _shim is not None and bool(_shim.direct_io_mmap())
+
+
 def _may_open_backing_files() -> bool:
     """Whether this process has CAP_SYS_ADMIN (the kernel's condition for backing
     files), from its effective capabilities."""

@@ -149,3 +149,36 @@ def test_an_s3_blob_is_passed_through_once_it_is_all_in_the_cache(
     assert (folder / "large.bin").read_bytes() == large  # warm: the cache file itself
     assert metric(mnt, "casfs_mount_passthrough_opens") == 2
     assert metric(mnt, "casfs_mount_read_requests") == reads
+
+
+def resident_pages(path: Path) -> int:
+    """How many of the file's pages the kernel's page cache holds (fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "PAGES", str(path)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+@pytest.mark.parametrize("backend", ["postgresql+s3"], indirect=True)
+def test_a_blob_still_arriving_is_read_without_the_page_cache_and_still_maps(
+        mounter: Mounter, store_path: Path) -> None:
+    """A cold large S3 blob is opened with direct I/O (reads go straight into the
+    reader's buffer, README "Blobs in S3"), and mmap of it still works (the module
+    asks the kernel for FUSE_DIRECT_IO_ALLOW_MMAP)."""
+    large = os.urandom(12 << 20)
+    write_documents(mounter, {"large.bin": large})
+    shutil.rmtree(store_path / "cache")
+    mnt = mounter.mount()
+    doc = mnt / "r" / "a" / "large.bin"
+    with open(doc, "rb", buffering=0) as reader, open(doc, "rb") as mapped_one:
+        got = bytearray()
+        while chunk := reader.read(1 << 20):
+            got += chunk
+        assert got == large
+        assert resident_pages(doc) == 0  # nothing of it went through the page cache
+        with mmap.mmap(mapped_one.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            assert hashlib.sha256(mapped).digest() == hashlib.sha256(large).digest()
+    mounter.umount()
+    mounter.mount()  # now cached whole: read through the page cache as before
+    with open(doc, "rb") as reader:
+        assert reader.read() == large
+        assert resident_pages(doc) > 0  # (an open of a file already open keeps them)
