@@ -93,6 +93,7 @@ def reads(store: Path, work: Path, size: int, cache: Path | None, server_pid: in
         out["cold read: daemon CPU s, kernel"] = after[0][1] - before[0][1]
         out["cold read: S3 server CPU s"] = after[1] - before[1]
         out["cold read: reader CPU s"] = after[2] - before[2]
+        read_all(path)  # a cold read leaves nothing in the page cache (direct I/O)
         out["hot read (page cache), MiB/s"] = mib / timed(lambda: read_all(path))
     if cache is not None:
         drop_caches(3)
