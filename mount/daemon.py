@@ -161,7 +161,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
             store.close()
             _report(ready_fd, str(e))
             return 2
-    passthrough = ops.files.passthrough = Passthrough(wanted=options.use_passthrough)
+    passthrough = ops.files.passthrough = Passthrough(
+        wanted=options.use_passthrough, asked=options.passthrough is True)
     views = None if options.at is not None else SnapshotViews(
         ops, lambda snapshot: _view(store_root, snapshot.at, options, passthrough))
     fuse_options = set(pyfuse3.default_options)

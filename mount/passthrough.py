@@ -89,8 +89,9 @@ class Backed(Protocol):
 class Passthrough:
     """Backing files for one mount's open files."""
 
-    def __init__(self, wanted: bool) -> None:
+    def __init__(self, wanted: bool, asked: bool = False) -> None:
         self.wanted = wanted
+        self.asked = asked  # by -o passthrough, rather than a read-only mount's default
         self.opens = 0  # opens answered with a backing file (metrics, tests)
         self._refused = False
         self._told = False
@@ -128,8 +129,9 @@ class Passthrough:
         if not self.on or _shim is None:
             if self.wanted and not self._told:
                 self._told = True  # INIT has been answered by now: say it once
-                log.warning("passthrough asked for but off: %s; reads go through the "
-                            "daemon", self.why_off() or "refused earlier")
+                log.log(logging.WARNING if self.asked else logging.INFO,
+                        "passthrough off: %s; reads go through the daemon",
+                        self.why_off() or "refused earlier")
             return False
         if file.backing_id is None:
             fd = file.whole_blob_fd

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from casfs.config import MountConfig
+from casfs.mount.options import MountOptions
+
 from .conftest import Mounter
 from .test_metrics import value
 
@@ -182,3 +185,14 @@ def test_a_blob_still_arriving_is_read_without_the_page_cache_and_still_maps(
     with open(doc, "rb") as reader:
         assert reader.read() == large
         assert resident_pages(doc) > 0  # (an open of a file already open keeps them)
+
+
+def test_the_options_say_when_to_ask_for_it() -> None:
+    parse = MountOptions.parse
+    assert parse([], MountConfig()).use_passthrough is False  # read-write: refuses nothing
+    assert parse(["ro"], MountConfig()).use_passthrough is True
+    assert parse(["ro,nopassthrough"], MountConfig()).use_passthrough is False
+    assert parse(["passthrough"], MountConfig()).use_passthrough is True
+    for options in (["passthrough"], ["ro", "nopassthrough"]):  # handed on to the daemon
+        parsed = parse(options, MountConfig())
+        assert parse(parsed.to_strings()[1:], MountConfig()) == parsed
