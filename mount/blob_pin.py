@@ -45,12 +45,6 @@ class BlobPin:
         still arriving, no check of a cached file still running)."""
         return self.arrival is None or self.arrival.complete
 
-    @property
-    def arriving(self) -> bool:
-        """Whether bytes of the blob are still arriving (not just being checked)."""
-        arrival = self.arrival
-        return arrival is not None and not arrival.done and arrival.arrived < arrival.size
-
     async def pread(self, size: int, offset: int) -> bytes:
         self._readers += 1
         try:

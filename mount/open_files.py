@@ -101,9 +101,10 @@ class OpenFile:
         return pin.fd
 
     @property
-    def arriving(self) -> bool:
-        """Whether its bytes are a blob still arriving from object storage."""
-        return self.staging is None and self.pin is not None and self.pin.arriving
+    def settling(self) -> bool:
+        """Whether its bytes are a blob still arriving from object storage, or a
+        cached one whose check (its first open in this mount) has not ended."""
+        return self.staging is None and self.pin is not None and not self.pin.complete
 
     async def read(self, size: int, offset: int) -> bytes:
         """The file's current bytes: staged ones while dirty, else the pinned blob's."""

@@ -179,12 +179,13 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             return info  # the kernel reads the blob itself; last, nothing may fail now
         # Blobs never change, so cached pages stay good while they are this version's.
         info.keep_cache = not made or self._page_cache_valid(file)
-        # A blob still arriving from object storage is read with direct I/O: each read
-        # goes to the daemon (which waits for its bytes) and into the reader's buffer,
-        # without filling the kernel's page cache of the file (README, "Blobs in S3").
-        # Only where the kernel lets such files be mapped, as cached ones can.
+        # A blob still arriving from object storage, or a cached one still being
+        # checked, is read with direct I/O: each read goes to the daemon (which waits
+        # for its bytes) and into the reader's buffer, without filling the kernel's
+        # page cache of the file (README, "Blobs in S3"), which so never holds bytes
+        # the check may yet reject. Only where the kernel lets such files be mapped.
         info.direct_io = write_only(flags) or (
-            not writable and file.arriving and passthrough.direct_io_may_mmap())
+            not writable and file.settling and passthrough.direct_io_may_mmap())
         return info
 
     @handler

@@ -181,10 +181,12 @@ def test_a_blob_still_arriving_is_read_without_the_page_cache_and_still_maps(
         with mmap.mmap(mapped_one.fileno(), 0, prot=mmap.PROT_READ) as mapped:
             assert hashlib.sha256(mapped).digest() == hashlib.sha256(large).digest()
     mounter.umount()
-    mounter.mount()  # now cached whole: read through the page cache as before
-    with open(doc, "rb") as reader:
-        assert reader.read() == large
-        assert resident_pages(doc) > 0  # (an open of a file already open keeps them)
+    mounter.mount()  # cached whole: its first open here reads directly while it is checked
+    with open(doc, "rb") as checking:
+        assert checking.read() == large  # the end of it waits for the check's verdict
+        with open(doc, "rb") as reader:  # checked: read through the page cache as before
+            assert reader.read() == large
+            assert resident_pages(doc) > 0  # (an open of a file already open keeps them)
 
 
 def test_the_options_say_when_to_ask_for_it() -> None:
