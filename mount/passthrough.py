@@ -20,10 +20,13 @@ The kernel's rules, and how the mount keeps them (per inode, in `OpenFile`):
   an open for writing, or a truncate, of such a file fails with ETXTBSY until its
   readers close it, as for a running program. That is why a read-write mount uses
   passthrough only with `-o passthrough`; read-only mounts use it by default.
-- Only a whole blob can back a file: a blob still arriving from object storage is
-  read through the daemon (it waits for its bytes), a cached one is passed through.
-- Backing ids need CAP_SYS_ADMIN; without it the first try turns passthrough off for
-  the mount, with a log line, and reads go through the daemon as before.
+- Only a whole, checked blob can back a file: a blob still arriving from object
+  storage, or a cached one whose check has not ended, is read through the daemon
+  (it waits for its bytes, and fails reads the check rejects); once checked, a
+  cached one is passed through.
+- Backing ids need CAP_SYS_ADMIN: without it passthrough is not asked for, and if
+  the kernel still refuses one, passthrough turns off for the mount, with a log
+  line; reads then go through the daemon as before.
 """
 
 from __future__ import annotations
