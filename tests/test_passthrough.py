@@ -198,3 +198,29 @@ def test_the_options_say_when_to_ask_for_it() -> None:
     for options in (["passthrough"], ["ro", "nopassthrough"]):  # handed on to the daemon
         parsed = parse(options, MountConfig())
         assert parse(parsed.to_strings()[1:], MountConfig()) == parsed
+
+
+@needs_passthrough
+@pytest.mark.parametrize("backend", ["postgresql+s3"], indirect=True)
+def test_a_damaged_cache_file_is_never_served_from_the_page_cache(
+        mounter: Mounter, store_path: Path) -> None:
+    """The first open of a cached blob in a mount reads it directly while the cache
+    checks it: when the check rejects the file, the reader of its end gets EIO, and
+    the next open fetches the blob again, with nothing of the damaged file kept by
+    the kernel (nor passed through)."""
+    large = os.urandom(12 << 20)
+    write_documents(mounter, {"large.bin": large})  # the writer's host keeps it cached
+    sha = hashlib.sha256(large).hexdigest()
+    cached = store_path / "cache" / sha[:2] / sha[2:]
+    cached.chmod(0o644)
+    with open(cached, "r+b") as f:
+        f.seek(len(large) // 2)
+        f.write(b"rot")
+    mnt = mounter.mount("ro")
+    doc = mnt / "r" / "a" / "large.bin"
+    with open(doc, "rb") as reader, pytest.raises(OSError) as caught:
+        reader.read()
+    assert caught.value.errno == errno.EIO
+    assert doc.read_bytes() == large
+    assert doc.read_bytes() == large  # the fetched copy, checked: passed through
+    assert metric(mnt, "casfs_mount_passthrough_opens") >= 1
