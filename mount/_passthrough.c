@@ -159,12 +159,15 @@ int fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi) {
                 .backing_id = marks[i].backing_id,
             };
             marks[i].used = 0;
-            int (*reply_buf)(fuse_req_t, const char *, size_t) = libfuse("fuse_reply_buf");
+            static int (*reply_buf)(fuse_req_t, const char *, size_t);
+            if (reply_buf == NULL)
+                reply_buf = libfuse("fuse_reply_buf");
             return reply_buf(req, (const char *)&out, sizeof(out));
         }
     }
-    int (*real_reply_open)(fuse_req_t, const struct fuse_file_info *) =
-        libfuse("fuse_reply_open");
+    static int (*real_reply_open)(fuse_req_t, const struct fuse_file_info *);
+    if (real_reply_open == NULL)
+        real_reply_open = libfuse("fuse_reply_open");
     return real_reply_open(req, fi);
 }
 

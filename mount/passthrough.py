@@ -128,15 +128,18 @@ class Passthrough:
     def serve(self, file: Backed, fh: int) -> bool:
         """Answer the read-only open `fh` of `file` (counted in its open handles) with
         its backing file, made now when this is its only handle; False when it is
-        read through the daemon instead."""
-        if not self.on or _shim is None:
-            if self.wanted and not self._told:
-                self._told = True  # INIT has been answered by now: say it once
-                log.log(logging.WARNING if self.asked else logging.INFO,
-                        "passthrough off: %s; reads go through the daemon",
-                        self.why_off() or "refused earlier")
+        read through the daemon instead. A file that has a backing file gets it
+        whatever else changed meanwhile: the kernel fails any other open of it."""
+        if _shim is None:
             return False
         if file.backing_id is None:
+            if not self.on:
+                if self.wanted and not self._told:
+                    self._told = True  # INIT has been answered by now: say it once
+                    log.log(logging.WARNING if self.asked else logging.INFO,
+                            "passthrough off: %s; reads go through the daemon",
+                            self.why_off() or "refused earlier")
+                return False
             fd = file.whole_blob_fd
             if fd is None or file.open_handles != 1:
                 return False

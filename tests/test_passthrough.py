@@ -224,3 +224,60 @@ def test_a_damaged_cache_file_is_never_served_from_the_page_cache(
     assert doc.read_bytes() == large
     assert doc.read_bytes() == large  # the fetched copy, checked: passed through
     assert metric(mnt, "casfs_mount_passthrough_opens") >= 1
+
+
+class FakeShim:
+    """The C module's side, recorded (the kernel's rules are what is tested here)."""
+
+    def __init__(self, agreed: bool) -> None:
+        self.agreed = agreed
+        self.replies: list[tuple[int, int, bool]] = []
+        self.closed: list[int] = []
+
+    def negotiated(self) -> bool:
+        return self.agreed
+
+    def hooked(self) -> bool:
+        return True
+
+    def open_backing(self, fd: int) -> int:
+        if fd == 99:
+            raise PermissionError(errno.EPERM, "refused")
+        return 7
+
+    def reply_passthrough(self, fh: int, backing_id: int, direct_io: bool) -> None:
+        self.replies.append((fh, backing_id, direct_io))
+
+    def close_backing(self, backing_id: int) -> None:
+        self.closed.append(backing_id)
+
+
+class File:
+    def __init__(self, fd: int | None, open_handles: int = 1) -> None:
+        self.whole_blob_fd = fd
+        self.open_handles = open_handles
+        self.backing_id: int | None = None
+
+
+def test_one_backing_file_per_inode_by_the_kernels_rules(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from casfs.mount import passthrough as module
+
+    shim = FakeShim(agreed=True)
+    monkeypatch.setattr(module, "_shim", shim)
+    chosen = module.Passthrough(wanted=True)
+    busy = File(5, open_handles=2)  # open elsewhere, in the page cache's mode
+    assert not chosen.serve(busy, fh=1) and busy.backing_id is None
+    arriving = File(None)
+    assert not chosen.serve(arriving, fh=2)
+    alone = File(5)
+    assert chosen.serve(alone, fh=3) and alone.backing_id == 7
+    alone.open_handles = 2
+    assert chosen.serve(alone, fh=4)  # a second descriptor: the same backing file
+    assert shim.replies == [(3, 7, False), (4, 7, False)]
+    refused = File(99)
+    assert not chosen.serve(refused, fh=5)  # the kernel refused: off for the mount
+    assert not chosen.on and not chosen.serve(File(5), fh=6)
+    assert chosen.serve(alone, fh=7)  # but a file that has one keeps getting it
+    chosen.release(alone)
+    assert shim.closed == [7] and alone.backing_id is None
