@@ -45,15 +45,20 @@ class BlobPin:
         still arriving, no check of a cached file still running)."""
         return self.arrival is None or self.arrival.complete
 
-    async def pread(self, size: int, offset: int) -> bytes:
+    async def pread(self, size: int, offset: int) -> bytes | memoryview:
+        """Bytes of the blob; of one still arriving, from what its fill just received
+        when it holds them (no read of the file, no trip to a thread)."""
         self._readers += 1
         try:
             arrival = self.arrival
+            if arrival is not None and (held := arrival.held(offset, size)) is not None:
+                return held
             if arrival is None or arrival.ready(offset + size):
                 return await trio.to_thread.run_sync(os.pread, self.fd, size, offset)
-            def wait_and_read() -> bytes:  # one trip to a thread, not two
+            def wait_and_read() -> bytes | memoryview:  # one trip to a thread, not two
                 arrival.wait_for(offset + size)
-                return os.pread(self.fd, size, offset)
+                held = arrival.held(offset, size)
+                return os.pread(self.fd, size, offset) if held is None else held
             # Not abandoned on cancel: the descriptor must stay open under the read.
             return await self._in_thread(wait_and_read, abandon_on_cancel=False)
         finally:

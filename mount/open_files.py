@@ -106,7 +106,7 @@ class OpenFile:
         cached one whose check (its first open in this mount) has not ended."""
         return self.staging is None and self.pin is not None and not self.pin.complete
 
-    async def read(self, size: int, offset: int) -> bytes:
+    async def read(self, size: int, offset: int) -> bytes | memoryview:
         """The file's current bytes: staged ones while dirty, else the pinned blob's."""
         if self.staging is not None:
             async with self.lock:  # a finalize must not close the staging file under us

@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 import pyfuse3
 import trio
@@ -223,7 +223,9 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         file = self.files.get(handle.ino)
         if file is None:  # cannot happen while the handle is open
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await file.read(size, off)
+        # pyfuse3 replies from any contiguous buffer (its stubs say bytes): a view of
+        # what a fill just received goes to the kernel without a copy here.
+        return cast(bytes, await file.read(size, off))
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:

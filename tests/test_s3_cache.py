@@ -233,3 +233,34 @@ def test_a_large_fill_drops_its_pages_behind_and_its_readers_still_get_every_byt
         assert reader.cache.path(sha).read_bytes() == data
     finally:
         os.close(fd)
+
+
+def test_readers_just_behind_a_fill_take_its_latest_chunks_without_reading_the_file() -> None:
+    """`Arrival.held`: a view of one chunk, or the pieces of two joined; nothing that
+    has not arrived, nothing past what it holds, nothing to the end before the
+    verdict, and nothing once the fill ended (the file has it all then)."""
+    data = os.urandom(6 << 20)
+    arrival = cache.Arrival(len(data))
+    pos = 0
+    for size in (1_100_000, 1_050_000, 3_000_000):
+        arrival._advance(size, memoryview(data)[pos:pos + size])
+        pos += size
+    one = arrival.held(0, 1 << 20)
+    assert isinstance(one, memoryview) and bytes(one) == data[:1 << 20]
+    two = arrival.held(1 << 20, 1 << 20)  # across the first two chunks
+    assert two is not None and bytes(two) == data[1 << 20:2 << 20]
+    assert arrival.held(pos - 10, 20) is None  # not all here yet
+    arrival._advance(len(data) - pos, memoryview(data)[pos:])
+    assert arrival.held(len(data) - 100, 100) is None  # the end waits for the verdict
+    assert bytes(arrival.held(len(data) - 200, 100) or b"") == data[-200:-100]
+    arrival._finish(None)
+    assert arrival.held(0, 100) is None  # complete: read from the file
+
+
+def test_a_fill_holds_only_its_latest_bytes() -> None:
+    arrival = cache.Arrival(64 << 20)
+    chunk = memoryview(os.urandom(1 << 20))
+    for _ in range(40):
+        arrival._advance(len(chunk), chunk)
+    assert arrival.held(0, 100) is None  # let go: past HELD behind the front
+    assert arrival.held((40 << 20) - (cache.HELD // 2), 100) is not None

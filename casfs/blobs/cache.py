@@ -22,6 +22,7 @@ yet: the price of not waiting, paid only for large blobs).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import itertools
@@ -46,6 +47,9 @@ SLICE = 256 << 10  # hashed, then written, while it is still in the CPU's cache
 # (their readers have the mount's own page cache), a step at a time: see `_drop_behind`.
 DROP_BEHIND = 32 << 20
 DROP_STEP = 8 << 20
+# The latest bytes a background fill keeps in memory, so that the readers just
+# behind it take them without a copy (see `Arrival.held`).
+HELD = 16 << 20
 Fetch = Callable[[], Iterable[bytes | memoryview]]  # the blob's bytes, chunk by chunk
 
 
@@ -69,6 +73,8 @@ class Arrival:
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, int, threading.Event]] = []  # a heap by end
         self._tickets = itertools.count()
+        self._held: collections.deque[tuple[int, memoryview]] = collections.deque()
+        self._held_bytes = 0
 
     @property
     def complete(self) -> bool:
@@ -98,12 +104,38 @@ class Arrival:
         return self.complete or (self.error is None and self.arrived >= end
                                  and end < self.size)
 
+    def held(self, offset: int, size: int) -> bytes | memoryview | None:
+        """Bytes [offset, offset + size) from the chunks the fill received last (no
+        read of the file): a view of one chunk when it holds them all, else the
+        pieces of the chunks joined; None when they are not all held, or `ready`
+        says they may not be read yet. The mount's readers of a cold blob read just
+        behind its fill, where this finds them."""
+        end = offset + size
+        if not self.ready(end):
+            return None
+        pieces: list[memoryview] = []
+        with self._lock:
+            for start, chunk in reversed(self._held):  # the newest first
+                stop = start + len(chunk)
+                if stop <= offset:
+                    break
+                if start < end:
+                    pieces.append(chunk[max(offset, start) - start:min(end, stop) - start])
+                if start <= offset:
+                    return pieces[0] if len(pieces) == 1 else b"".join(reversed(pieces))
+        return None
+
     def _here(self, end: int) -> bool:
         """A waiter for `end` may stop waiting: ready, or the fill has ended."""
         return self.done or self.ready(end)
 
-    def _advance(self, count: int) -> None:
+    def _advance(self, count: int, chunk: bytes | memoryview | None = None) -> None:
         with self._lock:
+            if chunk is not None:  # kept for `held`, the oldest let go past HELD
+                self._held.append((self.arrived, memoryview(chunk)))
+                self._held_bytes += len(chunk)
+                while self._held_bytes > HELD and len(self._held) > 1:
+                    self._held_bytes -= len(self._held.popleft()[1])
             self.arrived += count
             while self._waiters and self._here(self._waiters[0][0]):
                 heapq.heappop(self._waiters)[2].set()
@@ -111,6 +143,8 @@ class Arrival:
     def _finish(self, error: BaseException | None) -> None:
         with self._lock:
             self.error, self.done = error, True
+            self._held.clear()  # the file has them all now (or they are not to be read)
+            self._held_bytes = 0
             for _, _, event in self._waiters:
                 event.set()
             self._waiters.clear()
@@ -214,7 +248,7 @@ class ReadCache:
             dropped = 0
             for chunk in fetch():
                 _hash_and_write(out, chunk, digest)
-                arrival._advance(len(chunk))
+                arrival._advance(len(chunk), chunk)
                 dropped = _drop_behind(out, arrival.arrived, dropped)
             if digest.hexdigest() != sha256:
                 raise CorruptBlob(f"the bytes fetched for blob {sha256} have hash "
