@@ -50,7 +50,9 @@ DROP_STEP = 8 << 20
 # The latest bytes a background fill keeps in memory, so that the readers just
 # behind it take them without a copy (see `Arrival.held`).
 HELD = 16 << 20
-Fetch = Callable[[], Iterable[bytes | memoryview]]  # the blob's bytes, chunk by chunk
+# The blob's bytes, chunk by chunk; a chunk is never changed once handed over (a
+# background fill keeps its latest ones for its readers, see `Arrival.held`).
+Fetch = Callable[[], Iterable[bytes | memoryview]]
 
 
 class CorruptBlob(OSError):
