@@ -16,26 +16,18 @@ whoever reads them (see the README's "FUSE passthrough").
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import mounted, remove_work  # noqa: E402
+from mount_workloads import cat, mounted, random_file, remove_work  # noqa: E402
 
 from casfs.store import Store  # noqa: E402
 from casfs.tools.bench import drop_cache  # noqa: E402
-
-
-def cat(path: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -48,10 +40,7 @@ def main() -> int:
     try:
         store = work / "store"
         Store.init(store).close()
-        native = work / "native.bin"
-        with open(native, "wb") as f:
-            for _ in range(args.mib):
-                f.write(os.urandom(1 << 20))
+        native = random_file(work / "native.bin", args.mib)
         with mounted(store, work / "mnt") as mnt:
             (mnt / "b" / "c").mkdir(parents=True)
             subprocess.run(["cp", str(native), str(mnt / "b" / "c" / "f")], check=True)

@@ -17,24 +17,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import mounted, random_file, remove_work, serving  # noqa: E402
+from mount_workloads import cat, mounted, random_file, remove_work, serving  # noqa: E402
 
 from casfs.store import Store  # noqa: E402
-
-
-def cat(path: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - start
 
 
 def reads(path: Path, native_hot: float) -> str:

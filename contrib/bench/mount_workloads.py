@@ -30,6 +30,12 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def cat(path: Path) -> float:
+    """Seconds `cat` took to read `path` (what a user's first read is)."""
+    return timed(lambda: subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL,
+                                        check=True))
+
+
 def per_second(action: Callable[[], int]) -> float:
     """How many things `action()` did (its result) per second."""
     start = time.perf_counter()
