@@ -44,7 +44,8 @@ FILL_LOCKS = 64
 EARLY_FROM = 8 << 20  # blobs this large are read while they arrive
 SLICE = 256 << 10  # hashed, then written, while it is still in the CPU's cache
 # A background fill drops the pages of its file this far behind the bytes arriving
-# (their readers have the mount's own page cache), a step at a time: see `_drop_behind`.
+# (its readers take the latest bytes from memory, HELD), a step at a time: see
+# `_drop_behind`.
 DROP_BEHIND = 32 << 20
 DROP_STEP = 8 << 20
 # The latest bytes a background fill keeps in memory, so that the readers just
@@ -366,15 +367,15 @@ def _drop_behind(fd: int, arrived: int, dropped: int) -> int:
     """Drop the page cache of a filling file DROP_BEHIND bytes behind `arrived`
     (from where `dropped` says the last call reached); returns the new mark.
 
-    A large blob is read through the mount while it arrives, so its bytes sit in
-    two page caches: the mount's file's, which its readers use, and this file's.
-    On this machine (a virtual machine whose host takes back memory left free)
-    touching memory the kernel has not touched lately costs about four times as
-    much, and a cold read of 1 GiB filled 2 GiB of page cache where a plain GET
-    fills one. Dropped, these pages are the ones the next bytes use. Dirty pages are
-    only written back by the first call over them (POSIX_FADV_DONTNEED), so each
-    call covers the two steps before it again. A reader that falls further behind
-    reads from the disk."""
+    A large blob is read through the mount while it arrives; its readers just behind
+    the fill take the latest HELD bytes from memory (`Arrival.held`), so this file's
+    pages further back are seldom read again. On this machine (a virtual machine
+    whose host takes back memory left free) touching memory the kernel has not
+    touched lately costs about four times as much; dropped, these pages are the ones
+    the next bytes use. Dirty pages are only written back by the first call over them
+    (POSIX_FADV_DONTNEED), so each call covers the two steps before it again. A
+    reader between HELD and DROP_BEHIND behind reads this file's page cache; one
+    further behind reads from the disk."""
     behind = arrived - DROP_BEHIND
     if behind - dropped < DROP_STEP:
         return dropped
