@@ -145,6 +145,8 @@ class Passthrough:
                 return False
             try:
                 file.backing_id = _shim.open_backing(fd)
+                if not self.opens:
+                    log.info("passthrough on: the kernel reads blobs itself")
             except OSError as e:
                 self._refused = True
                 log.warning("passthrough off for this mount: the kernel refused a backing "
