@@ -13,7 +13,7 @@ import pytest
 from casfs.catalog import ROOT_INO, Catalog
 from casfs.errors import BlobsMissing, CatalogError, Conflict, StoreError, UniqueViolation
 from casfs.ingest import ingest_file, place_blob, register_placed
-from casfs.records import Directory, NewDocument, PathWrite, Variant
+from casfs.records import Directory, Document, NewDocument, PathWrite, Variant
 from casfs.store import Store
 
 from .conftest import BOTH_CATALOGS
@@ -328,6 +328,37 @@ def test_writes_at_paths_in_one_call_end_as_one_call_each(store: Store) -> None:
     assert shape(together_dir) == shape(one_by_one_dir)
     assert [name for name, _, _ in shape(together_dir)] == [
         "kept.pdf", "moved.pdf", "new.pdf", "twice.pdf"]
+
+
+def test_writes_at_paths_ask_present_for_every_blob_before_they_commit(store: Store) -> None:
+    """`present` is the mount's last word before a round commits: a mount on a
+    catalog server places a round's blobs while the statement runs, and waits for
+    them inside `present` (mount/catalog_writer.py), so it must be asked for every
+    blob of the call, whatever the writes meet, and before anything is visible."""
+    c, other = store.catalog, store.open_catalog()
+    d = c.ensure_directory("unpaywall", "W1")
+    first = new(basename=None, source_url=None)
+    kept = c.write_at_paths([PathWrite(c.reserve_inos().start, d, "kept.pdf", first)])[0]
+    a, b = c.reserve_inos().start, c.reserve_inos().start
+
+    def w(ino: int, name: str, sha: str) -> PathWrite:
+        return PathWrite(ino, d, name, new(basename=None, source_url=None, sha256=sha))
+    rounds = [[w(a, "new.pdf", SHA_A)],  # a new name alone
+              [w(kept.ino, "kept.pdf", "c" * 64)],  # a live document overwritten
+              [w(b, "x.pdf", "d" * 64), w(b, "x.pdf", "e" * 64)],  # one inode twice
+              [w(c.reserve_inos().start, "y.pdf", "f" * 64),  # a mix of both
+               w(kept.ino, "kept.pdf", SHA_B)]]
+    try:
+        for writes in rounds:
+            names = [x.basename for x in writes]
+            before = [other.lookup_document(d, n) for n in names]
+            asked: dict[str, list[Document | None]] = {}
+            c.write_at_paths(writes, lambda sha256, seen=asked, names=names: bool(
+                seen.setdefault(sha256, [other.lookup_document(d, n) for n in names])))
+            assert set(asked) == {x.new.sha256 for x in writes}
+            assert all(seen == before for seen in asked.values())
+    finally:
+        other.close()
 
 
 def _tree(catalog: Catalog) -> dict[str, str | None]:

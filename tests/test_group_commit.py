@@ -12,8 +12,9 @@ from pathlib import Path
 import outcome
 import pytest
 
-from casfs.ingest import place_blob
-from casfs.mount.catalog_writer import register_together
+from casfs.blobs.staging import StagingFile
+from casfs.ingest import StoredBlob, place_blob
+from casfs.mount.catalog_writer import CatalogWriter, Registration, ToPlace, register_together
 from casfs.records import NewDocument, PathWrite
 from casfs.store import Store
 
@@ -89,3 +90,98 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     pytest.fail(f"{name} not in metrics:\n{text}")
+
+
+def _closes(store: Store, directory_name: str, contents: list[bytes]
+            ) -> tuple[list[Registration], list[int]]:
+    """A round of closed files whose blobs the round places (as the mount's closes
+    on local blobs are), each at a new name."""
+    catalog, blobs = store.catalog, store.blobs
+    directory = catalog.ensure_directory("unpaywall", directory_name)
+    registrations: list[Registration] = []
+    inos = []
+    for k, data in enumerate(contents):
+        staging = blobs.stage()
+        staging.write(data, 0)
+        ino, name = catalog.reserve_inos().start, f"f{k}.bin"
+
+        def write_of(blob: StoredBlob, ino: int = ino, name: str = name) -> PathWrite:
+            return PathWrite(ino, directory, name, NewDocument(
+                resolver="unpaywall", artifact_id=directory_name, basename=name,
+                sha256=blob.sha256, bytes=blob.bytes, storage_uri=blob.storage_uri,
+                dedup_hit=blob.dedup_hit))
+        registrations.append((ToPlace(write_of, durable=True), staging))
+        inos.append(ino)
+    return registrations, inos
+
+
+def _dedup_hits(store: Store) -> int:
+    return sum(v for name, _, v in store.catalog.counters() if name == "casfs_dedup_hits_total")
+
+
+@pytest.mark.parametrize("misguided", [False, True], ids=["as-expected", "placed-otherwise"])
+def test_a_round_placing_its_blobs_registers_each_once_and_counts_exactly(
+        store: Store, misguided: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round whose blobs are placed in it: new blobs, a blob already stored, and two
+    files with the same bytes. On a catalog server the blobs are placed while the
+    statement runs; when the placing finds a blob otherwise than was read before it
+    (here: the first look says absent for a stored blob, as when another host
+    placed it meanwhile), the transaction is rolled back and the round made as
+    before. Either way every file is registered once, every blob is in place, and
+    the dedup hits are counted exactly."""
+    stored = place_blob(store.blobs, _staged(store, b"already here"))
+    if misguided:  # the first look at the stored blob finds it absent
+        has, lied = type(store.blobs).has, []
+
+        def looked(self: object, sha256: str) -> bool:
+            if sha256 == stored.sha256 and not lied:
+                lied.append(sha256)
+                return False
+            return has(self, sha256)  # type: ignore[arg-type]
+        monkeypatch.setattr(type(store.blobs), "has", looked)
+    writer = CatalogWriter(store)
+    try:
+        before = _dedup_hits(store)
+        contents = [b"new one", b"already here", b"twice", b"twice", b"new two"]
+        registrations, inos = _closes(store, "W1", contents)
+        answers = writer._register_round(writer.catalog, registrations)
+        monkeypatch.undo()
+        documents = [answer.unwrap() for answer in answers]
+        assert [d.ino for d in documents] == inos
+        assert [d.sha256 for d in documents] == [hashlib.sha256(c).hexdigest() for c in contents]
+        assert stored.sha256 == documents[1].sha256
+        assert all(store.blobs.has(d.sha256) for d in documents)
+        assert _dedup_hits(store) - before == 2  # "already here" and the second "twice"
+        directory = store.catalog.ensure_directory("unpaywall", "W1")
+        assert len(store.catalog.list_documents(directory, 0, 10)) == 5
+    finally:
+        for _, staging in registrations:
+            staging.discard()
+        writer.close()
+
+
+def test_a_round_whose_placing_fails_answers_that_close_alone(store: Store) -> None:
+    """One blob of the round cannot be placed (its staged bytes are gone): that close
+    gets the error, the others are registered, and nothing points to a missing blob."""
+    writer = CatalogWriter(store)
+    registrations, inos = _closes(store, "W1", [b"one", b"broken", b"three"])
+    registrations[1][1].discard()
+    try:
+        answers = writer._register_round(writer.catalog, registrations)
+        assert isinstance(answers[1], outcome.Error)
+        kept = [answers[0].unwrap(), answers[2].unwrap()]
+        assert [d.ino for d in kept] == [inos[0], inos[2]]
+        assert all(store.blobs.has(d.sha256) for d in kept)
+        directory = store.catalog.ensure_directory("unpaywall", "W1")
+        assert {d.basename for d in store.catalog.list_documents(directory, 0, 10)} == {
+            "f0.bin", "f2.bin"}
+    finally:
+        for _, staging in registrations:
+            staging.discard()
+        writer.close()
+
+
+def _staged(store: Store, data: bytes) -> StagingFile:
+    staging = store.blobs.stage()
+    staging.write(data, 0)
+    return staging

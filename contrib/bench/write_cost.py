@@ -14,6 +14,12 @@ mode too (-o durability=batch; timed until an fsync after the last close, one
 durability round for them all). On a machine with few cores, the CPU per file of
 all the processes is what bounds the files per second: this is the experiment
 behind the README's account of 8 writers.
+
+With --server-cpus (e.g. `--server-cpus 1`), the PostgreSQL server runs on those
+CPUs and everything else this benchmark starts (the mount daemons, the writers) on
+the others, as when the catalog server is a machine of its own: SQLite and
+PostgreSQL then get the same CPUs for the mount's host, and the server does not
+take its CPU from them.
 """
 
 from __future__ import annotations
@@ -59,6 +65,23 @@ def server_cpu(server: PostgresServer | None) -> float:
     return total
 
 
+def pin_server(server: PostgresServer, cpus: set[int]) -> None:
+    """The server's processes (postmaster and every backend it has; later backends
+    inherit the postmaster's CPUs) on `cpus`, and this process, whose threads and
+    children (mount daemons) inherit it, on the others."""
+    assert server.process is not None
+    root = server.process.pid
+    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in [root, *map(int, children)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(pid, cpus)
+    others = set(range(os.cpu_count() or 1)) - cpus
+    if not others:
+        raise SystemExit("--server-cpus must leave a CPU for the mount and the writers")
+    os.sched_setaffinity(0, others)
+
+
 def one_case(store: Path, work: Path, files: int, writers: int,
              server: PostgresServer | None, durability: str = "close",
              distinct: bool = False) -> dict[str, float]:
@@ -91,10 +114,15 @@ def main() -> int:
                              "timed until one durability round after the last close")
     parser.add_argument("--distinct", action="store_true",
                         help="every file its own bytes (no dedup hits)")
+    parser.add_argument("--server-cpus", type=int, nargs="+", metavar="CPU",
+                        help="run the PostgreSQL server on these CPUs and the mounts "
+                             "and writers on the others (a server of its own)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-write-cost-", dir=args.dir))
     server = PostgresServer().start()
+    if args.server_cpus:
+        pin_server(server, set(args.server_cpus))
     runs: dict[str, list[dict[str, float]]] = {}
     try:
         for run in range(args.repeat):  # the cases alternate: noise hits them alike
