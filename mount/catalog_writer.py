@@ -117,8 +117,8 @@ class CatalogWriter:
         """Register a closed file in the next round: one transaction with the
         registrations that arrive while the one before it runs. `write` is the
         write of a placed blob, or its blob still to place (the round places its
-        blobs together, on its thread, before the transaction). `staging` holds its
-        bytes, to put the blob back if gc took it."""
+        blobs together before it commits: see the module's docstring). `staging`
+        holds its bytes, to put the blob back if gc took it."""
         self.writes += 1
         return await self.rounds.submit((write, staging))
 
