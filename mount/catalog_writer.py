@@ -35,6 +35,7 @@ from what the placing did. Measured in README, "SQLite vs PostgreSQL catalogs".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from .rounds import Rounds
 
 T = TypeVar("T")
 REMOTE_WRITERS = 8
+log = logging.getLogger("casfs.mount")
 
 
 @dataclass(frozen=True)
@@ -128,27 +130,32 @@ class CatalogWriter:
         every write in one transaction, and hand on what it committed before the
         round's closes are answered."""
         answers: list[outcome.Outcome[Document] | None] = [None] * len(registrations)
-        writes: dict[int, PathWrite] = {}
-        to_place = [(k, write, staging) for k, (write, staging) in enumerate(registrations)
+        writes = {k: write for k, (write, _) in enumerate(registrations)
+                  if isinstance(write, PathWrite)}
+        to_place = [(k, write) for k, (write, _) in enumerate(registrations)
                     if isinstance(write, ToPlace)]
         if to_place:
-            placing = None
-            if self._placer is not None:
-                registered, placing = self._register_beside(catalog, registrations, to_place)
-                if registered is not None:
-                    return registered
-            placed = placing.result() if placing is not None else place_blobs(
-                self._blobs, [staging for _, _, staging in to_place],
-                durable=any(write.durable for _, write, _ in to_place))
-            for (k, write, _), blob in zip(to_place, placed, strict=True):
+            stagings = [registrations[k][1] for k, _ in to_place]
+            durable = any(write.durable for _, write in to_place)
+            if self._placer is None:
+                placed = place_blobs(self._blobs, stagings, durable=durable)
+            else:
+                expected = self._expected(stagings)  # read before the placing begins
+                placing = self._placer.submit(place_blobs, self._blobs, stagings,
+                                              durable=durable)
+                if expected is not None:
+                    registered = self._register_beside(catalog, registrations, writes,
+                                                       to_place, expected, placing)
+                    if registered is not None:
+                        return registered
+                placed = placing.result()
+            for (k, write), blob in zip(to_place, placed, strict=True):
                 made = outcome.Error(blob) if isinstance(blob, OSError) \
                     else outcome.capture(write.write_of, blob)
                 if isinstance(made, outcome.Value):
                     writes[k] = made.value
                 else:
                     answers[k] = made
-        writes.update((k, placed) for k, (placed, _) in enumerate(registrations)
-                      if isinstance(placed, PathWrite))
         ready = sorted(writes)
         try:
             registered = register_together(catalog, self._blobs, [
@@ -159,53 +166,56 @@ class CatalogWriter:
             answers[k] = answer
         return [answer for answer in answers if answer is not None]  # every one
 
-    def _register_beside(self, catalog: Catalog, registrations: list[Registration],
-                         to_place: list[tuple[int, ToPlace, StagingFile]]
-                         ) -> tuple[list[outcome.Outcome[Document]] | None,
-                                    Future[list[StoredBlob | OSError]] | None]:
-        """The round in one transaction whose statement runs while the helper thread
-        places (and syncs) its blobs; it commits only once they are placed as
-        expected. Returns the answers and the placing; no answers, with nothing
-        committed, when anything went otherwise: the caller then registers the round
-        as usual from what the placing did (or places the blobs itself, if it had
-        not begun)."""
+    def _expected(self, stagings: list[StagingFile]) -> list[StoredBlob] | None:
+        """What placing `stagings` will find, asked before it begins: each blob's hash,
+        and whether the store has it already (a dedup hit, which a round counts).
+        None when a staging file cannot be read (its placing will say why)."""
         expected: list[StoredBlob] = []
-        writes: dict[int, tuple[PathWrite, StagingFile]] = {}
-        try:  # what the placing will find, asked before it begins
-            for k, write, staging in to_place:
+        try:
+            for staging in stagings:
                 sha256 = staging.digest()
                 seen = any(blob.sha256 == sha256 for blob in expected)
-                blob = StoredBlob(sha256, staging.size, self._blobs.uri(sha256),
-                                  dedup_hit=seen or self._blobs.has(sha256))
-                expected.append(blob)
-                writes[k] = (write.write_of(blob), staging)
-        except Exception:  # the usual way gives each its own answer
-            return None, None
-        assert self._placer is not None
-        placing = self._placer.submit(
-            place_blobs, self._blobs, [staging for _, _, staging in to_place],
-            durable=any(write.durable for _, write, _ in to_place))
-        writes.update((k, (w, staging)) for k, (w, staging) in enumerate(registrations)
-                      if isinstance(w, PathWrite))
-        order = sorted(writes)
+                expected.append(StoredBlob(sha256, staging.size, self._blobs.uri(sha256),
+                                           dedup_hit=seen or self._blobs.has(sha256)))
+        except OSError:
+            return None
+        return expected
+
+    def _register_beside(self, catalog: Catalog, registrations: list[Registration],
+                         writes: dict[int, PathWrite], to_place: list[tuple[int, ToPlace]],
+                         expected: list[StoredBlob],
+                         placing: Future[list[StoredBlob | OSError]]
+                         ) -> list[outcome.Outcome[Document]] | None:
+        """The round in one transaction whose statement runs while `placing` places
+        (and syncs) its blobs, as `expected`; it commits only once they are placed
+        so. None, with nothing committed, when anything went otherwise: the caller
+        then registers the round as usual, from what the placing did."""
+        try:
+            beside = writes | {k: write.write_of(blob)
+                               for (k, write), blob in zip(to_place, expected, strict=True)}
+        except Exception:  # the usual way gives that close its own answer
+            return None
 
         def present(sha256: str) -> bool:
             """Asked under the blobs' locks, after the statement: the placing must have
             done what the statement counted."""
             if placing.result() != expected:  # an OSError, or a dedup hit otherwise
-                raise _NotAsExpected
+                raise _NotAsExpected("a blob was placed otherwise than expected")
             return self._blobs.has(sha256)
 
-        staged = {write.new.sha256: staging for write, staging in writes.values()}
+        round_ = [beside[k] for k in range(len(registrations))]  # every one, in order
+        staged = {write.new.sha256: staging for write, (_, staging)
+                  in zip(round_, registrations, strict=True)}
         try:
             documents = register_placed(self._blobs, staged, lambda _: catalog.write_at_paths(
-                [writes[k][0] for k in order], present))
-        except Exception:  # rolled back
-            return None, placing
+                round_, present))
+        except Exception as e:  # rolled back
+            log.debug("a round of %d is registered again after its placing: %s",
+                      len(round_), e)
+            return None
         finally:
             self._hand_on_commits(catalog)
-        answers = dict(zip(order, documents, strict=True))
-        return [outcome.Value(answers[k]) for k in range(len(registrations))], placing
+        return [outcome.Value(document) for document in documents]
 
     async def new_ino(self) -> int:
         if not self._inos:

@@ -96,13 +96,12 @@ def _closes(store: Store, directory_name: str, contents: list[bytes]
             ) -> tuple[list[Registration], list[int]]:
     """A round of closed files whose blobs the round places (as the mount's closes
     on local blobs are), each at a new name."""
-    catalog, blobs = store.catalog, store.blobs
+    catalog = store.catalog
     directory = catalog.ensure_directory("unpaywall", directory_name)
     registrations: list[Registration] = []
     inos = []
     for k, data in enumerate(contents):
-        staging = blobs.stage()
-        staging.write(data, 0)
+        staging = _staged(store, data)
         ino, name = catalog.reserve_inos().start, f"f{k}.bin"
 
         def write_of(blob: StoredBlob, ino: int = ino, name: str = name) -> PathWrite:
