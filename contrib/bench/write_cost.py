@@ -51,15 +51,21 @@ from casfs.tools.bench import make_durable  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
 
 
+def server_pids(server: PostgresServer) -> list[int]:
+    """The server's postmaster and every backend it has now."""
+    assert server.process is not None
+    root = server.process.pid
+    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True,
+                              text=True).stdout.split()
+    return [root, *map(int, children)]
+
+
 def server_cpu(server: PostgresServer | None) -> float:
     """CPU seconds of the server's postmaster and every backend it has now."""
     if server is None or server.process is None:
         return 0.0
-    root = server.process.pid
-    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True,
-                              text=True).stdout.split()
     total = 0.0
-    for pid in [root, *map(int, children)]:
+    for pid in server_pids(server):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
             total += cpu_seconds(pid)
     return total
@@ -69,16 +75,14 @@ def pin_server(server: PostgresServer, cpus: set[int]) -> None:
     """The server's processes (postmaster and every backend it has; later backends
     inherit the postmaster's CPUs) on `cpus`, and this process, whose threads and
     children (mount daemons) inherit it, on the others."""
-    assert server.process is not None
-    root = server.process.pid
-    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True,
-                              text=True).stdout.split()
-    for pid in [root, *map(int, children)]:
+    mine = os.sched_getaffinity(0)
+    others = mine - cpus
+    if not cpus <= mine or not others:
+        raise SystemExit(f"--server-cpus must name some of CPUs {sorted(mine)} and leave "
+                         "one for the mount and the writers")
+    for pid in server_pids(server):
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(pid, cpus)
-    others = set(range(os.cpu_count() or 1)) - cpus
-    if not others:
-        raise SystemExit("--server-cpus must leave a CPU for the mount and the writers")
     os.sched_setaffinity(0, others)
 
 
@@ -121,10 +125,10 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-write-cost-", dir=args.dir))
     server = PostgresServer().start()
-    if args.server_cpus:
-        pin_server(server, set(args.server_cpus))
     runs: dict[str, list[dict[str, float]]] = {}
     try:
+        if args.server_cpus:
+            pin_server(server, set(args.server_cpus))
         for run in range(args.repeat):  # the cases alternate: noise hits them alike
             for writers in args.writers:
                 for kind in ("sqlite", "postgresql", *(["sqlite-batch"] if args.batch else [])):
