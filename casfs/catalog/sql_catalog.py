@@ -379,13 +379,17 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
         """The statement that inserts the writes' documents, each only where its inode
         and path are free (a live one trips a partial unique index, and the row is
         skipped), returning the inserted rows."""
-        now = time.time()
-        rows = [self._new_row(w.ino, _at_place(w), w.basename, now) for w in writes]
+        rows = self._new_rows(writes)
         names = ", ".join(rows[0])
         marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
         return (f"INSERT INTO documents ({names}) VALUES {marks} "
                 f"ON CONFLICT DO NOTHING RETURNING {_DOC_COLUMNS}",
                 [v for row in rows for v in row.values()])
+
+    def _new_rows(self, writes: list[PathWrite]) -> list[dict[str, Any]]:
+        """The columns of the writes' new documents, each in its write's directory."""
+        now = time.time()
+        return [self._new_row(w.ino, _at_place(w), w.basename, now) for w in writes]
 
     def _inserted(self, rows: list[Row]) -> dict[int, Document]:
         return {doc.ino: self._changed(doc) for doc in map(_doc, rows)}

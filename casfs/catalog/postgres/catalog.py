@@ -24,10 +24,18 @@ from casfs.catalog.changes import Change
 from casfs.catalog.postgres import schema
 from casfs.catalog.postgres.database import PostgresDatabase
 from casfs.catalog.sql_catalog import INO_BLOCK, SqlCatalog
+from casfs.catalog.sql_queries import DOC_COLUMNS
 from casfs.errors import CatalogError, StoreError
 from casfs.records import Document, PathWrite
 
 SHARDS = 64
+# The columns of a new document (`SqlCatalog._new_row`) and their types, for the
+# arrays one statement inserts a round's documents from.
+NEW_COLUMN_TYPES = {
+    "ino": "bigint", "artifact_id": "text", "resolver": "text", "source_url": "text",
+    "basename": "text", "content_type": "text", "bytes": "bigint", "sha256": "text",
+    "storage_uri": "text", "run_id": "text", "created_at": "double precision",
+    "updated_at": "double precision", "mtime_ns": "bigint", "valid_from": "double precision"}
 log = logging.getLogger("casfs.catalog")
 
 
@@ -76,11 +84,26 @@ class PostgresCatalog(SqlCatalog):
     def _counters_statement(self, deltas: dict[tuple[str, str], int]
                             ) -> tuple[str, list[object]]:
         rows = sorted(deltas.items())  # one order: two transactions never deadlock
-        marks = ", ".join("(?, ?, ?, ?)" for _ in rows)
-        return (f"INSERT INTO counters (name, labels, shard, value) VALUES {marks} "
+        return ("INSERT INTO counters (name, labels, shard, value) SELECT n, l, ?, v "
+                "FROM unnest(CAST(? AS text[]), CAST(? AS text[]), CAST(? AS bigint[])) "
+                "AS t (n, l, v) "
                 "ON CONFLICT (name, labels, shard) DO UPDATE "
                 "SET value = counters.value + excluded.value",
-                [v for (name, labels), amount in rows for v in (name, labels, self._shard, amount)])
+                [self._shard, [name for (name, _), _ in rows],
+                 [labels for (_, labels), _ in rows], [amount for _, amount in rows]])
+
+    def _insert_where_free(self, writes: list[PathWrite]) -> tuple[str, list[object]]:
+        # A column an array: the statement's text is the same for any number of rows,
+        # so psycopg converts it once and the server plans it once (a prepared
+        # statement), where a VALUES list of each round's length was parsed and
+        # planned anew every round.
+        rows = self._new_rows(writes)
+        if rows[0].keys() != NEW_COLUMN_TYPES.keys():
+            raise AssertionError("NEW_COLUMN_TYPES must name the columns of _new_row")
+        return (f"INSERT INTO documents ({', '.join(NEW_COLUMN_TYPES)}) SELECT * FROM unnest("
+                + ", ".join(f"CAST(? AS {kind}[])" for kind in NEW_COLUMN_TYPES.values())
+                + f") ON CONFLICT DO NOTHING RETURNING {DOC_COLUMNS}",
+                [[row[name] for row in rows] for name in NEW_COLUMN_TYPES])
 
     def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
         # One statement for a whole round, taking them in the caller's (sorted) order.
