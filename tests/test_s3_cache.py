@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from casfs.blobs import cache
+from casfs.blobs import cache, s3
 from casfs.blobs.cache import EARLY_FROM
 from casfs.blobs.s3 import S3BlobStore
 
@@ -60,13 +60,13 @@ def read_whole_early(store: S3BlobStore, sha256: str, size: int) -> bytes:
 def counting(store: S3BlobStore) -> list[str]:
     """Record every download the store starts."""
     downloads: list[str] = []
-    stream = store._stream
+    fetch = store._fetch
 
-    def counted(sha256: str) -> Iterator[bytes]:
+    def counted(sha256: str, size: int | None = None) -> Iterator[memoryview]:
         downloads.append(sha256)
-        return stream(sha256)
+        return fetch(sha256, size)
 
-    store._stream = counted  # type: ignore[method-assign]
+    store._fetch = counted  # type: ignore[method-assign]
     return downloads
 
 
@@ -118,16 +118,16 @@ def test_a_damaged_cache_file_is_found_and_fetched_again(make_store: object) -> 
 def gated(store: S3BlobStore) -> tuple[threading.Event, list[str]]:
     """Downloads that deliver their first chunk, then wait for the gate to open."""
     gate, downloads = threading.Event(), []
-    stream = store._stream
+    fetch = store._fetch
 
-    def held(sha256: str) -> Iterator[bytes]:
+    def held(sha256: str, size: int | None = None) -> Iterator[memoryview]:
         downloads.append(sha256)
-        for count, chunk in enumerate(stream(sha256)):
+        for count, chunk in enumerate(fetch(sha256, size)):
             if count == 1:
                 assert gate.wait(60), "the test never opened the gate"
             yield chunk
 
-    store._stream = held  # type: ignore[method-assign]
+    store._fetch = held  # type: ignore[method-assign]
     return gate, downloads
 
 
@@ -162,7 +162,7 @@ def test_a_large_fill_with_wrong_bytes_fails_its_readers_and_is_not_kept(
     data = os.urandom(EARLY_FROM + 1000)
     sha = put(make_store("w"), data)  # type: ignore[operator]
     reader = make_store("r")  # type: ignore[operator]
-    reader._stream = lambda sha256: iter([b"x" * len(data)])  # type: ignore[method-assign]
+    reader._fetch = lambda sha256, size=None: iter([b"x" * len(data)])  # type: ignore[method-assign]
     fd, arrival = reader.open_blob_early(sha, len(data))
     try:
         assert arrival is not None
@@ -174,7 +174,7 @@ def test_a_large_fill_with_wrong_bytes_fails_its_readers_and_is_not_kept(
         assert list(reader.cache.directory.glob(".fill-*")) == []
     finally:
         os.close(fd)
-    del reader._stream  # the real server again: a later open fetches the right bytes
+    del reader._fetch  # the real server again: a later open fetches the right bytes
     assert read_whole_early(reader, sha, len(data)) == data
 
 
@@ -264,3 +264,46 @@ def test_a_fill_holds_only_its_latest_bytes() -> None:
         arrival._advance(len(chunk), chunk)
     assert arrival.held(0, 100) is None  # let go: past HELD behind the front
     assert arrival.held((40 << 20) - (cache.HELD // 2), 100) is not None
+
+
+def test_a_large_blob_comes_down_in_ranges_several_at_once_and_in_order(
+        make_store: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`S3BlobStore._ranges`: every byte, in order, whatever the last range's length;
+    a range that fails fails the fill (and its readers), keeps nothing, and the next
+    open fetches the blob again."""
+    monkeypatch.setattr(s3, "RANGED_FROM", 2 << 20)
+    monkeypatch.setattr(s3, "RANGE", 1 << 20)
+    data = os.urandom(EARLY_FROM + 5 * (1 << 20) + 12345)  # 14 ranges, the last short
+    sha = put(make_store("w"), data)  # type: ignore[operator]
+    reader = make_store("r")  # type: ignore[operator]
+    started: list[tuple[int, int]] = []
+    start_range = reader._start_range
+
+    def recorded(key: str, start: int, end: int) -> object:
+        started.append((start, end))
+        return start_range(key, start, end)
+
+    monkeypatch.setattr(reader, "_start_range", recorded)
+    assert read_whole_early(reader, sha, len(data)) == data
+    assert started == [(start, min(start + (1 << 20), len(data)))
+                       for start in range(0, len(data), 1 << 20)]
+
+    failing = make_store("f")  # type: ignore[operator]
+    failing_range = failing._start_range
+
+    def broken(key: str, start: int, end: int) -> object:
+        if start >= 4 << 20:
+            key = key + "-gone"  # that range's GET finds nothing
+        return failing_range(key, start, end)
+
+    monkeypatch.setattr(failing, "_start_range", broken)
+    fd, arrival = failing.open_blob_early(sha, len(data))
+    try:
+        assert arrival is not None
+        with pytest.raises(OSError):
+            arrival.wait_for(len(data))
+        assert not failing.cache.path(sha).exists()
+    finally:
+        os.close(fd)
+    monkeypatch.undo()
+    assert read_whole_early(failing, sha, len(data)) == data

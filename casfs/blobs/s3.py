@@ -20,9 +20,12 @@ obstore is the client; its errors become OSErrors here.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 
 MULTIPART_FROM = 16 << 20  # smaller blobs go up in one conditional PUT
 PART = 8 << 20
+RANGED_FROM = 32 << 20  # larger blobs come down in ranges, several at once (`_ranges`)
+RANGE = 16 << 20
+RANGES_AT_ONCE = 3  # asked for at a time: two arrive while the one before is handed on
 REQUEST_TIMEOUT_S = 30.0  # CASFS_S3_TIMEOUT: one request, and all retries of one
 CONNECT_TIMEOUT_S = 5.0
 DEFAULT_CACHE = 10 << 30
@@ -132,10 +138,58 @@ class S3BlobStore:
             raise _os_error("asking for", self.key(sha256), e) from e
 
     def open_blob(self, sha256: str) -> int:
-        return self.cache.open(sha256, lambda: self._stream(sha256))
+        return self.cache.open(sha256, lambda: self._fetch(sha256))
 
     def open_blob_early(self, sha256: str, size: int) -> tuple[int, Arrival | None]:
-        return self.cache.open_early(sha256, size, lambda: self._stream(sha256))
+        return self.cache.open_early(sha256, size, lambda: self._fetch(sha256, size))
+
+    def _fetch(self, sha256: str, size: int | None = None) -> Iterator[memoryview]:
+        """The blob's bytes, in order: one GET, or for a large blob whose size is
+        known, ranges of it several at a time (`_ranges`). Every download starts here."""
+        if size is not None and size >= RANGED_FROM:
+            return self._ranges(sha256, size)
+        return self._stream(sha256)
+
+    def _ranges(self, sha256: str, size: int) -> Iterator[memoryview]:
+        """A large blob as RANGE-byte GETs, RANGES_AT_ONCE of them asked for at a time,
+        handed on in order in CHUNK slices (so a fill holds at most RANGES_AT_ONCE + 1
+        ranges in memory: 64 MiB).
+
+        One GET of a large object is served by the S3 server one piece after another,
+        and on a machine with few cores its cold read then waits on the server as much
+        as on its own work. Several ranges at once keep the server busy while this
+        host hashes and writes: `contrib/bench/s3.py`, README "Blobs in S3-compatible
+        storage". Each range runs in a daemon thread of its own with the store's
+        request timeout, so a fill that stops early (a wrong byte, a failed range)
+        leaves nothing that outlives that bound, and nothing that delays an exit."""
+        key = self.key(sha256)
+        parts = [(start, min(start + RANGE, size)) for start in range(0, size, RANGE)]
+        pending: collections.deque[Future[memoryview]] = collections.deque()
+        for number in range(len(parts)):
+            while len(pending) < RANGES_AT_ONCE and number + len(pending) < len(parts):
+                pending.append(self._start_range(key, *parts[number + len(pending)]))
+            part = pending.popleft().result()
+            if len(part) != parts[number][1] - parts[number][0]:
+                raise OSError(f"object store: reading {key} failed: range "
+                              f"{parts[number][0]}-{parts[number][1]} came back "
+                              f"{len(part)} bytes long (the object changed size?)")
+            for start in range(0, len(part), CHUNK):
+                yield part[start:start + CHUNK]
+
+    def _start_range(self, key: str, start: int, end: int) -> Future[memoryview]:
+        future: Future[memoryview] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(memoryview(obstore.get_range(self._store, key, start=start,
+                                                               end=end)))
+            except FileNotFoundError as e:
+                future.set_exception(e)
+            except Exception as e:
+                future.set_exception(_os_error("reading", key, e))
+
+        threading.Thread(target=run, name="casfs-range", daemon=True).start()
+        return future
 
     def _stream(self, sha256: str) -> Iterator[memoryview]:
         key = self.key(sha256)
