@@ -10,6 +10,7 @@ payload says who sent it, so that a mount skips its own.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import NamedTuple
 
 CHANNEL = "casfs_changes"
@@ -33,24 +34,24 @@ class DirectoryChange(NamedTuple):
 Change = DocumentChange | DirectoryChange
 
 
-def encode(sender: str, changes: list[Change]) -> list[str]:
+def encode(sender: str, changes: Sequence[Change]) -> list[str]:
     """Payloads of at most MAX_PAYLOAD bytes; none when there are too many changes."""
     if len(changes) > MAX_CHANGES:
         return []
     payloads: list[str] = []
-    batch: list[list[object]] = []
+    batch: list[str] = []
     size = 0
+    head = '{"from": ' + json.dumps(sender) + ', "changes": ['
     for change in dict.fromkeys(changes):  # once each, in order
-        item: list[object] = ["d" if isinstance(change, DocumentChange) else "t", *change]
-        length = len(json.dumps(item)) + 1
-        if batch and size + length > MAX_PAYLOAD - 100:
-            payloads.append(json.dumps({"from": sender, "changes": batch}))
+        item = json.dumps(["d" if isinstance(change, DocumentChange) else "t", *change])
+        if batch and size + len(item) + 1 > MAX_PAYLOAD - 100:
+            payloads.append(head + ", ".join(batch) + "]}")
             batch, size = [], 0
-        if length <= MAX_PAYLOAD - 100:
-            batch.append(item)
-            size += length
+        if len(item) + 1 <= MAX_PAYLOAD - 100:
+            batch.append(item)  # each change encoded once (a round's closes announce)
+            size += len(item) + 1
     if batch:
-        payloads.append(json.dumps({"from": sender, "changes": batch}))
+        payloads.append(head + ", ".join(batch) + "]}")
     return payloads
 
 
