@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from casfs.blobs import s3
+from casfs.blobs.cache import EARLY_FROM
 from casfs.store import Store
 
 from .conftest import FUSE_MISSING, Mounter
@@ -25,7 +27,9 @@ from .postgres import PostgresServer
 from .s3 import S3Server
 
 TIMEOUT_S = 2
-SIZE = 24 << 20  # above the cache's EARLY_FROM: read while it arrives
+# Both above the cache's EARLY_FROM (read while they arrive): one comes down in one
+# GET, the other in ranges (s3.RANGED_FROM).
+SIZES = pytest.mark.parametrize("size", [24 << 20, 40 << 20], ids=["one-get", "ranges"])
 
 
 class S3Hosts:
@@ -55,9 +59,10 @@ def hosts(tmp_path: Path, postgres_server: PostgresServer, s3_env: S3Server,
             mounter.cleanup()
 
 
-def written_on_a(hosts: S3Hosts) -> tuple[bytes, Path]:
+def written_on_a(hosts: S3Hosts, size: int) -> tuple[bytes, Path]:
+    assert (size >= s3.RANGED_FROM) == (size > 32 << 20) and size >= EARLY_FROM
     a = hosts.mount("a")
-    data = random.Random(7).randbytes(SIZE)
+    data = random.Random(7).randbytes(size)
     (a / "r" / "W1").mkdir(parents=True)
     (a / "r" / "W1" / "big.bin").write_bytes(data)
     b = hosts.mount("b")
@@ -69,9 +74,10 @@ def written_on_a(hosts: S3Hosts) -> tuple[bytes, Path]:
     return data, path
 
 
+@SIZES
 def test_a_large_file_written_on_a_reads_right_on_b_from_a_cold_cache(
-        hosts: S3Hosts) -> None:
-    data, path = written_on_a(hosts)
+        hosts: S3Hosts, size: int) -> None:
+    data, path = written_on_a(hosts, size)
     assert not list((hosts.paths["b"] / "cache").glob("??/*")), "b's cache is not cold"
     errors: list[str] = []
 
@@ -79,7 +85,7 @@ def test_a_large_file_written_on_a_reads_right_on_b_from_a_cold_cache(
         rng = random.Random(seed)
         with open(path, "rb", buffering=0) as f:
             for _ in range(20):
-                offset = rng.randrange(SIZE)
+                offset = rng.randrange(size)
                 got = os.pread(f.fileno(), 65536, offset)
                 if got != data[offset:offset + 65536]:
                     errors.append(f"reader {seed}: wrong bytes at {offset}")
@@ -97,9 +103,10 @@ def test_a_large_file_written_on_a_reads_right_on_b_from_a_cold_cache(
     assert [p.read_bytes() == data for p in cached] == [True], "one fill, kept"
 
 
+@SIZES
 def test_a_cold_read_while_the_store_is_down_fails_then_works(
-        hosts: S3Hosts, s3_env: S3Server) -> None:
-    data, path = written_on_a(hosts)
+        hosts: S3Hosts, s3_env: S3Server, size: int) -> None:
+    data, path = written_on_a(hosts, size)
     log = hosts.paths["b"] / "log" / "mount.log"
     before = log.read_text() if log.exists() else ""
     s3_env.pause()
