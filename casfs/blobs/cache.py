@@ -381,9 +381,9 @@ class _HashBeside:
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
         self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(self.QUEUED)
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="casfs-hash", daemon=True)
         self._thread.start()
-        self._stopped = False
 
     def _run(self) -> None:
         while (chunk := self._chunks.get()) is not None:

@@ -152,8 +152,9 @@ class S3BlobStore:
 
     def _ranges(self, sha256: str, size: int) -> Iterator[memoryview]:
         """A large blob as RANGE-byte GETs, RANGES_AT_ONCE of them asked for at a time,
-        handed on in order in CHUNK slices (so a fill holds at most RANGES_AT_ONCE + 1
-        ranges in memory: 64 MiB).
+        handed on in order in CHUNK slices. A fill holds up to five ranges in memory
+        (80 MiB): those asked for, the one it hands on, and the one before, whose last
+        bytes its readers may still take (`Arrival.held`).
 
         One GET of a large object is served by the S3 server one piece after another,
         and on a machine with few cores its cold read then waits on the server as much
