@@ -2,7 +2,7 @@
 loopback TCP), in one run, as ratios to SQLite.
 
     .venv/bin/python contrib/bench/catalogs.py [--dir DIR] [--files 10000]
-        [--writers 8] [--records 1000000] [--json]
+        [--writers 8] [--records 1000000] [--repeat 1] [--json]
 
 Starts its own PostgreSQL server (the tests' throwaway server: fsync off, so the
 server's own disk cost is left out, as on a server with a battery-backed cache)
@@ -11,6 +11,11 @@ small files (2 KiB) written by 1 writer and by N parallel writers (each close
 durable and registered), stat of every file after the kernel's caches were
 dropped, `ls -l` of the directory, `find`, and per-path lookups at 10,000 vs
 --records records.
+
+With --repeat N the mount workloads run N times on each catalog, taking turns (each
+turn on fresh stores, and each turn starting with the next catalog, so that none
+always goes first), and each figure is the median of its N; the ratio of the
+parallel writers to SQLite's is also given per turn. The lookups run once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,11 +101,14 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the mount workloads this many times, taking turns")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-catalogs-", dir=args.dir))
     server = PostgresServer(tcp=True).start()
     results: dict[str, dict[str, float]] = {}
+    per_turn: dict[str, list[float]] = {}
     try:
         kinds: dict[str, Callable[[Path], None]] = {
             "sqlite": lambda path: Store.init(path).close(),
@@ -108,19 +117,34 @@ def main() -> int:
             "pg-tcp": lambda path: Store.init(
                 path, catalog=server.url(server.create_database(), tcp=True)).close(),
         }
+        names = list(kinds)
+        turns: dict[str, list[dict[str, float]]] = {kind: [] for kind in names}
+        for turn in range(args.repeat):
+            for kind in names[turn % len(names):] + names[:turn % len(names)]:
+                print(f"{kind}: small files, stat, ls, find (turn {turn + 1} of "
+                      f"{args.repeat})", file=sys.stderr)
+                place = work / f"{kind}-{turn}"
+                place.mkdir()
+                kinds[kind](place / "store")
+                turns[kind].append(workloads(place / "store", place, args.files,
+                                             args.writers))
         for kind, make_store in kinds.items():
-            print(f"{kind}: small files, stat, ls, find", file=sys.stderr)
+            results[kind] = {name: statistics.median(t[name] for t in turns[kind])
+                             for name in turns[kind][0]}
+            print(f"{kind}: lookups at 10,000 and {args.records:,} records", file=sys.stderr)
             place = work / kind
             place.mkdir()
-            make_store(place / "store")
-            results[kind] = workloads(place / "store", place, args.files, args.writers)
-            print(f"{kind}: lookups at 10,000 and {args.records:,} records", file=sys.stderr)
             results[kind] |= lookups(make_store, place, args.records)
+        parallel = f"{args.writers} writers, files/s"
+        per_turn = {f"{kind} / sqlite, {parallel}": [
+            mine[parallel] / base[parallel]
+            for mine, base in zip(turns[kind], turns["sqlite"], strict=True)]
+            for kind in names[1:]}
     finally:
         remove_work(work)
         server.stop()
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({**results, "turns": per_turn}, indent=2))
         return 0
     print(f"{'workload':44} {'sqlite':>10} {'pg-socket':>18} {'pg-tcp':>18}")
     for workload, base in results["sqlite"].items():
@@ -129,6 +153,10 @@ def main() -> int:
             value = results[kind][workload]
             cells.append(f"{value:10.1f} ({value / base:4.2f}x)")
         print(f"{workload:44} " + " ".join(cells))
+    if args.repeat > 1:
+        for name, ratios in per_turn.items():
+            print(f"{name}, each turn: " + ", ".join(f"{r:.2f}x" for r in ratios)
+                  + f" (median {statistics.median(ratios):.2f}x)")
     return 0
 
 
