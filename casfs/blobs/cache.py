@@ -2,22 +2,25 @@
 
 A blob is fetched into a file of the cache once and read from it afterwards at
 page-cache speed (the mount hands the file's descriptor to its reads). Every fill
-is hashed as it arrives and refused on a mismatch; the first open of a cached file
-in a process hashes it again, so a file damaged on disk is found and fetched anew.
-Concurrent readers of one blob wait for one fill. The cache survives restarts (its
-files are the index) and is trimmed below `size` bytes, oldest use first; a file
-that is open stays readable after it is evicted.
+is hashed as it arrives and refused on a mismatch. A cached file changed since it
+was last found right (its stamp differs: cache_stamps.py) is hashed again at its
+next open, so a file damaged on disk is found and fetched anew; an unchanged one
+is not, in this process or the next. Concurrent readers of one blob wait for one
+fill. The cache survives restarts (its files are the index) and is trimmed below
+`size` bytes, oldest use first (a file's modification time is its last use, to
+within TOUCH_EVERY); a file that is open stays readable after it is evicted.
 
 A large blob (EARLY_FROM bytes or more) is filled in the background instead, and
 its readers get a descriptor on the file as it grows together with its `Arrival`:
-a read of the first bytes waits for those bytes, not for the whole object (and the
-first open of a large cached file hashes it beside its readers, likewise). The fill
-is still hashed to the end: if the bytes turn out wrong, the file is never kept and
-every later read of it fails (the reads before it got bytes no check had passed
-yet: the price of not waiting, paid only for large blobs).
+a read of the first bytes waits for those bytes, not for the whole object (and a
+large cached file that must be hashed again is hashed beside its readers,
+likewise). The fill is still hashed to the end: if the bytes turn out wrong, the
+file is never kept and every later read of it fails (the reads before it got bytes
+no check had passed yet: the price of not waiting, paid only for large blobs).
 
     <cache>/ab/cdef…      a blob, read-only
     <cache>/.fill-…       a fill in progress (removed when it fails)
+    <cache>/.stamps       the stamps of the files found right (cache_stamps.py)
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from casfs.blobs.cache_stamps import Stamps, stamp_of
 from casfs.blobs.staging import BLOB_MODE, StagingFile, read_chunks
 
 if TYPE_CHECKING:
@@ -52,6 +57,10 @@ DROP_STEP = 8 << 20
 # The latest bytes a background fill keeps in memory, so that the readers just
 # behind it take them without a copy (see `Arrival.held`).
 HELD = 16 << 20
+# A cached file's modification time is moved to now at an open when it is older
+# than this: eviction goes by it, and each move changes the file's stamp (one more
+# line in .stamps), so it is not moved at every open.
+TOUCH_EVERY = 60
 # The blob's bytes, chunk by chunk; a chunk is never changed once handed over (a
 # background fill keeps its latest ones for its readers, see `Arrival.held`).
 Fetch = Callable[[], Iterable[bytes | memoryview]]
@@ -163,7 +172,7 @@ class ReadCache:
         # Fills of one blob wait for each other; a fixed set of locks (by hash) keeps
         # that from growing with every blob ever read.
         self._fills = [threading.Lock() for _ in range(FILL_LOCKS)]
-        self._checked: set[str] = set()  # cached files hashed by this process
+        self._stamps = Stamps(directory / ".stamps")  # cached files found right
         self._arriving: dict[str, tuple[Path, Arrival]] = {}  # background fills
         self._used = sum(p.stat().st_size for p in directory.glob("??/*"))
 
@@ -181,8 +190,6 @@ class ReadCache:
             if fd is None:
                 self._fill(sha256, fetch())
                 fd = os.open(self.path(sha256), os.O_RDONLY | os.O_CLOEXEC)
-                self._checked.add(sha256)
-        os.utime(fd)  # the time of last use, for eviction
         return fd
 
     def open_early(self, sha256: str, size: int, fetch: Fetch) -> tuple[int, Arrival | None]:
@@ -194,21 +201,22 @@ class ReadCache:
         with self._fill_lock(sha256):
             fd = self._open_cached(sha256)
             if fd is not None:
-                os.utime(fd)
-                if sha256 in self._checked:
+                st = self._touch(sha256, fd)
+                if self._stamps.trusted(sha256, st):
                     return fd, None
-                return fd, self._start_check(sha256, fd, size)
+                return fd, self._start_check(sha256, fd, size, st)
             with self._lock:  # the fill's end renames its file under this lock
                 arriving = self._arriving.get(sha256)
                 if arriving is None:
                     arriving = self._start_arrival(sha256, size, fetch)
                 return os.open(arriving[0], os.O_RDONLY | os.O_CLOEXEC), arriving[1]
 
-    def _start_check(self, sha256: str, fd: int, size: int) -> Arrival:
-        """Hash a cached file (its first open in this process) beside its readers,
-        who need not wait for it: its bytes are all here; a read that reaches the
-        end waits for the verdict. A damaged file fails its reads and is dropped,
-        so the next open fetches it anew."""
+    def _start_check(self, sha256: str, fd: int, size: int, st: os.stat_result) -> Arrival:
+        """Hash a cached file (changed since it was found right, or never found
+        right by this host's processes) beside its readers, who need not wait for
+        it: its bytes are all here; a read that reaches the end waits for the
+        verdict. A damaged file fails its reads and is dropped, so the next open
+        fetches it anew. `st`: the file before the hash."""
         arrival = Arrival(size)
         arrival.arrived = size
         check = os.dup(fd)
@@ -220,7 +228,7 @@ class ReadCache:
                 for chunk in read_chunks(check, size):
                     digest.update(chunk)
                 if digest.hexdigest() == sha256:
-                    self._checked.add(sha256)
+                    self._found_right(sha256, check, st)
                 else:
                     log.warning("cached blob %s was damaged on disk; dropped, the next "
                                 "open fetches it again", sha256)
@@ -263,8 +271,8 @@ class ReadCache:
             self.path(sha256).parent.mkdir(exist_ok=True)
             with self._lock:
                 os.replace(partial, self.path(sha256))
+                self._stamps.record(sha256, os.fstat(out))  # before anyone opens it
                 self._used += arrival.arrived
-                self._checked.add(sha256)
                 del self._arriving[sha256]
         except BaseException as e:
             error = e  # told to every reader that waits for it, who says so
@@ -284,7 +292,6 @@ class ReadCache:
             if self.path(sha256).exists():
                 return
             self._fill(sha256, read_chunks(staging.fd, staging.size), known=True)
-            self._checked.add(sha256)
 
     def drop(self, sha256: str) -> None:
         path = self.path(sha256)
@@ -294,7 +301,7 @@ class ReadCache:
                 path.unlink()
             except FileNotFoundError:
                 pass
-            self._checked.discard(sha256)
+        self._stamps.forget(sha256)
 
     def _fill_lock(self, sha256: str) -> threading.Lock:
         return self._fills[int(sha256[:4], 16) % FILL_LOCKS]
@@ -305,17 +312,40 @@ class ReadCache:
         except FileNotFoundError:
             return None
 
+    def _touch(self, sha256: str, fd: int) -> os.stat_result:
+        """Mark an open of the cached file as its last use (see TOUCH_EVERY); its
+        stamp follows when it was trusted. Returns the file's status after."""
+        st = os.fstat(fd)
+        if st.st_mtime_ns >= time.time_ns() - TOUCH_EVERY * 1_000_000_000:
+            return st
+        trusted = self._stamps.trusted(sha256, st)
+        os.utime(fd)
+        touched = os.fstat(fd)
+        if trusted:
+            self._stamps.record(sha256, touched)
+        return touched
+
+    def _found_right(self, sha256: str, fd: int, before: os.stat_result) -> None:
+        """A hash of the file just said yes: stamp it, unless it changed meanwhile
+        (then the bytes hashed may not be the bytes it holds)."""
+        after = os.fstat(fd)
+        if stamp_of(after) == stamp_of(before):
+            self._stamps.record(sha256, after)
+
     def _open_checked(self, sha256: str) -> int | None:
+        """A descriptor on the cached file when it is here and right (hashed again
+        when it changed since it was last found right), else None."""
         fd = self._open_cached(sha256)
         if fd is None:
             return None
-        if sha256 in self._checked:
+        st = self._touch(sha256, fd)
+        if self._stamps.trusted(sha256, st):
             return fd
         digest = hashlib.sha256()
-        for chunk in read_chunks(fd, os.fstat(fd).st_size):
+        for chunk in read_chunks(fd, st.st_size):
             digest.update(chunk)
         if digest.hexdigest() == sha256:
-            self._checked.add(sha256)
+            self._found_right(sha256, fd, st)
             return fd
         os.close(fd)
         log.warning("cached blob %s was damaged on disk; fetching it again", sha256)
@@ -345,6 +375,7 @@ class ReadCache:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+        self._stamps.record(sha256, os.stat(target))
         with self._lock:
             self._used += size
         self._trim()
@@ -364,7 +395,7 @@ class ReadCache:
                 size = path.stat().st_size
                 path.unlink(missing_ok=True)
                 self._used -= size
-                self._checked.discard(path.parent.name + path.name)
+                self._stamps.forget(path.parent.name + path.name)
 
 
 class _HashBeside:
