@@ -1,5 +1,6 @@
 """casfs beside its peers, in one run: the same workloads through casfs (as it
-mounts read-write by default, and with -o passthrough, as read-only mounts read),
+mounts read-write by default, with -o passthrough, as read-only mounts read, and
+in a bulk load, -o durability=batch),
 through pyfuse3's passthrough example and through `rclone mount` (VFS cache off), each as a
 ratio to native ext4 on the same disk.
 
@@ -58,15 +59,20 @@ def peer(command: list[str], mountpoint: Path) -> Iterator[tuple[Path, int]]:
         yield mountpoint, pid
 
 
-def casfs_mount(work: Path, passthrough: bool | None = None) -> Mount:
+def casfs_mount(work: Path, passthrough: bool | None = None,
+                durability: str = "close") -> Mount:
     """casfs read-write; with `passthrough`, the kernel reads blobs itself as on a
-    read-only mount (-o passthrough)."""
-    store = work / ("casfs-store" if passthrough is None else "casfs-passthrough-store")
+    read-only mount (-o passthrough); with durability "batch", a bulk load (closes
+    registered, made durable by a round every few seconds: like the peers, whose
+    closes are not durable either)."""
+    variant = "passthrough-" if passthrough is not None else ""
+    store = work / f"casfs-{variant}{durability}-store"
     Store.init(store).close()
 
     @contextmanager
     def mount() -> Iterator[tuple[Path, int]]:
-        with mounted(store, work / "mnt-casfs", passthrough=passthrough) as mnt:
+        with mounted(store, work / "mnt-casfs", passthrough=passthrough,
+                     durability=durability) as mnt:
             yield mnt, daemon_pid(store)
     return mount
 
@@ -168,7 +174,9 @@ def main() -> int:
         small = [f"f{i:06d}.bin" for i in range(args.files)]
         native = native_baselines(work, big, small, payload)
         peers: dict[str, Mount] = {"casfs": casfs_mount(work),
-                                   "casfs -o passthrough": casfs_mount(work, True)}
+                                   "casfs -o passthrough": casfs_mount(work, True),
+                                   "casfs -o durability=batch":
+                                       casfs_mount(work, durability="batch")}
         if args.passthrough is None or not args.passthrough.is_file():
             left_out["pyfuse3 passthrough"] = "no --passthrough FILE given (or not a file)"
         else:
