@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from casfs.blobs import Hashed
 from casfs.catalog import Catalog
+from casfs.errors import CasfsError
 from casfs.records import DocumentFilter
 from casfs.store import Store
 
@@ -35,7 +36,7 @@ class Checked:
 @dataclass
 class Failure:
     sha256: str
-    problem: Literal["mismatch", "missing", "size"]
+    problem: Literal["mismatch", "missing", "size", "damaged-cached-copy"]
     actual_sha256: str | None
     paths: list[str]
     quarantined_to: str | None = None
@@ -103,6 +104,38 @@ def verify(store: Store, selection: Iterable[tuple[str, int]], *, jobs: int = 2,
         store.catalog.mark_verified(verified, time.time())
     store.catalog.add_to_counters({"casfs_blobs_verified_total": report.checked,
                                    "casfs_verified_bytes_total": report.bytes})
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def verify_cache(store: Store, *, jobs: int = 2, on_progress: Progress | None = None
+                 ) -> VerifyReport:
+    """Re-hash every file of this host's read cache, whatever its stamp says (a change
+    beneath the filesystem, such as a failing disk, leaves the stamp as it was). A
+    damaged copy is dropped, so the next read fetches the blob again; the object in
+    the store is not touched (`verify` without --cache checks those)."""
+    cache = store.blobs.cache
+    if cache is None:
+        raise CasfsError("this store's blobs are read where they are: it keeps no read "
+                         "cache (verify without --cache checks the blobs)")
+    report = VerifyReport()
+    started = time.monotonic()
+    cached = cache.cached()
+    total = sum(size for _, size in cached)
+    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="casfs-verify") as pool:
+        for (sha256, size), right in zip(cached, pool.map(cache.check, (
+                sha for sha, _ in cached)), strict=True):
+            if right is None:
+                continue  # evicted since it was listed
+            report.checked += 1
+            report.bytes += size
+            if right:
+                report.ok += 1
+            else:
+                paths = [f.path for f in store.catalog.search(DocumentFilter(sha256=sha256))]
+                report.failures.append(Failure(sha256, "damaged-cached-copy", None, paths))
+            if on_progress:
+                on_progress(report, total)
     report.seconds = time.monotonic() - started
     return report
 

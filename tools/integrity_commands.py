@@ -25,7 +25,10 @@ def register(commands: Any) -> None:
                     "blob whose bytes do not match its name is moved to quarantine/, and "
                     "the records that use it are listed; a missing blob is a failure too.",
         epilog="Exit status: 0 every checked blob is intact, 1 failures found, 2 usage "
-               "or environment errors. Without a selection, every blob is checked.")
+               "or environment errors. Without a selection, every blob is checked. "
+               "--cache checks this host's cached copies instead (a mount trusts a copy "
+               "unchanged since it was hashed, and cannot see a disk that fails beneath "
+               "it).")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every blob (the default)")
     which.add_argument("--sample", type=float, metavar="FRACTION",
@@ -34,6 +37,10 @@ def register(commands: Any) -> None:
                        help="the N least recently verified blobs")
     which.add_argument("--path", metavar="P", help="the blob of one virtual path")
     which.add_argument("--sha", metavar="S", help="one blob, by its full SHA-256")
+    which.add_argument("--cache", action="store_true",
+                       help="instead of the blobs: every copy in this host's read cache "
+                            "(S3 stores), whatever its stamp says; a damaged copy is "
+                            "dropped and fetched again at its next read")
     p.add_argument("--jobs", type=int, default=2, metavar="N",
                    help="hashing threads (default 2)")
     p.add_argument("--max-duration", type=argtypes.duration, metavar="D",
@@ -62,6 +69,16 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
     if args.sha is not None and not re.fullmatch(r"[0-9a-f]{64}", args.sha.lower()):
         raise CasfsError("--sha takes a full SHA-256 (64 hex digits); see 'casfs where'")
     progress = ProgressLine()
+    if args.cache:
+        with ctx.open_store() as store:
+            try:
+                report = verifying.verify_cache(
+                    store, jobs=args.jobs, on_progress=lambda r, total: progress.update(
+                        done=r.bytes, total=total, lines=r.checked, moved_bytes=r.bytes,
+                        unit="cached blobs"))
+            finally:
+                progress.close()
+        return _said(args, report, "cached blobs")
     with ctx.open_store() as store:
         # A second connection reads the selection from one snapshot while the
         # ledger is written through the first.
@@ -79,21 +96,28 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
         finally:
             snapshot.close()
             progress.close()
+    if args.path and report.checked == 0:
+        raise CasfsError(f"{args.path}: no such document")
+    return _said(args, report, "blobs")
+
+
+def _said(args: argparse.Namespace, report: verifying.VerifyReport, what: str) -> int:
+    """Print a verify report; its exit status."""
     if args.json:
         print_json(report.as_json())
     else:
         rate = report.bytes / report.seconds if report.seconds else 0
-        print(f"checked {report.checked:,} blobs ({human_bytes(report.bytes)}, "
+        print(f"checked {report.checked:,} {what} ({human_bytes(report.bytes)}, "
               f"{human_bytes(rate)}/s): {report.ok:,} ok, {len(report.failures):,} failed"
               + (" (stopped at --max-duration; run again to go on)"
                  if report.stopped_early else ""))
         for failure in report.failures:
             where = f" -> {failure.quarantined_to}" if failure.quarantined_to else ""
+            if failure.problem == "damaged-cached-copy":
+                where = " (dropped from this host's cache; fetched again at its next read)"
             print(f"  {failure.problem}: {failure.sha256}{where}")
             for path in failure.paths:
                 print(f"      used by {path}")
-    if args.path and report.checked == 0:
-        raise CasfsError(f"{args.path}: no such document")
     return 1 if report.failures else 0
 
 

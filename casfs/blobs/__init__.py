@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
 
-from casfs.blobs.cache import Arrival
+from casfs.blobs.cache import Arrival, ReadCache
 from casfs.blobs.staging import StagingFile
 from casfs.errors import StoreError
 
@@ -38,6 +38,12 @@ class BlobStore(Protocol):
 
     local: bool
     """True when its bytes are on a filesystem here (opening one costs no round trip)."""
+
+    @property
+    def cache(self) -> ReadCache | None:
+        """This host's copies of blobs it read or wrote (`casfs verify --cache`
+        re-hashes them); None when the blobs are read where they are."""
+        ...
 
     def stage(self) -> StagingFile:
         """A new, empty staging file on a local filesystem."""

@@ -293,6 +293,44 @@ class ReadCache:
                 return
             self._fill(sha256, read_chunks(staging.fd, staging.size), known=True)
 
+    def cached(self) -> list[tuple[str, int]]:
+        """(sha256, size) of every blob cached now."""
+        found = []
+        for path in self.directory.glob("??/*"):
+            try:
+                found.append((path.parent.name + path.name, path.stat().st_size))
+            except FileNotFoundError:  # evicted meanwhile
+                continue
+        return found
+
+    def check(self, sha256: str) -> bool | None:
+        """Hash the cached file again whatever its stamp says (`casfs verify --cache`:
+        a change beneath the filesystem leaves the stamp as it was). True when it is
+        right (stamped afresh); False when it was damaged and is dropped, so that the
+        next open fetches it anew; None when it is not cached (evicted meanwhile)."""
+        with self._fill_lock(sha256):
+            fd = self._open_cached(sha256)
+            if fd is None:
+                return None
+            try:
+                st = os.fstat(fd)
+                digest = hashlib.sha256()
+                for chunk in read_chunks(fd, st.st_size):
+                    digest.update(chunk)
+                if digest.hexdigest() == sha256:
+                    self._found_right(sha256, fd, st)
+                    return True
+            finally:
+                os.close(fd)
+            log.warning("cached blob %s was damaged on disk; dropped, the next open "
+                        "fetches it again", sha256)
+            try:
+                if os.stat(self.path(sha256)).st_ino == st.st_ino:  # not fetched anew
+                    self.drop(sha256)
+            except FileNotFoundError:
+                pass
+            return False
+
     def drop(self, sha256: str) -> None:
         path = self.path(sha256)
         with self._lock:

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from casfs.blobs import BlobStore, Hashed
-from casfs.blobs.cache import Arrival
+from casfs.blobs.cache import Arrival, ReadCache
 from casfs.blobs.staging import Stager, StagingFile, is_sha256_hex
 
 try:
@@ -32,6 +32,7 @@ class LocalBlobStore:
     """Blobs as read-only files under `cas/sha256/ab/cdef…` on a local filesystem."""
 
     local = True
+    cache: ReadCache | None = None  # its blobs are read where they are
 
     def __init__(self, cas_dir: Path, tmp_dir: Path, *, quarantine_dir: Path | None = None,
                  unnamed_staging: bool = True) -> None:
