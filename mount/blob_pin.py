@@ -19,7 +19,7 @@ from typing import TypeVar
 import pyfuse3
 import trio
 
-from casfs.blobs.cache import Arrival
+from casfs.blobs.arrival import Arrival
 
 log = logging.getLogger("casfs.mount")
 T = TypeVar("T")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from casfs.blobs import cache, s3
+from casfs.blobs.arrival import HELD, Arrival
 from casfs.blobs.cache import EARLY_FROM
 from casfs.blobs.s3 import S3BlobStore
 
@@ -240,7 +241,7 @@ def test_readers_just_behind_a_fill_take_its_latest_chunks_without_reading_the_f
     has not arrived, nothing past what it holds, nothing to the end before the
     verdict, and nothing once the fill ended (the file has it all then)."""
     data = os.urandom(6 << 20)
-    arrival = cache.Arrival(len(data))
+    arrival = Arrival(len(data))
     pos = 0
     for size in (1_100_000, 1_050_000, 3_000_000):
         arrival._advance(size, memoryview(data)[pos:pos + size])
@@ -258,12 +259,12 @@ def test_readers_just_behind_a_fill_take_its_latest_chunks_without_reading_the_f
 
 
 def test_a_fill_holds_only_its_latest_bytes() -> None:
-    arrival = cache.Arrival(64 << 20)
+    arrival = Arrival(64 << 20)
     chunk = memoryview(os.urandom(1 << 20))
     for _ in range(40):
         arrival._advance(len(chunk), chunk)
     assert arrival.held(0, 100) is None  # let go: past HELD behind the front
-    assert arrival.held((40 << 20) - (cache.HELD // 2), 100) is not None
+    assert arrival.held((40 << 20) - (HELD // 2), 100) is not None
 
 
 def test_a_large_blob_comes_down_in_ranges_several_at_once_and_in_order(

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote, urlsplit
 
-from casfs.blobs.cache import Arrival, ReadCache
+from casfs.blobs.arrival import Arrival
+from casfs.blobs.cache import ReadCache
 from casfs.blobs.staging import StagingFile
 from casfs.errors import StoreError
 

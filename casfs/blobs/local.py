@@ -19,7 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from casfs.blobs import BlobStore, Hashed
-from casfs.blobs.cache import Arrival, ReadCache
+from casfs.blobs.arrival import Arrival
+from casfs.blobs.cache import ReadCache
 from casfs.blobs.staging import Stager, StagingFile, is_sha256_hex
 
 try:

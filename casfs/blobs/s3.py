@@ -35,7 +35,8 @@ from obstore.exceptions import AlreadyExistsError
 from obstore.store import S3Store
 
 from casfs.blobs import BlobStore, Hashed
-from casfs.blobs.cache import Arrival, ReadCache
+from casfs.blobs.arrival import Arrival
+from casfs.blobs.cache import ReadCache
 from casfs.blobs.staging import CHUNK, Stager, StagingFile, is_sha256_hex, read_chunks
 from casfs.errors import StoreError
 
