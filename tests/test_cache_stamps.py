@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from casfs.blobs import cache
+from casfs.blobs import cache, cache_stamps
 from casfs.blobs.cache import EARLY_FROM, ReadCache
 from casfs.blobs.cache_stamps import COMPACT_FROM, Stamps
 
@@ -179,3 +179,19 @@ def test_a_log_that_cannot_be_written_keeps_the_stamps_in_memory(
     assert stamps.trusted(sha, st)
     said = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("cannot write") for m in said) == 1, said  # said once
+
+
+def test_the_latest_stamps_are_kept_and_the_oldest_let_go_past_the_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stamp let go only means a hash at the next open; memory stays bounded."""
+    monkeypatch.setattr(cache_stamps, "MAX_STAMPS", 5)
+    files = [tmp_path / f"f{k}" for k in range(8)]
+    shas = [hashlib.sha256(bytes([k])).hexdigest() for k in range(8)]
+    stamps = Stamps(tmp_path / ".stamps")
+    for sha, path in zip(shas, files, strict=True):
+        path.write_bytes(sha.encode())
+        stamps.record(sha, path.stat())
+    stamps.record(shas[0], files[0].stat())  # recorded again: the latest now
+    for kept in (stamps, Stamps(tmp_path / ".stamps")):
+        assert [kept.trusted(sha, path.stat()) for sha, path in zip(shas, files, strict=True)
+                ] == [True, False, False, False, True, True, True, True]
