@@ -73,3 +73,10 @@ def test_a_store_with_local_blobs_has_no_cache_to_check(store_path: Path) -> Non
     result = casfs("--store", str(store_path), "verify", "--cache")
     assert result.returncode == 2
     assert "keeps no read cache" in result.stderr and result.stdout == ""
+
+
+def test_options_that_do_not_apply_to_the_cache_are_refused(store_path: Path) -> None:
+    result = casfs("--store", str(store_path), "verify", "--cache", "--max-duration", "1m")
+    assert result.returncode == 2 and "--max-duration" in result.stderr
+    result = casfs("--store", str(store_path), "verify", "--cache", "--oldest", "3")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr

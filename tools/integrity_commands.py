@@ -68,6 +68,9 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
         raise CasfsError("--sample takes a fraction between 0 and 1")
     if args.sha is not None and not re.fullmatch(r"[0-9a-f]{64}", args.sha.lower()):
         raise CasfsError("--sha takes a full SHA-256 (64 hex digits); see 'casfs where'")
+    if args.cache and args.max_duration is not None:
+        raise CasfsError("--max-duration applies to the blobs, not to --cache (which "
+                         "hashes every cached copy)")
     progress = ProgressLine()
     if args.cache:
         with ctx.open_store() as store:
