@@ -259,7 +259,10 @@ class ReadCache:
         if st.st_mtime_ns >= time.time_ns() - TOUCH_EVERY * 1_000_000_000:
             return st
         trusted = self._stamps.trusted(sha256, st)
-        os.utime(fd)
+        try:
+            os.utime(fd)
+        except PermissionError:  # another user's file: read it all the same
+            return st
         touched = os.fstat(fd)
         if trusted:
             self._stamps.record(sha256, touched)

@@ -131,8 +131,12 @@ class Stamps:
         partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         lines = "".join(f"{sha} {' '.join(map(str, stamp))}\n"
                         for sha, stamp in self._stamps.items())
-        partial.write_text(lines, encoding="ascii")
-        os.replace(partial, self.path)
+        try:
+            partial.write_text(lines, encoding="ascii")
+            os.replace(partial, self.path)
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
         if self._log is not None:
             os.close(self._log)
             self._log = None
