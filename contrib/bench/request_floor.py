@@ -12,7 +12,15 @@ mounts by default (every close durable). In each, --files files of 2 KiB are
 written by one writer and then by 8 writers at once, each in a directory of its own,
 with Python's open, write and close, as `peers.py` writes them. As root, with the
 kernel's `fuse` trace events, it also counts the requests a file costs in each
-(LOOKUP, CREATE, WRITE, ...). Prints files/s for every turn and the medians.
+(LOOKUP, CREATE, WRITE, ...). Then, without a mount, it times what every close
+of a single writer waits for at the least: the catalog transaction that registers one
+file (SQLite, as the mount commits it: durable, and relaxed as in a bulk load), in
+this process, with no FUSE request and no thread around it; and a trip from a trio
+event loop to a worker thread and back (`trio.to_thread.run_sync` of nothing), which
+the mount pays at least once a close, since a commit may not block its event loop.
+Prints files/s for every turn and the medians, and what the floor, that transaction
+and that trip leave: the most files/s one writer could reach if nothing else cost
+anything.
 Everything lives under --dir and is removed at the end; every mount is unmounted.
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import statistics
@@ -33,8 +42,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+import trio  # noqa: E402
 from mount_workloads import mounted, remove_work, serving, write_in_parallel  # noqa: E402
 
+from casfs.records import NewDocument, PathWrite  # noqa: E402
 from casfs.store import Store  # noqa: E402
 
 TRACING = Path("/sys/kernel/tracing")
@@ -96,6 +107,42 @@ def requests_per_file(root: Path, payload: bytes) -> dict[str, float] | None:
     return {kind: round(n / COUNTED_FILES, 2) for kind, n in kinds.most_common()}
 
 
+def registration_ms(work: Path, durable: bool, rounds: int = 2000) -> float:
+    """Mean wall time (ms) of `Catalog.write_at_paths` for a round of one new
+    file: each close of a single writer waits for one, as the mount runs it. The
+    mean, not the median: the commits that also checkpoint SQLite's log (every
+    thousand pages or so) are part of what a stream of closes waits for."""
+    with Store.init(work / f"commits-{durable}") as store:
+        catalog = store.catalog
+        if not durable:
+            catalog.relax_commits()
+        directory = catalog.ensure_directory("bench", "commits")
+        times = []
+        for k in range(rounds + 200):  # the first 200 warm up
+            name = f"f{k}"
+            sha256 = hashlib.sha256(name.encode()).hexdigest()
+            write = PathWrite(10**12 + k, directory, name, NewDocument(
+                resolver="bench", artifact_id="commits", basename=name, sha256=sha256,
+                bytes=2048, storage_uri="file:///bench"))
+            start = time.perf_counter()
+            catalog.write_at_paths([write], lambda _: True)
+            times.append(time.perf_counter() - start)
+        return statistics.mean(times[200:]) * 1e3
+
+
+def thread_trip_ms(trips: int = 3000) -> float:
+    """Mean wall time (ms) of a trip from the trio event loop to a worker thread
+    and back, doing nothing there."""
+    async def trip_times() -> list[float]:
+        times = []
+        for _ in range(trips):
+            start = time.perf_counter()
+            await trio.to_thread.run_sync(lambda: None)
+            times.append(time.perf_counter() - start)
+        return times
+    return statistics.mean(trio.run(trip_times)[200:]) * 1e3
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path.cwd())
@@ -121,10 +168,18 @@ def main() -> int:
                         files_per_second(mnt / "eight", names, payload, 8))
                     if turn == 0:
                         counts[name] = requests_per_file(mnt / "counted", payload)
+        commit_ms = {"durable": registration_ms(work, True),
+                     "bulk load": registration_ms(work, False)}
+        trip_ms = thread_trip_ms()
     finally:
         remove_work(work)
+    floor_ms = 1e3 / statistics.median(rates[order[0]]["1 writer"])
+    ceilings = {kind: 1e3 / (floor_ms + ms + trip_ms) for kind, ms in commit_ms.items()}
     if args.json:
-        print(json.dumps({"files/s": rates, "requests per file": counts}, indent=2))
+        print(json.dumps({"files/s": rates, "requests per file": counts,
+                          "registration ms (mean)": commit_ms, "floor ms per file": floor_ms,
+                          "thread trip ms (mean)": trip_ms,
+                          "one writer at most, files/s": ceilings}, indent=2))
         return 0
     for name in order:
         print(name)
@@ -135,6 +190,12 @@ def main() -> int:
         if counts.get(name):
             total = sum(counts[name].values())  # type: ignore[union-attr]
             print(f"  requests per file (one writer): {total:.1f}  {counts[name]}")
+    print(f"one writer: the floor's requests take {floor_ms:.3f} ms a file")
+    print(f"  a trip to a worker thread and back takes {trip_ms:.3f} ms (mean)")
+    for kind, ms in commit_ms.items():
+        print(f"  registering one file ({kind}) takes {ms:.3f} ms in-process (mean): with "
+              f"the floor and one trip, at most {ceilings[kind]:,.0f} files/s for one writer "
+              f"if nothing else cost anything")
     return 0
 
 
