@@ -69,6 +69,17 @@ class Attributes:
         return self.file(file.ino, file.size, file.mtime_ns, time.time(), nlink)
 
 
+def access_allowed(st_mode: int, asked: int, uid: int) -> bool:
+    """Whether access(2) for `asked` (R_OK, W_OK, X_OK bits) succeeds on a file of
+    `st_mode` for `uid`, who is root or the mounting user (no one else gets in
+    without allow_other): the owner's bits decide; root reads and writes anything,
+    searches any directory and runs what has an x bit."""
+    bits = stat.S_IMODE(st_mode)
+    if uid == 0:
+        return not asked & os.X_OK or stat.S_ISDIR(st_mode) or bool(bits & 0o111)
+    return asked & 0o7 & ~(bits >> 6) == 0
+
+
 def version_key(doc: Document) -> int:
     """A short key of a document's bytes (64 bits of the hash: enough to tell versions
     of one file apart, and a small int to keep per inode)."""

@@ -165,12 +165,15 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         wanted=options.use_passthrough, asked=options.passthrough is True)
     views = None if options.at is not None else SnapshotViews(
         ops, lambda snapshot: _view(store_root, snapshot.at, options, passthrough))
-    fuse_options = set(pyfuse3.default_options)
-    fuse_options |= {f"fsname={store.layout.root}", "subtype=casfs"}
+    fuse_options = {f"fsname={store.layout.root}", "subtype=casfs"}
     if options.readonly:
         fuse_options.add("ro")
     if options.allow_other:
-        fuse_options.add("allow_other")
+        # Others may read, not write: the kernel checks their access against the
+        # tree's modes. Without allow_other only the mounting user (to whom every
+        # mode says yes) gets in, and the kernel's check would only cost a GETATTR
+        # of a directory after each file created in it (README, "Small files").
+        fuse_options |= {"allow_other", "default_permissions"}
     if options.debug:
         fuse_options.add("debug")
     passthrough.ask_kernel()

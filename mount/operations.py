@@ -26,7 +26,7 @@ from casfs.errors import Conflict, InvalidName, NotFound
 from casfs.records import Directory
 
 from . import passthrough
-from .attributes import version_key
+from .attributes import access_allowed, version_key
 from .boundary import handler
 from .directories import DirectoryHandlers
 from .files import Handle
@@ -104,6 +104,14 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         # Mode and ownership are accepted and not kept: blobs stay read-only in the
         # CAS, and what `cp -a` / `rsync -a` ask for must not fail.
         return await self._attr(inode)
+
+    @handler
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        """access(2), as the kernel's own check of the modes would answer it (the mount
+        asks the kernel for that check only with allow_other, see daemon.py): only
+        the mounting user gets in otherwise, so its bits are the owner's; root may
+        read and write anything and run what has an x bit, or search a directory."""
+        return access_allowed((await self._attr(inode)).st_mode, mode, ctx.uid)
 
     @handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -116,6 +116,10 @@ class SnapshotViews(pyfuse3.Operations):
         return _shift(await ops.setattr(ino, attr, fields, None if fh is None else fh - base,
                                         ctx), base)
 
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        ops, ino, _ = self._view_of(inode)
+        return await ops.access(ino, mode, ctx)
+
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         return await self.live.statfs(ctx)
 

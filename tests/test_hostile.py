@@ -21,6 +21,7 @@ import apsw
 import pytest
 
 from casfs.catalog.sqlite.schema import SCHEMA_VERSION
+from casfs.mount.attributes import access_allowed
 from casfs.tools import cli
 
 from .conftest import Mounter, needs_root
@@ -160,6 +161,35 @@ def test_allow_other_lets_others_read_but_not_write(open_mounter: Mounter) -> No
                            capture_output=True, text=True, check=False)
     assert write.returncode != 0 and "Permission denied" in write.stderr
     assert not (mnt / "r" / "a" / "g.txt").exists()
+
+
+def test_access_answers_as_the_modes_do(mnt: Path) -> None:
+    """Without allow_other the kernel leaves access(2) to the mount (it checks no
+    modes itself then): the answers are still what the modes say."""
+    (mnt / "r" / "a").mkdir(parents=True)
+    doc = mnt / "r" / "a" / "f.txt"
+    doc.write_bytes(b"bytes")
+    assert os.access(doc, os.R_OK | os.W_OK) and not os.access(doc, os.X_OK)
+    assert os.access(mnt / "r" / "a", os.R_OK | os.W_OK | os.X_OK)
+    assert not os.access(mnt / "r" / "a" / "absent", os.F_OK)
+    assert subprocess.run(["sh", "-c", f"test -x '{doc}'"], check=False).returncode == 1
+    assert os.access(mnt / ".casfs" / "metrics", os.R_OK)
+
+
+@pytest.mark.parametrize(("mode", "asked", "uid", "allowed"), [
+    (stat.S_IFREG | 0o644, os.R_OK | os.W_OK, 1000, True),
+    (stat.S_IFREG | 0o644, os.X_OK, 1000, False),
+    (stat.S_IFREG | 0o444, os.W_OK, 1000, False),  # /.casfs files, read-only views
+    (stat.S_IFDIR | 0o555, os.R_OK | os.X_OK, 1000, True),
+    (stat.S_IFDIR | 0o555, os.W_OK, 1000, False),
+    (stat.S_IFREG | 0o444, os.W_OK, 0, True),  # root writes what its modes forbid
+    (stat.S_IFREG | 0o444, os.X_OK, 0, False),  # but runs only what has an x bit
+    (stat.S_IFDIR | 0o555, os.X_OK, 0, True),
+    (stat.S_IFREG | 0o644, os.F_OK, 1000, True),
+])
+def test_access_allowed_follows_the_owner_bits(mode: int, asked: int, uid: int,
+                                               allowed: bool) -> None:
+    assert access_allowed(mode, asked, uid) is allowed
 
 
 def test_blobs_are_read_only_and_the_catalog_is_not_world_writable(mnt: Path,
