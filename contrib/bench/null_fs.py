@@ -4,7 +4,7 @@ through pyfuse3 and trio costs on this machine.
     .venv/bin/python contrib/bench/null_fs.py MOUNTPOINT
 
 It keeps names, sizes and times in memory and no bytes (a read returns zeros), and
-it mounts as casfs does (`default_permissions`, names and attributes kept by the
+it mounts as casfs does (no `default_permissions`, names and attributes kept by the
 kernel for 300 s, as the benchmarks mount casfs; write-only opens with direct I/O).
 So a writer sends it the very requests it sends casfs, and each is answered at
 once. `request_floor.py` runs small files through it beside casfs: no filesystem
@@ -157,7 +157,7 @@ def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    options = set(pyfuse3.default_options) | {"fsname=nullfs", "subtype=null"}
+    options = {"fsname=nullfs", "subtype=null"}
     pyfuse3.init(NullOperations(), sys.argv[1], options)
     try:
         trio.run(pyfuse3.main)
