@@ -17,6 +17,13 @@ from casfs.records import Document
 
 from .open_files import OpenFile
 
+# How long the kernel may remember that a name is absent from an artifact directory.
+# `cp` looks a new name up three times before it creates it (its checks, then the
+# open): answered once, the other two stay in the kernel. Short, because a name made
+# elsewhere (another host, `casfs put`) stays unseen that long after a failed lookup,
+# within the cache timeout a mount promises for outside changes anyway.
+ABSENT_FOR_S = 1.0
+
 
 class Attributes:
     def __init__(self, *, readonly: bool, cache_timeout: float) -> None:
@@ -36,6 +43,15 @@ class Attributes:
         # I/O is as fast as its requests are large (README, "Blobs in S3").
         attr.st_blksize = 1 << 20
         attr.entry_timeout = attr.attr_timeout = self.cache_timeout
+        return attr
+
+    def absent(self) -> pyfuse3.EntryAttributes:
+        """A lookup's "no such name" that the kernel keeps (a negative entry; pyfuse3
+        replies so to an inode number of 0), for ABSENT_FOR_S at most."""
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = 0
+        attr.entry_timeout = min(ABSENT_FOR_S, self.cache_timeout)
+        attr.attr_timeout = 0
         return attr
 
     def directory(self, ino: int, mtime_ns: int) -> pyfuse3.EntryAttributes:

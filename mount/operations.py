@@ -59,6 +59,9 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         attr = await self._child(parent_inode, text)
         if attr is None:
             self.absent.saw(parent_inode, text)
+            directory = self.directories.get(parent_inode)  # _child kept it
+            if directory is not None and directory.artifact_id is not None:
+                return self.attrs.absent()  # kept by the kernel a moment, not counted
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._counted(attr)
 

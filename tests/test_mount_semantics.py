@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from casfs.mount.attributes import ABSENT_FOR_S
 from casfs.store import Store
 from casfs.tools import cli
 
@@ -176,6 +177,37 @@ def test_outside_changes_show_within_the_cache_timeout(mounter: Mounter,
     while path.exists():
         assert time.monotonic() < deadline + 5, "outside delete did not show"
         time.sleep(0.2)
+
+
+def test_a_name_found_absent_is_remembered_a_moment_only(mounter: Mounter,
+                                                         tmp_path: Path) -> None:
+    """The kernel keeps a lookup's "absent" in an artifact directory for a moment
+    (`cp` looks a new name up three times), far less than the cache timeout: a file
+    put there from outside shows within that moment, one made through the mount at
+    once; a new resolver (no name is kept absent outside artifact directories) at
+    once too."""
+    mnt = mounter.mount("cache_timeout=60")
+    (mnt / "unpaywall" / "W1").mkdir(parents=True)
+    late = mnt / "unpaywall" / "W1" / "late.pdf"
+    assert not late.exists()
+    src = tmp_path / "late.pdf"
+    src.write_bytes(b"put from outside")
+    put = ["--store", str(mounter.store_path), "put", str(src), "--resolver", "unpaywall",
+           "--artifact", "W1"]
+    assert cli.main(put) == 0
+    deadline = time.monotonic() + ABSENT_FOR_S + 3
+    while not late.exists():
+        assert time.monotonic() < deadline, "a name made outside stayed unseen"
+        time.sleep(0.1)
+    assert late.read_bytes() == b"put from outside"
+    mine = mnt / "unpaywall" / "W1" / "mine.pdf"
+    assert not mine.exists()
+    mine.write_bytes(b"made here")
+    assert mine.read_bytes() == b"made here"
+    resolver = mnt / "arxiv"
+    assert not resolver.exists()
+    assert cli.main([*put[:4], "--resolver", "arxiv", "--artifact", "2401.00001"]) == 0
+    assert (resolver / "2401.00001" / "late.pdf").read_bytes() == b"put from outside"
 
 
 def test_umount_waits_for_the_daemon(mnt: Path, mounter: Mounter) -> None:
