@@ -18,11 +18,8 @@ T = TypeVar("T")
 
 
 class CatalogPool:
-    def __init__(self, store: Store, size: int, first: Catalog | None = None,
-                 prepare: Callable[[Catalog], None] = lambda catalog: None) -> None:
-        """`prepare` is called with each connection the pool opens (not `first`)."""
+    def __init__(self, store: Store, size: int, first: Catalog | None = None) -> None:
         self._store = store
-        self._prepare = prepare
         self._idle: list[Catalog] = [first] if first else []
         self.connections: list[Catalog] = list(self._idle)
         self._limiter = trio.CapacityLimiter(size)
@@ -41,7 +38,6 @@ class CatalogPool:
     def _run(self, job: Callable[[Catalog], T], catalog: Catalog | None) -> tuple[T, Catalog]:
         if catalog is None:
             catalog = self._store.open_catalog()
-            self._prepare(catalog)
             self.connections.append(catalog)
         return job(catalog), catalog
 

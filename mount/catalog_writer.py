@@ -80,9 +80,8 @@ class _NotAsExpected(Exception):
 class CatalogWriter:
     def __init__(self, store: Store) -> None:
         self.catalog = store.open_catalog()  # the first connection; more on demand
-        self._relaxed = False  # a bulk load: see relax_commits
         size = 1 if self.catalog.local else REMOTE_WRITERS
-        self._pool = CatalogPool(store, size, first=self.catalog, prepare=self._prepare)
+        self._pool = CatalogPool(store, size, first=self.catalog)
         self._inos = range(0)
         self.on_commit: Callable[[list[Change] | None], None] = lambda changes: None
         self._blobs = store.blobs
@@ -92,18 +91,6 @@ class CatalogWriter:
         self.rounds: Rounds[Catalog, Registration, Document] = Rounds(
             self._register_round, self.__call__)
         self.writes = 0  # jobs and registrations asked for so far
-
-    def _prepare(self, catalog: Catalog) -> None:
-        """Each writer connection, as it opens: relaxed in a bulk load."""
-        if self._relaxed:
-            catalog.relax_commits()
-
-    def relax_commits(self) -> None:
-        """A bulk load: the commits of every writer connection, open or opened
-        later, return before they are durable (call before the mount serves)."""
-        self._relaxed = True
-        for catalog in self._pool.connections:
-            catalog.relax_commits()
 
     @property
     def senders(self) -> set[str]:

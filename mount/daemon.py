@@ -238,7 +238,7 @@ def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,
                interval: float) -> DurabilityRounds:
     """Set a mount up for -o durability=batch; CasfsError when the store cannot."""
     bulk = BulkLoad(store)
-    writer.relax_commits()
+    writer.catalog.relax_commits()
     ops.files.durable_close = False
     log.info("bulk load: closes are durable in rounds, every %gs, on fsync and at "
              "unmount; a crash loses at most the closes since the last round", interval)

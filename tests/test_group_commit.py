@@ -11,7 +11,6 @@ from pathlib import Path
 
 import outcome
 import pytest
-import trio
 
 from casfs.blobs.staging import StagingFile
 from casfs.ingest import StoredBlob, place_blob
@@ -157,28 +156,6 @@ def test_a_round_placing_its_blobs_registers_each_once_and_counts_exactly(
     finally:
         for _, staging in registrations:
             staging.discard()
-        writer.close()
-
-
-def test_a_bulk_load_relaxes_every_writer_connection(store: Store) -> None:
-    """-o durability=batch relaxes the commits of every connection the mount's writer
-    has, also of those it opens later (on a catalog server it opens several, and a
-    round may run on any of them)."""
-    writer = CatalogWriter(store)
-    writer.relax_commits()
-    at_once = 1 if store.catalog.local else 3
-    together = threading.Barrier(at_once, timeout=30)
-
-    async def jobs() -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(at_once):  # each holds its connection until all have one
-                nursery.start_soon(writer, lambda catalog: together.wait())
-    try:
-        trio.run(jobs)
-        connections = writer._pool.connections
-        assert len(connections) == at_once
-        assert all(catalog._relaxed for catalog in connections)  # type: ignore[attr-defined]
-    finally:
         writer.close()
 
 
