@@ -110,10 +110,8 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
 
     @handler
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        """access(2), as the kernel's own check of the modes would answer it (the mount
-        asks the kernel for that check only with allow_other, see daemon.py): only
-        the mounting user gets in otherwise, so its bits are the owner's; root may
-        read and write anything and run what has an x bit, or search a directory."""
+        """access(2), as the kernel's own check of the modes would answer it (which
+        the mount asks for only with allow_other: see daemon.py)."""
         return access_allowed((await self._attr(inode)).st_mode, mode, ctx.uid)
 
     @handler

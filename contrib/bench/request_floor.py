@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import statistics
@@ -44,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 from mount_workloads import mounted, remove_work, serving, write_in_parallel  # noqa: E402
+from round_trips import round_cost  # noqa: E402
 
-from casfs.records import NewDocument, PathWrite  # noqa: E402
 from casfs.store import Store  # noqa: E402
 
 TRACING = Path("/sys/kernel/tracing")
@@ -108,26 +107,16 @@ def requests_per_file(root: Path, payload: bytes) -> dict[str, float] | None:
 
 
 def registration_ms(work: Path, durable: bool, rounds: int = 2000) -> float:
-    """Mean wall time (ms) of `Catalog.write_at_paths` for a round of one new
-    file: each close of a single writer waits for one, as the mount runs it. The
-    mean, not the median: the commits that also checkpoint SQLite's log (every
-    thousand pages or so) are part of what a stream of closes waits for."""
+    """Mean wall time (ms) of `Catalog.write_at_paths` for a round of one new file
+    (`round_trips.round_cost`): each close of a single writer waits for one, as the
+    mount runs it. The mean, not the median: the commits that also checkpoint
+    SQLite's log (every thousand pages or so) are part of what a stream of closes
+    waits for."""
     with Store.init(work / f"commits-{durable}") as store:
-        catalog = store.catalog
         if not durable:
-            catalog.relax_commits()
-        directory = catalog.ensure_directory("bench", "commits")
-        times = []
-        for k in range(rounds + 200):  # the first 200 warm up
-            name = f"f{k}"
-            sha256 = hashlib.sha256(name.encode()).hexdigest()
-            write = PathWrite(10**12 + k, directory, name, NewDocument(
-                resolver="bench", artifact_id="commits", basename=name, sha256=sha256,
-                bytes=2048, storage_uri="file:///bench"))
-            start = time.perf_counter()
-            catalog.write_at_paths([write], lambda _: True)
-            times.append(time.perf_counter() - start)
-        return statistics.mean(times[200:]) * 1e3
+            store.catalog.relax_commits()
+        round_cost(store, 1, 200)  # warming up
+        return round_cost(store, 1, rounds)[0]
 
 
 def thread_trip_ms(trips: int = 3000) -> float:
