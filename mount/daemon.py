@@ -105,7 +105,10 @@ def start(store_root: Path, mountpoint: Path, options: MountOptions,
             [sys.executable, "-m", "casfs.mount", "--store", str(layout.root),
              "--ready-fd", str(write_end), *options.to_strings(), str(mountpoint)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file,
-            pass_fds=(write_end,), start_new_session=True)
+            pass_fds=(write_end,), start_new_session=True,
+            # Not the caller's directory: `python -m` would import a casfs/ found
+            # there before the installed one, and the daemon would keep it busy.
+            cwd="/")
     os.close(write_end)
     with os.fdopen(read_end, "rb") as ready:
         line = ready.readline()  # EOF when the daemon fails before mounting

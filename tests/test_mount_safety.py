@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -223,3 +224,26 @@ def test_noxattr_turns_extended_attributes_off(mounter: Mounter) -> None:
     listing = subprocess.run(["ls", "-l", str(path.parent)], capture_output=True, text=True,
                              check=True).stdout
     assert "f.txt" in listing and path.read_bytes() == b"x"
+
+
+def test_the_daemon_runs_from_the_root_not_from_where_mount_was_called(
+        mounter: Mounter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m` looks for modules in the current directory first: a daemon started
+    from a directory holding a `casfs/` of its own ran that code (as root, for a mount
+    run by root), and it kept that directory busy, so its filesystem could not be
+    unmounted while the mount was up. The daemon starts in `/`."""
+    elsewhere = tmp_path / "elsewhere"
+    impostor = elsewhere / "casfs"
+    impostor.mkdir(parents=True)
+    ran = tmp_path / "impostor-ran"
+    (impostor / "__init__.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\nraise SystemExit('not casfs')\n")
+    monkeypatch.chdir(elsewhere)
+    mnt = mounter.mount()
+    (mnt / "unpaywall" / "W1").mkdir(parents=True)
+    (mnt / "unpaywall" / "W1" / "a.txt").write_bytes(b"served")
+    assert (mnt / "unpaywall" / "W1" / "a.txt").read_bytes() == b"served"
+    assert not ran.exists()
+    pid_file = next((mounter.store_path / "run").glob("mount-*.json"))
+    pid = json.loads(pid_file.read_text())["pid"]
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
