@@ -24,6 +24,7 @@ from .absent_names import AbsentNames
 from .attributes import Attributes
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
+from .closes_behind import ClosesBehind
 from .control import Control
 from .directory_cache import DirectoryCache
 from .durability_rounds import DurabilityRounds
@@ -55,6 +56,7 @@ class OperationsBase(pyfuse3.Operations):
         # A read-only mount has no writer: every writing handler refuses first.
         self._writer = writer
         self.durability: DurabilityRounds | None = None  # set for -o durability=batch
+        self.behind: ClosesBehind | None = None  # so is this: closes_behind.py
         self.files = OpenFiles(store, self.query, writer, self.directories)
         self.control = Control(store, self.attrs, self._gauges, shown=control_shown,
                                snapshots=snapshots)
@@ -116,6 +118,12 @@ class OperationsBase(pyfuse3.Operations):
         self.filled.committed(changes)
 
     # -- helpers ----------------------------------------------------------------
+    async def _settled(self, ino: int | None) -> None:
+        """Return once a registration still under way behind its close (a bulk load's:
+        closes_behind.py) has ended, so that a change applies to what it registered."""
+        if self.behind is not None and ino is not None:
+            await self.behind.settle(ino)
+
     @property
     def write_catalog(self) -> CatalogWriter:
         if self._writer is None:

@@ -38,6 +38,7 @@ from casfs.store import Store, StoreLayout
 from . import control, metrics_http, readahead
 from .catalog_writer import CatalogWriter
 from .change_listener import ChangeListener
+from .closes_behind import ClosesBehind
 from .durability_rounds import DurabilityRounds
 from .operations import CasfsOperations
 from .options import MountOptions
@@ -243,9 +244,11 @@ def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,
     bulk = BulkLoad(store)
     writer.catalog.relax_commits()
     ops.files.durable_close = False
-    log.info("bulk load: closes are durable in rounds, every %gs, on fsync and at "
-             "unmount; a crash loses at most the closes since the last round", interval)
-    return DurabilityRounds(bulk, writer, interval)
+    behind = ops.behind = ClosesBehind(ops.register_closed, ops.files.release)
+    log.info("bulk load: closes are registered behind them and durable in rounds, "
+             "every %gs, on fsync and at unmount; a crash loses at most the closes "
+             "since the last round", interval)
+    return DurabilityRounds(bulk, writer, interval, behind.drained)
 
 
 def _clean_staging(store: Store) -> None:
@@ -277,6 +280,8 @@ async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
         if ops.durability is not None:
             nursery.start_soon(ops.durability.run)
         await pyfuse3.main()
+        if ops.behind is not None:  # closes answered before they were registered
+            await ops.behind.drained()
         nursery.cancel_scope.cancel()
 
 

@@ -1,10 +1,11 @@
 """`-o durability=batch`: the rounds that make a bulk load's closes durable.
 
-In this mode a close returns once its file is registered (its blob placed without an
-fsync, its record committed without waiting for the disk), and law 6's "durable"
-comes later, for many closes at once: every `interval` seconds when the mount wrote
-anything, when a writer calls fsync (which returns only after a round that started
-after it), and at unmount. What a round does, and how a crash before it is
+In this mode a close returns before its file is registered (closes_behind.py; the
+blob is placed without an fsync, the record committed without waiting for the
+disk), and law 6's "durable" comes later, for many closes at once: every
+`interval` seconds when the mount wrote anything, when a writer calls fsync (which
+returns only after a round that started after it), and at unmount. A round first
+waits for the registrations of the closes before it. What a round does, and how a crash before it is
 recovered, is `casfs.bulk_load`'s. The disk syncs run on a worker thread and the
 catalog's commit on the writer's own connection, between two registrations: closes
 go on meanwhile.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import outcome
 import trio
@@ -28,9 +29,13 @@ log = logging.getLogger("casfs.mount")
 
 
 class DurabilityRounds:
-    def __init__(self, bulk: BulkLoad, writer: CatalogWriter, interval: float) -> None:
+    def __init__(self, bulk: BulkLoad, writer: CatalogWriter, interval: float,
+                 registered: Callable[[], Awaitable[None]]) -> None:
         self.bulk = bulk
         self.writer = writer
+        # Returns once every close answered so far is registered (closes_behind.py):
+        # a round covers the closes before it, not only the commits.
+        self._registered = registered
         self.interval = interval
         self._rounds: Rounds[None, None, None] = Rounds(self._round, _in_worker_thread)
         self._written_at_last_round = 0
@@ -38,6 +43,7 @@ class DurabilityRounds:
     async def durable(self) -> None:
         """Return after a round that started after this call (what fsync waits for);
         EIO when that round failed, whatever the cause was (the log says it)."""
+        await self._registered()
         try:
             await self._rounds.submit(None)
         except OSError as e:

@@ -86,6 +86,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         self._writable()
         if self.control.owns(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
+        await self._settled(inode)  # `touch -d` right after a bulk load's close
         if inode == ROOT_INO or await self._directory(inode) is not None:
             if fields.update_mtime:  # touch -d, rsync -a, cp -a; mode and owner: not kept
                 mtime_ns = attr.st_mtime_ns
@@ -268,8 +269,20 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             async with self.files.hold(file):
                 await self._finalizing(file, self.files.finalize(file))
 
+    async def register_closed(self, file: OpenFile) -> None:
+        """Register a file closed in a bulk load, behind its close (closes_behind.py)."""
+        async with self.files.hold(file):
+            await self._finalizing(file, self.files.finalize(file))
+
     @handler
     async def flush(self, fh: int) -> None:
+        if self.behind is not None:
+            handle = self.handles.get(fh)
+            file = self.files.get(handle.ino) if handle and handle.writable else None
+            if file is not None:
+                if self.behind.take(file):
+                    return
+                await self.behind.settle(file.ino)
         await self._finalize_handle(fh)
 
     @handler
@@ -277,6 +290,8 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         await self._finalize_handle(fh)
         if self.durability is not None:  # a bulk load: durable only after a round
             await self.durability.durable()
+        if self.behind is not None and self.behind.unreported_failures():
+            raise pyfuse3.FUSEError(errno.EIO)  # as a failed writeback is reported
 
     @handler
     async def release(self, fh: int) -> None:
@@ -294,6 +309,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         text = naming.check_component(name)
         file = self.files.named(parent_inode, text)
         if file is not None:
+            await self._settled(file.ino)
             if file.document is not None:
                 ino = file.ino
                 await self.write_catalog(lambda c: c.unlink_document(ino))
@@ -330,6 +346,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         source = await self._child(parent_inode_old, old)
         if source is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        await self._settled(source.st_ino)
         target_dir = await self._artifact_dir(parent_inode_new, "rename of a file")
         target = await self._child(parent_inode_new, new)
         if target is not None and target.st_ino != source.st_ino:
@@ -374,6 +391,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             raise pyfuse3.FUSEError(errno.EEXIST)
         file = self.files.get(inode)
         if file is not None:
+            await self._settled(inode)
             async with self.files.hold(file):
                 await self._finalizing(file, self.files.finalize(file))
         linked = await self.write_catalog(lambda c: c.link_document(inode, directory, text))

@@ -84,6 +84,7 @@ class XattrHandlers(OperationsBase):
     async def _set_metadata(self, inode: int, name: bytes, value: str | None) -> None:
         if self.control.owns(inode):
             raise pyfuse3.FUSEError(errno.EPERM)
+        await self._settled(inode)  # set on what a bulk load's close registered
         key = xattrs.change(name, value, await self._current_values(inode))
         if key is None:
             return

@@ -1,4 +1,4 @@
-"""Bulk loads (`-o durability=batch`): closes return once registered, rounds make them
+"""Bulk loads (`-o durability=batch`): closes return before registration, rounds make them
 durable, and a crash loses at most the closes since the last round, never leaving a
 record on wrong or missing bytes, nor a wrong blob under cas/ (law 1).
 
@@ -291,3 +291,96 @@ def test_a_failed_round_fails_the_fsync_and_the_mount_goes_on(mounter: Mounter) 
         os.fsync(f.fileno())
     marker = next(run_dir.glob("bulk-load-*.json"))
     assert json.loads(marker.read_text())["durable_until"] >= asked
+
+
+def test_what_follows_a_close_applies_to_what_the_close_registers(mounter: Mounter) -> None:
+    """A bulk load answers a close before the file is registered (closes_behind.py).
+    What a pipeline does right after it (read it back, `mv x.part x.pdf`, `rm`, `touch
+    -d`, set an attribute, write it again) must act on the registered file, and an
+    fsync must cover every close before it; then an unmount must register the rest."""
+    mnt = mounter.mount("durability=batch", "durability_interval=600")
+    directory = mnt / "bulk" / "A1"
+    directory.mkdir(parents=True)
+    expected: dict[str, tuple[bytes, int | None, str | None]] = {}
+    for k in range(60):
+        data = os.urandom(2048 + k)
+        part = directory / f"f{k:03d}.part"
+        part.write_bytes(data)
+        kind = k % 6
+        if kind == 0:
+            assert part.read_bytes() == data
+            expected[part.name] = (data, None, None)
+        elif kind == 1:
+            part.rename(directory / f"f{k:03d}.pdf")
+            expected[f"f{k:03d}.pdf"] = (data, None, None)
+        elif kind == 2:
+            part.unlink()
+        elif kind == 3:
+            os.utime(part, ns=(1_600_000_000_000_000_000 + k, 1_600_000_000_000_000_000 + k))
+            expected[part.name] = (data, 1_600_000_000_000_000_000 + k, None)
+        elif kind == 4:
+            url = f"https://example.org/{k}"
+            os.setxattr(part, "user.casfs.source_url", url.encode())
+            expected[part.name] = (data, None, url)
+        else:
+            with open(part, "ab") as f:
+                f.write(b"more")
+            expected[part.name] = (data + b"more", None, None)
+    with open(directory / "last.bin", "wb") as f:  # an fsync covers every close before it
+        f.write(b"last")
+        f.flush()
+        os.fsync(f.fileno())
+    expected["last.bin"] = (b"last", None, None)
+    with Store.open(mounter.store_path, readonly=True) as store:
+        live = {doc.basename: doc for doc in store.catalog.iter_live_documents()}
+    assert sorted(live) == sorted(expected)
+    for name, (data, mtime_ns, url) in expected.items():
+        doc = live[name]
+        assert doc.sha256 == hashlib.sha256(data).hexdigest(), name
+        assert (directory / name).read_bytes() == data
+        if mtime_ns is not None:
+            assert doc.mtime_ns == mtime_ns and (directory / name).stat().st_mtime_ns == mtime_ns
+        if url is not None:
+            assert doc.source_url == url
+
+    burst = {f"burst{k:03d}.bin": os.urandom(3000) for k in range(200)}
+    for name, data in burst.items():
+        (directory / name).write_bytes(data)
+    mounter.umount()  # registers what is still behind its close
+    with Store.open(mounter.store_path, readonly=True) as store:
+        live = {doc.basename: doc for doc in store.catalog.iter_live_documents()}
+        assert fsck.fsck(store) == []
+    for name, data in burst.items():
+        assert live[name].sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr is missing (e2fsprogs)")
+def test_a_registration_failing_after_its_close_is_logged_and_fails_the_next_fsync(
+        mounter: Mounter) -> None:
+    """The close was answered already: its failure goes to the log, with the name, and
+    to the next fsync in the mount (EIO, once), as a failed writeback does."""
+    mnt = mounter.mount("durability=batch", "durability_interval=600")
+    (mnt / "bulk" / "A1").mkdir(parents=True)
+    blobs = mounter.store_path / "cas" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    log = mounter.store_path / "log" / "mount.log"
+    if subprocess.run(["chattr", "+i", str(blobs)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute")
+    try:  # no blob can be placed: its fan-out directory cannot be made
+        (mnt / "bulk" / "A1" / "lost.bin").write_bytes(b"never registered")
+        deadline = time.monotonic() + 20
+        while "after its close had returned" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+    finally:
+        subprocess.run(["chattr", "-i", str(blobs)], check=True)
+    assert "'lost.bin'" in log.read_text()
+    with open(mnt / "bulk" / "A1" / "next.bin", "wb") as f:
+        f.write(b"next")
+        f.flush()
+        with pytest.raises(OSError) as failed:
+            os.fsync(f.fileno())
+        assert failed.value.errno == errno.EIO
+        os.fsync(f.fileno())  # reported once
+    assert (mnt / "bulk" / "A1" / "next.bin").read_bytes() == b"next"
+    assert sorted(p.name for p in (mnt / "bulk" / "A1").iterdir()) == ["next.bin"]
