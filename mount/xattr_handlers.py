@@ -19,6 +19,7 @@ class XattrHandlers(OperationsBase):
     async def _xattr_values(self, inode: int) -> dict[str, str]:
         if inode == ROOT_INO or self.control.owns(inode):
             return {}
+        await self._settled(inode)  # a bulk load's close: what it registers, once it has
         directory = await self._directory(inode)
         if directory is not None:
             return xattrs.directory_xattrs(directory)
