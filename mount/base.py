@@ -92,6 +92,14 @@ class OperationsBase(pyfuse3.Operations):
                        ("casfs_mount_registration_trips", "Times a worker thread was sent "
                         "to run those commits (it runs them back to back while closes "
                         "wait).", self._writer.rounds.trips)]
+        if self.behind is not None:
+            gauges += [("casfs_mount_closes_answered_early", "Closes of a bulk load "
+                        "answered before their registration.", self.behind.answered),
+                       ("casfs_mount_registrations_pending", "Of those, registrations "
+                        "still under way.", self.behind.pending),
+                       ("casfs_mount_registrations_failed_after_close", "Of those, "
+                        "registrations that failed (the log names the files; the next "
+                        "fsync reported EIO).", self.behind.failed)]
         staging = self.files.staging
         gauges += [("casfs_mount_staging_made_ahead", "Staging files made ahead of the "
                     "creates that took them, off the event loop.", staging.made_ahead),

@@ -384,3 +384,7 @@ def test_a_registration_failing_after_its_close_is_logged_and_fails_the_next_fsy
         os.fsync(f.fileno())  # reported once
     assert (mnt / "bulk" / "A1" / "next.bin").read_bytes() == b"next"
     assert sorted(p.name for p in (mnt / "bulk" / "A1").iterdir()) == ["next.bin"]
+    metrics = (mnt / ".casfs" / "metrics").read_text()
+    assert "casfs_mount_registrations_failed_after_close 1" in metrics
+    assert "casfs_mount_closes_answered_early 1" in metrics  # next.bin: by its fsync
+    assert "casfs_mount_registrations_pending 0" in metrics
