@@ -10,17 +10,22 @@ Three mounts take turns (each turn starts with the next one, each mount fresh):
 pyfuse3 and trio), casfs in a bulk load (`-o durability=batch`) and casfs as it
 mounts by default (every close durable). In each, --files files of 2 KiB are
 written by one writer and then by 8 writers at once, each in a directory of its own,
-with Python's open, write and close, as `peers.py` writes them. As root, with the
-kernel's `fuse` trace events, it also counts the requests a file costs in each
-(LOOKUP, CREATE, WRITE, ...). Then, without a mount, it times what every close
-of a single writer waits for at the least: the catalog transaction that registers one
-file (SQLite, as the mount commits it: durable, and relaxed as in a bulk load), in
-this process, with no FUSE request and no thread around it; and a trip from a trio
-event loop to a worker thread and back (`trio.to_thread.run_sync` of nothing), which
-the mount pays at least once a close, since a commit may not block its event loop.
+with Python's open, write and close, as `peers.py` writes them; then 1,000 more by
+one writer while the mount's daemon's CPU time is read from /proc (its CPU per
+file). As root, with the kernel's `fuse` trace events, it also counts the requests a
+file costs in each (LOOKUP, CREATE, WRITE, ...) and times each from the kernel
+sending it to the reply (the median by kind). Then, without a mount, it times what
+every durable close of a single writer waits for at the least: the catalog
+transaction that registers one file (SQLite, as the mount commits it), in this
+process, with no FUSE request and no thread around it; and a trip from a trio event
+loop to a worker thread and back (`trio.to_thread.run_sync` of nothing), which the
+mount pays at least once a close, since a commit may not block its event loop.
 Prints files/s for every turn and the medians, and what the floor, that transaction
-and that trip leave: the most files/s one writer could reach if nothing else cost
-anything.
+and that trip leave: the most files/s one writer could reach with durable closes if
+nothing else cost anything. (A bulk load's close no longer waits for its
+registration, `mount/closes_behind.py`: the relaxed transaction is printed for
+comparison.) Deleting many files slows the creates of the next minutes on ext4
+without a journal (README, "The disk's share"): let --dir rest before a run.
 Everything lives under --dir and is removed at the end; every mount is unmounted.
 """
 
@@ -30,26 +35,38 @@ import argparse
 import collections
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
-from mount_workloads import mounted, remove_work, serving, write_in_parallel  # noqa: E402
+from mount_workloads import (  # noqa: E402
+    cpu_seconds,
+    mounted,
+    remove_work,
+    serving,
+    write_in_parallel,
+)
 from round_trips import round_cost  # noqa: E402
 
 from casfs.store import Store  # noqa: E402
 
 TRACING = Path("/sys/kernel/tracing")
 SEND_EVENT = TRACING / "events" / "fuse" / "fuse_request_send" / "enable"
+END_EVENT = TRACING / "events" / "fuse" / "fuse_request_end" / "enable"
+TRACE_LINE = re.compile(r"\s(\d+\.\d+): fuse_request_(send|end): connection \d+ "
+                        r"req (\d+)(?: opcode \d+ \(FUSE_(\w+)\))?")
 COUNTED_FILES = 200
+CPU_FILES = 1000  # files a daemon's CPU per file is read over (clock ticks of 10 ms)
 Mount = Callable[[Path], AbstractContextManager[Path]]
 
 
@@ -86,24 +103,69 @@ def files_per_second(root: Path, names: list[str], payload: bytes, writers: int)
     return done / (time.perf_counter() - start)
 
 
-def requests_per_file(root: Path, payload: bytes) -> dict[str, float] | None:
-    """The FUSE requests one writer's small file costs, by kind (None where the
-    trace events cannot be used: not root, or a kernel without them)."""
-    if not os.access(SEND_EVENT, os.W_OK):
+@dataclass
+class RequestKind:
+    per_file: float  # requests of this kind a file
+    median_us: float  # from the kernel sending it to the reply, as the kernel sees it
+
+
+def requests_of_a_file(root: Path, payload: bytes) -> dict[str, RequestKind] | None:
+    """The FUSE requests one writer's small file costs, by kind, with how long each
+    kind took at the median (None where the trace events cannot be used: not root,
+    or a kernel without them)."""
+    if not (os.access(SEND_EVENT, os.W_OK) and os.access(END_EVENT, os.W_OK)):
         return None
     names = [f"c{i:05d}" for i in range(COUNTED_FILES)]
     (root / "w0").mkdir(parents=True)
     (TRACING / "trace").write_text("")
-    SEND_EVENT.write_text("1")
+    for event in (SEND_EVENT, END_EVENT):
+        event.write_text("1")
     try:
         write_in_parallel(root, names, payload, 1, distinct=True)
     finally:
-        SEND_EVENT.write_text("0")
-    kinds: collections.Counter[str] = collections.Counter()
+        for event in (SEND_EVENT, END_EVENT):
+            event.write_text("0")
+    sent: dict[int, tuple[str, float]] = {}
+    took: dict[str, list[float]] = collections.defaultdict(list)
     for line in (TRACING / "trace").read_text().splitlines():
-        if "opcode" in line and "(FUSE_" in line:
-            kinds[line.split("(FUSE_", 1)[1].split(")", 1)[0]] += 1
-    return {kind: round(n / COUNTED_FILES, 2) for kind, n in kinds.most_common()}
+        found = TRACE_LINE.search(line)
+        if found is None:
+            continue
+        at, kind, request, opcode = found.groups()
+        if kind == "send":
+            sent[int(request)] = (opcode, float(at))
+        elif int(request) in sent:
+            opcode, since = sent.pop(int(request))
+            took[opcode].append((float(at) - since) * 1e6)
+    return {opcode: RequestKind(round(len(times) / COUNTED_FILES, 2),
+                                round(statistics.median(times)))
+            for opcode, times in sorted(took.items(), key=lambda kv: -len(kv[1]))}
+
+
+def daemon_cpu_ms(mountpoint: Path, payload: bytes) -> float:
+    """CPU time (user and system, ms) the process serving `mountpoint` spends on one
+    writer's small file, over COUNTED_FILES files."""
+    names = [f"u{i:05d}" for i in range(CPU_FILES)]
+    (mountpoint / "cpu" / "w0").mkdir(parents=True)
+    before = serving_cpu_s(mountpoint)
+    write_in_parallel(mountpoint / "cpu", names, payload, 1, distinct=True)
+    return (serving_cpu_s(mountpoint) - before) / CPU_FILES * 1e3
+
+
+def serving_cpu_s(mountpoint: Path) -> float:
+    """CPU seconds of the processes whose command line names `mountpoint` (its
+    daemon), this one excepted."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if str(mountpoint).encode() not in (proc / "cmdline").read_bytes().split(b"\0"):
+                continue
+            total += cpu_seconds(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
 
 
 def registration_ms(work: Path, durable: bool, rounds: int = 2000) -> float:
@@ -145,7 +207,8 @@ def main() -> int:
     order = list(MOUNTS)
     rates: dict[str, dict[str, list[float]]] = {
         name: {"1 writer": [], "8 writers": []} for name in order}
-    counts: dict[str, dict[str, float] | None] = {}
+    kinds: dict[str, dict[str, RequestKind] | None] = {}
+    cpu: dict[str, list[float]] = {name: [] for name in order}
     try:
         for turn in range(args.repeat):
             for name in order[turn % len(order):] + order[:turn % len(order)]:
@@ -155,8 +218,9 @@ def main() -> int:
                         files_per_second(mnt / "one", names, payload, 1))
                     rates[name]["8 writers"].append(
                         files_per_second(mnt / "eight", names, payload, 8))
+                    cpu[name].append(daemon_cpu_ms(mnt, payload))
                     if turn == 0:
-                        counts[name] = requests_per_file(mnt / "counted", payload)
+                        kinds[name] = requests_of_a_file(mnt / "counted", payload)
         commit_ms = {"durable": registration_ms(work, True),
                      "bulk load": registration_ms(work, False)}
         trip_ms = thread_trip_ms()
@@ -165,7 +229,10 @@ def main() -> int:
     floor_ms = 1e3 / statistics.median(rates[order[0]]["1 writer"])
     ceilings = {kind: 1e3 / (floor_ms + ms + trip_ms) for kind, ms in commit_ms.items()}
     if args.json:
-        print(json.dumps({"files/s": rates, "requests per file": counts,
+        requests = {name: None if got is None else {k: asdict(v) for k, v in got.items()}
+                    for name, got in kinds.items()}
+        print(json.dumps({"files/s": rates, "requests of a file": requests,
+                          "daemon CPU ms per file (one writer)": cpu,
                           "registration ms (mean)": commit_ms, "floor ms per file": floor_ms,
                           "thread trip ms (mean)": trip_ms,
                           "one writer at most, files/s": ceilings}, indent=2))
@@ -176,15 +243,22 @@ def main() -> int:
             turns = ", ".join(f"{v:,.0f}" for v in values)
             print(f"  {load:10} median {statistics.median(values):7,.0f} files/s"
                   f"   turns: {turns}")
-        if counts.get(name):
-            total = sum(counts[name].values())  # type: ignore[union-attr]
-            print(f"  requests per file (one writer): {total:.1f}  {counts[name]}")
+        print(f"  daemon CPU per file (one writer): median "
+              f"{statistics.median(cpu[name]):.2f} ms   turns: "
+              + ", ".join(f"{v:.2f}" for v in cpu[name]))
+        got = kinds.get(name)
+        if got:
+            total = sum(k.per_file for k in got.values())
+            print(f"  requests per file (one writer): {total:.1f}, each at the median:")
+            for opcode, kind in got.items():
+                print(f"    {opcode:10} {kind.per_file:4.1f} x {kind.median_us:6,.0f} us")
     print(f"one writer: the floor's requests take {floor_ms:.3f} ms a file")
     print(f"  a trip to a worker thread and back takes {trip_ms:.3f} ms (mean)")
-    for kind, ms in commit_ms.items():
-        print(f"  registering one file ({kind}) takes {ms:.3f} ms in-process (mean): with "
-              f"the floor and one trip, at most {ceilings[kind]:,.0f} files/s for one writer "
-              f"if nothing else cost anything")
+    print(f"  registering one file (durable) takes {commit_ms['durable']:.3f} ms in-process "
+          f"(mean): with the floor and one trip, at most {ceilings['durable']:,.0f} files/s "
+          f"for one writer if nothing else cost anything")
+    print(f"  registering one file (relaxed, as in a bulk load, whose closes no longer wait "
+          f"for it) takes {commit_ms['bulk load']:.3f} ms in-process (mean)")
     return 0
 
 
