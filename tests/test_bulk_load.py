@@ -2,8 +2,9 @@
 durable, and a crash loses at most the closes since the last round, never leaving a
 record on wrong or missing bytes, nor a wrong blob under cas/ (law 1).
 
-A killed daemon loses nothing the kernel holds, so these tests also play the part
-of a crash of the machine: every blob linked after the last round's moment is
+A killed daemon loses only the closes whose registration was still under way (what
+it wrote, the kernel keeps), so these tests also play the part of a crash of the
+machine: every blob linked after the last round's moment is
 emptied or overwritten before the store is opened again, the worst such a crash can
 do (the catalog's commits since then are kept: the worse case for recovery).
 """
@@ -27,6 +28,7 @@ from casfs import bulk_load, fsck
 from casfs.blobs.local import LocalBlobStore
 from casfs.bulk_load import BulkLoad, Marker
 from casfs.ingest import place_blob
+from casfs.mount import closes_behind
 from casfs.records import Document, NewDocument
 from casfs.store import Store
 from casfs.tools import cli
@@ -187,7 +189,10 @@ def test_sigkill_in_a_bulk_load_loses_nothing_closed_before_the_last_round(
     assert len(early) >= 20 and len(late) >= 20, "too few closes to prove anything"
     assert all(at < durable_until for _, _, at in early)
     lost = lose_since(mounter.store_path, durable_until)
-    assert len(lost) >= len(late)
+    # Each late close placed its blob, but for those whose registration was still
+    # under way behind the close when the daemon died (closes_behind.py): no blob.
+    assert len(late) - closes_behind.MAX_PENDING <= len(lost) <= len(late) + 1
+    assert len(lost) >= 20, "too few blobs lost to prove anything"
 
     mnt = mounter.mount()  # recovers the bulk load first
     assert not marker.exists()
