@@ -1,21 +1,23 @@
-"""Bulk loads: closes that return once registered, made durable in rounds.
+"""Bulk loads: closes that return before they are registered, made durable in rounds.
 
 A mount asked for `-o durability=batch` gives up law 6's "durable on close" for
-throughput: a close places its blob without an fsync and commits its record without
-waiting for the disk. Every few seconds (and on fsync, and at unmount) a durability
+throughput: a close returns at once, and its file is registered right after it (the
+mount's closes_behind.py), its blob placed without an fsync and its record committed
+without waiting for the disk. Every few seconds (and on fsync, and at unmount) a durability
 round syncs the blobs' filesystem (`BlobStore.sync`) and then the catalog
 (`Catalog.make_commits_durable`), and only then writes down the moment the round
 started in the mount's marker, `run/bulk-load-<pid>.json`. So a marker says:
 everything placed and committed before `durable_until` is on disk.
 
-A crash (of the machine; a killed daemon loses nothing the kernel holds) may lose
-what came after: records, which is fine (their blobs become garbage for gc), and
-blobs, which is not while a record points to them, or while a blob file holds
-wrong bytes (law 1). A marker whose process is gone means such a crash may have
-happened: `recover` hashes every blob linked into place since its `durable_until`
-(a link sets the file's ctime), moves aside those whose bytes do not match their
-name, and closes the records that used them, as fsck does for a missing blob. The
-next mount of the store runs it, and so does `casfs fsck --repair --apply`.
+A crash (of the machine; a killed daemon loses only the closes whose registration
+was under way, and nothing the kernel holds) may lose what came after: records,
+which is fine (their blobs become garbage for gc), and blobs, which is not while a
+record points to them, or while a blob file holds wrong bytes (law 1). A marker
+whose process is gone means such a crash may have happened: `recover` hashes every
+blob linked into place since its `durable_until` (a link sets the file's ctime),
+moves aside those whose bytes do not match their name, and closes the records that
+used them, as fsck does for a missing blob. The next mount of the store runs it, and
+so does `casfs fsck --repair --apply`.
 
 Only for a store whose catalog and blobs are on this machine: on shared storage,
 another host's blobs still arriving would look lost to this one's recovery.

@@ -22,7 +22,8 @@ OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets
                 "Linux 6.9+, as root), "
                 "noxattr (no "
                 "extended attributes at all, user.casfs.* included), "
-                "durability=batch (a bulk load: a close returns once registered, and "
+                "durability=batch (a bulk load: a close returns at once and its file "
+                "is registered right after, a failure reported by the next fsync; "
                 "closes are made durable in rounds, every durability_interval=SECONDS "
                 "(5), on fsync and at unmount; a crash loses at most the closes since "
                 "the last round; embedded catalog and local blobs only), debug")
