@@ -244,7 +244,7 @@ def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,
     bulk = BulkLoad(store)
     writer.catalog.relax_commits()
     ops.files.durable_close = False
-    behind = ops.behind = ClosesBehind(ops.register_closed, ops.files.release)
+    behind = ops.behind = ClosesBehind(ops.finalize, ops.files.release)
     log.info("bulk load: closes are registered behind them and durable in rounds, "
              "every %gs, on fsync and at unmount; a crash loses at most the closes "
              "since the last round", interval)

@@ -1,12 +1,12 @@
 """`-o durability=batch`: the rounds that make a bulk load's closes durable.
 
 In this mode a close returns before its file is registered (closes_behind.py; the
-blob is placed without an fsync, the record committed without waiting for the
-disk), and law 6's "durable" comes later, for many closes at once: every
-`interval` seconds when the mount wrote anything, when a writer calls fsync (which
-returns only after a round that started after it), and at unmount. A round first
-waits for the registrations of the closes before it. What a round does, and how a crash before it is
-recovered, is `casfs.bulk_load`'s. The disk syncs run on a worker thread and the
+blob is placed without an fsync, the record committed without waiting for the disk),
+and law 6's "durable" comes later, for many closes at once: every `interval` seconds
+when the mount wrote anything, when a writer calls fsync (which returns only after a
+round that started after it), and at unmount. A round first waits for the
+registrations of the closes before it. What a round does, and how a crash before it
+is recovered, is `casfs.bulk_load`'s. The disk syncs run on a worker thread and the
 catalog's commit on the writer's own connection, between two registrations: closes
 go on meanwhile.
 """

@@ -262,32 +262,33 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             # The kernel's pages of this inode are the bytes just registered.
             self.cached[file.ino] = self.attrs.shown[file.ino] = version_key(file.document)
 
-    async def _finalize_handle(self, fh: int) -> None:
+    def _writing(self, fh: int) -> OpenFile | None:
+        """The open file a writable descriptor writes, if any."""
         handle = self.handles.get(fh)
-        file = self.files.get(handle.ino) if handle and handle.writable else None
-        if file is not None:
-            async with self.files.hold(file):
-                await self._finalizing(file, self.files.finalize(file))
+        return self.files.get(handle.ino) if handle and handle.writable else None
 
-    async def register_closed(self, file: OpenFile) -> None:
-        """Register a file closed in a bulk load, behind its close (closes_behind.py)."""
+    async def finalize(self, file: OpenFile) -> None:
+        """Store and register `file`'s staged bytes, if any, under its lock: for a
+        flush, an fsync, a link, and a bulk load's close behind it (closes_behind.py)."""
         async with self.files.hold(file):
             await self._finalizing(file, self.files.finalize(file))
 
     @handler
     async def flush(self, fh: int) -> None:
+        file = self._writing(fh)
+        if file is None:
+            return
         if self.behind is not None:
-            handle = self.handles.get(fh)
-            file = self.files.get(handle.ino) if handle and handle.writable else None
-            if file is not None:
-                if self.behind.take(file):
-                    return
-                await self.behind.settle(file.ino)
-        await self._finalize_handle(fh)
+            if self.behind.take(file):
+                return
+            await self.behind.settle(file.ino)
+        await self.finalize(file)
 
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._finalize_handle(fh)
+        file = self._writing(fh)
+        if file is not None:
+            await self.finalize(file)
         if self.durability is not None:  # a bulk load: durable only after a round
             await self.durability.durable()
         if self.behind is not None and self.behind.unreported_failures():
@@ -392,8 +393,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
         file = self.files.get(inode)
         if file is not None:
             await self._settled(inode)
-            async with self.files.hold(file):
-                await self._finalizing(file, self.files.finalize(file))
+            await self.finalize(file)
         linked = await self.write_catalog(lambda c: c.link_document(inode, directory, text))
         return self._counted(self.attrs.document(linked))
 
