@@ -99,7 +99,7 @@ class OperationsBase(pyfuse3.Operations):
                         "still under way.", self.behind.pending),
                        ("casfs_mount_registrations_failed_after_close", "Of those, "
                         "registrations that failed (the log names the files; the next "
-                        "fsync reported EIO).", self.behind.failed)]
+                        "fsync of each descriptor open then gets EIO).", self.behind.failed)]
         staging = self.files.staging
         gauges += [("casfs_mount_staging_made_ahead", "Staging files made ahead of the "
                     "creates that took them, off the event loop.", staging.made_ahead),

@@ -24,9 +24,11 @@ starts (`drained`), so its marker still says "everything closed before this mome
 is on disk". The daemon waits for them all at unmount.
 
 A registration that fails after its close returned cannot fail that close: it is
-logged with the file's path, counted, and reported as EIO by the next fsync in the
-mount, as Linux reports a failed writeback. At most `MAX_PENDING` registrations
-wait at once; a close beyond them waits for its own, as before.
+logged with the file's path, counted, and reported as EIO by the next fsync of every
+descriptor of the mount that was open when it failed, once each, as Linux reports a
+failed writeback (its `errseq`): a descriptor opened later hears of it only if no
+fsync has yet. At most `MAX_PENDING` registrations wait at once; a close beyond them
+waits for its own, as before.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class ClosesBehind:
         self._pending: dict[int, trio.Event] = {}  # by inode
         self.answered = 0  # closes answered before their registration
         self.failed = 0  # of those, registrations that failed
-        self._unreported = 0  # failures no fsync has reported yet
+        self._reported = 0  # of those, how many some fsync has reported
 
     def take(self, file: OpenFile) -> bool:
         """Register `file` in a task of its own and return True; False when the
@@ -77,10 +79,18 @@ class ClosesBehind:
         for done in list(self._pending.values()):
             await done.wait()
 
-    def unreported_failures(self) -> int:
-        """Failed registrations since the last call (what an fsync reports)."""
-        count, self._unreported = self._unreported, 0
-        return count
+    def failures_known(self) -> int:
+        """How many failures a descriptor opened now has heard of: those some fsync
+        has reported (one nobody has heard of yet is reported to it too)."""
+        return self._reported
+
+    def failures_since(self, known: int) -> bool:
+        """Whether registrations failed since a descriptor heard of `known` of them
+        (its fsync then reports EIO, and the caller records `failed` as known)."""
+        if self.failed <= known:
+            return False
+        self._reported = self.failed
+        return True
 
     @property
     def pending(self) -> int:
@@ -91,7 +101,6 @@ class ClosesBehind:
             await self._register(file)
         except Exception as e:  # a system task must not raise: the mount would end
             self.failed += 1
-            self._unreported += 1
             log.error("registering %r (inode %d) failed after its close had returned; "
                       "the file is gone: %s", file.name, file.ino, _described(e))
         finally:

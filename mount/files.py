@@ -11,3 +11,4 @@ class Handle:
     ino: int
     writable: bool
     content: bytes | None = None  # a generated file (/.casfs/metrics): its snapshot
+    failures_known: int = 0  # a bulk load's failed registrations it has heard of

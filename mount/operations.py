@@ -127,6 +127,8 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
 
     # -- files: open, read, write, close -----------------------------------------
     def _new_handle(self, handle: Handle) -> int:
+        if self.behind is not None:
+            handle.failures_known = self.behind.failures_known()
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = handle
@@ -291,7 +293,10 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             await self.finalize(file)
         if self.durability is not None:  # a bulk load: durable only after a round
             await self.durability.durable()
-        if self.behind is not None and self.behind.unreported_failures():
+        handle = self.handles.get(fh)
+        if self.behind is not None and handle is not None and \
+                self.behind.failures_since(handle.failures_known):
+            handle.failures_known = self.behind.failed
             raise pyfuse3.FUSEError(errno.EIO)  # as a failed writeback is reported
 
     @handler
