@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 import trio  # noqa: E402
 from mount_workloads import (  # noqa: E402
     cpu_seconds,
+    daemon_pid,
     mounted,
     remove_work,
     serving,
@@ -67,26 +68,27 @@ TRACE_LINE = re.compile(r"\s(\d+\.\d+): fuse_request_(send|end): connection \d+ 
                         r"req (\d+)(?: opcode \d+ \(FUSE_(\w+)\))?")
 COUNTED_FILES = 200
 CPU_FILES = 1000  # files a daemon's CPU per file is read over (clock ticks of 10 ms)
-Mount = Callable[[Path], AbstractContextManager[Path]]
+Served = tuple[Path, int]  # a mountpoint, and the pid of the process serving it
+Mount = Callable[[Path], AbstractContextManager[Served]]
 
 
-def null_mount(work: Path) -> AbstractContextManager[Path]:
+def null_mount(work: Path) -> AbstractContextManager[Served]:
     @contextmanager
-    def mount() -> Iterator[Path]:
+    def mount() -> Iterator[Served]:
         mountpoint = work / "mnt-null"
         with serving([sys.executable, str(Path(__file__).with_name("null_fs.py")),
-                      str(mountpoint)], mountpoint):
-            yield mountpoint
+                      str(mountpoint)], mountpoint) as pid:
+            yield mountpoint, pid
     return mount()
 
 
 def casfs_mount(durability: str) -> Mount:
     @contextmanager
-    def mount(work: Path) -> Iterator[Path]:
+    def mount(work: Path) -> Iterator[Served]:
         store = work / f"store-{durability}-{time.monotonic_ns()}"
         Store.init(store).close()
         with mounted(store, work / "mnt-casfs", durability=durability) as mnt:
-            yield mnt
+            yield mnt, daemon_pid(store)
     return mount
 
 
@@ -142,30 +144,14 @@ def requests_of_a_file(root: Path, payload: bytes) -> dict[str, RequestKind] | N
             for opcode, times in sorted(took.items(), key=lambda kv: -len(kv[1]))}
 
 
-def daemon_cpu_ms(mountpoint: Path, payload: bytes) -> float:
-    """CPU time (user and system, ms) the process serving `mountpoint` spends on one
-    writer's small file, over COUNTED_FILES files."""
+def daemon_cpu_ms(mountpoint: Path, pid: int, payload: bytes) -> float:
+    """CPU time (user and system, ms) the process `pid` serving `mountpoint` spends
+    on one writer's small file, over CPU_FILES files."""
     names = [f"u{i:05d}" for i in range(CPU_FILES)]
     (mountpoint / "cpu" / "w0").mkdir(parents=True)
-    before = serving_cpu_s(mountpoint)
+    before = cpu_seconds(pid)
     write_in_parallel(mountpoint / "cpu", names, payload, 1, distinct=True)
-    return (serving_cpu_s(mountpoint) - before) / CPU_FILES * 1e3
-
-
-def serving_cpu_s(mountpoint: Path) -> float:
-    """CPU seconds of the processes whose command line names `mountpoint` (its
-    daemon), this one excepted."""
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if str(mountpoint).encode() not in (proc / "cmdline").read_bytes().split(b"\0"):
-                continue
-            total += cpu_seconds(int(proc.name))
-        except OSError:  # gone meanwhile
-            continue
-    return total
+    return (cpu_seconds(pid) - before) / CPU_FILES * 1e3
 
 
 def registration_ms(work: Path, durable: bool, rounds: int = 2000) -> float:
@@ -213,12 +199,12 @@ def main() -> int:
         for turn in range(args.repeat):
             for name in order[turn % len(order):] + order[:turn % len(order)]:
                 print(f"turn {turn + 1}: {name} ...", file=sys.stderr, flush=True)
-                with MOUNTS[name](work) as mnt:
+                with MOUNTS[name](work) as (mnt, pid):
                     rates[name]["1 writer"].append(
                         files_per_second(mnt / "one", names, payload, 1))
                     rates[name]["8 writers"].append(
                         files_per_second(mnt / "eight", names, payload, 8))
-                    cpu[name].append(daemon_cpu_ms(mnt, payload))
+                    cpu[name].append(daemon_cpu_ms(mnt, pid, payload))
                     if turn == 0:
                         kinds[name] = requests_of_a_file(mnt / "counted", payload)
         commit_ms = {"durable": registration_ms(work, True),
