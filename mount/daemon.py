@@ -282,6 +282,9 @@ async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
         await pyfuse3.main()
         if ops.behind is not None:  # closes answered before they were registered
             await ops.behind.drained()
+            if ops.behind.failed:
+                log.error("%d file(s) closed in this bulk load could not be registered "
+                          "(each is named above)", ops.behind.failed)
         nursery.cancel_scope.cancel()
 
 

@@ -420,3 +420,5 @@ def test_a_registration_failing_after_its_close_is_logged_and_fails_the_next_fsy
     assert "casfs_mount_registrations_failed_after_close 1" in metrics
     assert "casfs_mount_closes_answered_early 1" in metrics  # next.bin: by its fsync
     assert "casfs_mount_registrations_pending 0" in metrics
+    mounter.umount()
+    assert "1 file(s) closed in this bulk load could not be registered" in log.read_text()
