@@ -330,6 +330,55 @@ def test_writes_at_paths_in_one_call_end_as_one_call_each(store: Store) -> None:
         "kept.pdf", "moved.pdf", "new.pdf", "twice.pdf"]
 
 
+def test_a_batch_registered_in_one_call_ends_as_one_call_each(store: Store) -> None:
+    """register_many inserts the plain cases of a batch at once and the rest one by
+    one: the outcomes, names, directories, history and counters must be those of the
+    same documents registered one call each, in order (an import's batches)."""
+    c = store.catalog
+    sha_c, sha_d = "c" * 64, "d" * 64
+
+    def script(resolver: str) -> list[NewDocument]:
+        def doc(artifact: str, name: str, url: str | None, sha: str = SHA_A) -> NewDocument:
+            return new(resolver=resolver, artifact_id=artifact, basename=name,
+                       source_url=url, sha256=sha)
+        c.register(doc("W1", "a.pdf", "u1"))
+        c.register(doc("W1", "taken.pdf", "u2"))
+        made = c.ensure_directory(resolver, "X")  # renamed: now W5's, and empty
+        c.rename_directory(made.ino, made.parent_ino, "W5")
+        return [doc("W1", "a.pdf", "u1"),  # unchanged
+                doc("W1", "b.pdf", "u3", SHA_B),  # new
+                doc("W1", "taken.pdf", "u4", SHA_B),  # a path taken: collision name
+                doc("W2", "c.pdf", "u5"), doc("W2", "c.pdf", "u5", SHA_B),  # a key twice
+                doc("W3", "d.pdf", "u6"), doc("W3", "d.pdf", "u7", sha_c),  # a path twice
+                doc("W1", "a.pdf", "u1", SHA_B),  # a live key, new bytes
+                doc("W4", "e.pdf", None, sha_d),  # no key
+                doc("W5", "f.pdf", "u8"),  # into a directory made before
+                doc("W6", "g.pdf", "u9", sha_c), doc("W6", "h.pdf", "u10", sha_c)]
+
+    together = c.register_many(script("unpaywall"))
+    one_by_one = [c.register(d) for d in script("crossref")]
+    assert [(d.basename, d.sha256, o) for d, o in together] == \
+        [(d.basename, d.sha256, o) for d, o in one_by_one]
+    assert [o for _, o in together] == ["unchanged", "added", "added", "added", "updated",
+                                        "added", "added", "updated", "added", "added",
+                                        "added", "added"]
+
+    def shape(resolver: str) -> list[tuple[str, str | None, list[object]]]:
+        top = c.find_directory(resolver, None)
+        assert top is not None
+        return sorted((d.name, d.artifact_id, sorted(
+            (doc.basename, [(v.sha256, v.change) for v in c.history(doc.ino)])
+            for doc in c.list_documents(d, 0, 100)))
+            for d in c.list_directories(top.ino, 0, 100))
+    assert shape("unpaywall") == shape("crossref")
+    assert [(name, artifact) for name, artifact, _ in shape("unpaywall")] == [
+        (f"W{i}", f"W{i}") for i in range(1, 7)]
+    counters = {(n, labels): v for n, labels, v in c.counters()}
+    for name in ("casfs_ingested_files_total", "casfs_ingested_bytes_total"):
+        assert counters[(name, 'resolver="unpaywall"')] == \
+            counters[(name, 'resolver="crossref"')] > 0
+
+
 def test_writes_at_paths_ask_present_for_every_blob_before_they_commit(store: Store) -> None:
     """`present` is the mount's last word before a round commits: a mount on a
     catalog server places a round's blobs while the statement runs, and waits for

@@ -251,12 +251,50 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
 
     def register_many(self, batch: list[NewDocument], present: BlobCheck | None = None
                       ) -> list[tuple[Document, RegisterOutcome]]:
-        """`register` for a batch, in one transaction (what an import does)."""
+        """`register` for a batch, in one transaction (what an import does).
+
+        A batch costs a few statements whatever its size: the blobs are claimed, the
+        live documents of its keys found, the missing directories made, and every
+        document whose key is new and whose path is free (an import of new downloads)
+        inserted at once. The others (a key that is live, or twice in the batch, a
+        path twice in the batch or taken) are then registered one by one, in order:
+        they have no key or path in common with the inserted ones.
+        """
+        if not batch:
+            return []
+
         def change() -> list[tuple[Document, RegisterOutcome]]:
             with self._write():
-                self._require_present([new.sha256 for new in batch], present)
-                return [self._register(new) for new in batch]
+                self._claim_blobs({new.sha256: new.bytes for new in batch}, present)
+                self._bump_arrivals(batch)
+                inserted = self._insert_if_new(batch)
+                return [(inserted[i], "added") if i in inserted else self._register_counted(new)
+                        for i, new in enumerate(batch)]
         return self._retrying(change)
+
+    def _insert_if_new(self, batch: list[NewDocument]) -> dict[int, Document]:
+        """Insert the documents of `batch` whose key is not live and not elsewhere in
+        the batch, and whose path is free: {index in batch: its first version}."""
+        keyed = [_key(new) for new in batch if new.source_url is not None]
+        live = self.live_hashes_by_key(list(set(keyed)))
+        keys = Counter(keyed)
+        places = Counter((new.resolver, new.artifact_id, new.basename) for new in batch)
+        alone = {i: new for i, new in enumerate(batch)
+                 if places[(new.resolver, new.artifact_id, new.basename)] == 1
+                 and (new.source_url is None or (keys[_key(new)] == 1 and _key(new) not in live))}
+        if not alone:
+            return {}
+        self._ensure_artifact_directories({(new.resolver, new.artifact_id)
+                                           for new in alone.values()})
+        now = time.time()
+        index_of = {}
+        rows = []
+        for i, new in alone.items():
+            ino = self.take_ino()
+            index_of[ino] = i
+            rows.append(self._new_row(ino, new, new.basename, now))
+        sql, args = self._insert_where_free(rows)
+        return {index_of[ino]: doc for ino, doc in self._inserted(self.db.rows(sql, args)).items()}
 
     def _require_present(self, sha256s: list[str], present: BlobCheck | None) -> None:
         """Refuse to register records whose blob is gone.
@@ -299,6 +337,10 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
 
     def _register(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
         self._count_arrival(new)
+        return self._register_counted(new)
+
+    def _register_counted(self, new: NewDocument) -> tuple[Document, RegisterOutcome]:
+        """`_register` of a document whose arrival is counted (and blob claimed)."""
         existing = self._by_key(new)
         if existing is not None:
             if existing.sha256 == new.sha256:
@@ -372,14 +414,13 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
         self._claim_blobs(sizes, present)
         if not writes:
             return {}
-        sql, args = self._insert_where_free(writes)
+        sql, args = self._insert_where_free(self._new_rows(writes))
         return self._inserted(self.db.rows(sql, args))
 
-    def _insert_where_free(self, writes: list[PathWrite]) -> tuple[str, list[Any]]:
-        """The statement that inserts the writes' documents, each only where its inode
-        and path are free (a live one trips a partial unique index, and the row is
-        skipped), returning the inserted rows."""
-        rows = self._new_rows(writes)
+    def _insert_where_free(self, rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """The statement that inserts new documents (`_new_row`s), each only where its
+        inode, path and key are free (a live one trips a partial unique index, and the
+        row is skipped), returning the inserted rows."""
         names = ", ".join(rows[0])
         marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
         return (f"INSERT INTO documents ({names}) VALUES {marks} "
@@ -638,6 +679,12 @@ def _at_place(write: PathWrite) -> NewDocument:
     assert write.directory.artifact_id is not None
     return replace(write.new, resolver=write.directory.resolver,
                    artifact_id=write.directory.artifact_id)
+
+
+def _key(new: NewDocument) -> tuple[str, str, str]:
+    """The seeds' key of a document that has a source URL (law 4)."""
+    assert new.source_url is not None
+    return (new.artifact_id, new.source_url, new.resolver)
 
 
 def _content(new: NewDocument) -> dict[str, Any]:

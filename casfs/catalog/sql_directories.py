@@ -7,6 +7,7 @@ path."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -26,6 +27,12 @@ T = TypeVar("T")
 
 def _dir(row: Row) -> Directory:
     return Directory(*row)
+
+
+def _marks(width: int, count: int) -> str:
+    """`count` rows of `width` placeholders, for a VALUES list."""
+    row = "(" + ", ".join("?" for _ in range(width)) + ")"
+    return ", ".join(row for _ in range(count))
 
 
 class SqlDirectories:
@@ -115,6 +122,52 @@ class SqlDirectories:
         created = self._insert_directory(parent_ino, name, resolver, artifact_id)
         self._directories_seen[key] = created
         return created
+
+    def _ensure_artifact_directories(self, keys: set[tuple[str, str]]) -> None:
+        """`_ensure_directory` for many (resolver, artifact_id), inside a write
+        transaction, in a few statements whatever their number (an import makes a
+        directory for nearly every document): the ones that exist are found in one
+        query, the new ones whose plain name is free go in with one statement, and
+        the rest (a name taken) are made one by one."""
+        wanted = sorted(key for key in keys if key not in self._directories_seen)
+        if not wanted:
+            return
+        for row in self.db.rows(
+                f"SELECT {DIR_COLUMNS} FROM directories WHERE artifact_id IS NOT NULL AND "
+                f"(resolver, artifact_id) IN (VALUES {_marks(2, len(wanted))})",
+                [part for key in wanted for part in key]):
+            found = _dir(row)
+            assert found.artifact_id is not None
+            self._directories_seen[(found.resolver, found.artifact_id)] = found
+        missing = [(resolver, artifact_id, self._ensure_directory(resolver, None).ino,
+                    naming.dir_name_for(artifact_id))
+                   for resolver, artifact_id in wanted
+                   if (resolver, artifact_id) not in self._directories_seen]
+        if not missing:
+            return
+        taken = {(parent, name) for parent, name in self.db.rows(
+            "SELECT parent_ino, name FROM directories WHERE (parent_ino, name) IN "
+            f"(VALUES {_marks(2, len(missing))})",
+            [part for _, _, parent, name in missing for part in (parent, name)])}
+        names = Counter((parent, name) for _, _, parent, name in missing)
+        now = time.time()
+        free = [Directory(self.take_ino(), parent, name, resolver, artifact_id, now,
+                          int(now * 1e9))
+                for resolver, artifact_id, parent, name in missing
+                if (parent, name) not in taken and names[(parent, name)] == 1]
+        if free:
+            self.db.execute(
+                "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
+                f"created_at, mtime_ns, valid_from) VALUES {_marks(8, len(free))}",
+                [v for d in free for v in (d.ino, d.parent_ino, d.name, d.resolver,
+                                           d.artifact_id, d.created_at, d.mtime_ns,
+                                           d.created_at)])
+        for made in free:
+            assert made.artifact_id is not None
+            self._changes.append(DirectoryChange(made.ino, made.parent_ino, made.name))
+            self._directories_seen[(made.resolver, made.artifact_id)] = made
+        for resolver, artifact_id, _, _ in missing:  # a name taken: one by one, in order
+            self._ensure_directory(resolver, artifact_id)
 
     def ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
         found = self.find_directory(resolver, artifact_id)

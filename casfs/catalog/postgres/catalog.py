@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from casfs.catalog import BlobCheck
 from casfs.catalog import changes as announced
@@ -92,12 +93,11 @@ class PostgresCatalog(SqlCatalog):
                 [self._shard, [name for (name, _), _ in rows],
                  [labels for (_, labels), _ in rows], [amount for _, amount in rows]])
 
-    def _insert_where_free(self, writes: list[PathWrite]) -> tuple[str, list[object]]:
+    def _insert_where_free(self, rows: list[dict[str, Any]]) -> tuple[str, list[object]]:
         # A column an array: the statement's text is the same for any number of rows,
         # so psycopg converts it once and the server plans it once (a prepared
         # statement), where a VALUES list of each round's length was parsed and
         # planned anew every round.
-        rows = self._new_rows(writes)
         if rows[0].keys() != NEW_COLUMN_TYPES.keys():
             raise AssertionError("NEW_COLUMN_TYPES must name the columns of _new_row")
         return (f"INSERT INTO documents ({', '.join(NEW_COLUMN_TYPES)}) SELECT * FROM unnest("
@@ -134,7 +134,7 @@ class PostgresCatalog(SqlCatalog):
             counters, counter_args = self._counters_statement(deltas)
             claim += f", counted AS ({counters})"
             args += counter_args
-        insert, insert_args = self._insert_where_free(writes)
+        insert, insert_args = self._insert_where_free(self._new_rows(writes))
         rows = self.db.rows(f"WITH {claim} {insert}", args + insert_args)
         self._check_present(sorted(sizes), present)
         return self._inserted(rows)
