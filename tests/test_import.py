@@ -16,7 +16,7 @@ from casfs.records import DocumentFilter
 from casfs.store import Store
 from casfs.tools import cli
 
-from .conftest import Mounter
+from .conftest import BOTH_CATALOGS, Mounter
 from .runs import Run
 
 
@@ -39,6 +39,7 @@ def catalog_contents(store: Path) -> set[tuple[str, str, str, str | None, str, s
                 for f in opened.catalog.search(DocumentFilter())}
 
 
+@BOTH_CATALOGS
 def test_a_moved_run_imports_with_correct_counts(tmp_path: Path, store_path: Path) -> None:
     run = Run(tmp_path / "moved-run")
     for i in range(6):
@@ -73,6 +74,7 @@ def test_a_moved_run_imports_with_correct_counts(tmp_path: Path, store_path: Pat
     assert html[0][3] == "text/html" and html[0][5] == "/unpaywall/W100/2024__paper__W100.html"
 
 
+@BOTH_CATALOGS
 def test_a_second_import_adds_nothing(tmp_path: Path, store_path: Path) -> None:
     run = Run(tmp_path / "run")
     for i in range(5):
@@ -187,6 +189,7 @@ def _session_alive(session: int) -> bool:
     return False
 
 
+@BOTH_CATALOGS
 def test_move_removes_originals_only_once_registered(tmp_path: Path, store_path: Path) -> None:
     run = Run(tmp_path / "run")
     run.add_file("W1")
