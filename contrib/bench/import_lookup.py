@@ -9,6 +9,9 @@
 2. Fills a catalog with --records documents straight through SQL, then times the
    queries behind `casfs where` and `casfs show` (median and p99 of 200 each), and
    one whole `casfs where` command for comparison (process start dominates it).
+With --postgres, the imports go into stores whose catalog is a fresh database of a
+PostgreSQL server the benchmark starts (as the tests do), and the lookups are left
+out (they fill an SQLite catalog directly).
 Everything lives in a temporary directory under --dir, removed at the end.
 """
 
@@ -28,8 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from casfs.records import DocumentFilter, Found
-from casfs.store import Store
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from casfs.records import DocumentFilter, Found  # noqa: E402
+from casfs.store import Store  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
 
 
 def make_run(root: Path, lines: int) -> Path:
@@ -52,8 +59,9 @@ def make_run(root: Path, lines: int) -> Path:
     return root / "manifest.jsonl"
 
 
-def timed_import(store: Path, manifest: Path, lines: int) -> dict[str, float]:
-    Store.init(store).close()
+def timed_import(store: Path, manifest: Path, lines: int,
+                 catalog: str | None = None) -> dict[str, float]:
+    Store.init(store, catalog=catalog).close()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "casfs.tools", "--store", str(store),
@@ -152,21 +160,28 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=Path.cwd())
+    parser.add_argument("--postgres", action="store_true",
+                        help="import into PostgreSQL catalogs (a server started here)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-bench-", dir=args.dir))
     os.environ["CASFS_CONFIG"] = str(work / "config.toml")
+    server = PostgresServer().start() if args.postgres else None
     try:
         results = {}
         for label, lines in (("import_small", args.lines // 10), ("import", args.lines)):
             manifest = make_run(work / f"run-{label}", lines)
-            results[label] = timed_import(work / f"store-{label}", manifest, lines)
+            catalog = server.url(server.create_database()) if server else None
+            results[label] = timed_import(work / f"store-{label}", manifest, lines, catalog)
             print(label, results[label], flush=True)
-        fill_catalog(work / "big", args.records)
-        results["lookup"] = lookup_latency(work / "big", args.records)
-        results["lookup"]["records"] = args.records
-        print("lookup", results["lookup"], flush=True)
+        if server is None:
+            fill_catalog(work / "big", args.records)
+            results["lookup"] = lookup_latency(work / "big", args.records)
+            results["lookup"]["records"] = args.records
+            print("lookup", results["lookup"], flush=True)
         print(json.dumps(results, indent=2))
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -105,6 +105,23 @@ class PostgresCatalog(SqlCatalog):
                 + f") ON CONFLICT DO NOTHING RETURNING {DOC_COLUMNS}",
                 [[row[name] for row in rows] for name in NEW_COLUMN_TYPES])
 
+    def live_hashes_by_key(self, keys: list[tuple[str, str, str]]
+                           ) -> dict[tuple[str, str, str], str]:
+        # One index lookup a key, whatever the planner knows: the portable form (a
+        # VALUES list) was planned as a scan of every live document whenever the
+        # table had no statistics yet (a first import into a new database: 2.8 ms
+        # for 32 keys among 10,240 documents, growing with the catalog, so an import
+        # slowed down as it went). LIMIT 1 keeps the subquery a per-key lookup.
+        if not keys:
+            return {}
+        rows = self.db.rows(
+            "SELECT k.a, k.u, k.r, d.sha256 FROM unnest(CAST(? AS text[]), "
+            "CAST(? AS text[]), CAST(? AS text[])) AS k (a, u, r) CROSS JOIN LATERAL "
+            "(SELECT sha256 FROM documents WHERE artifact_id = k.a AND source_url = k.u "
+            "AND resolver = k.r AND valid_to IS NULL LIMIT 1) AS d",
+            [[a for a, _, _ in keys], [u for _, u, _ in keys], [r for _, _, r in keys]])
+        return {(a, u, r): sha for a, u, r, sha in rows}
+
     def _lock_blobs_in_use(self, sha256s: list[str]) -> None:
         # One statement for a whole round, taking them in the caller's (sorted) order.
         if sha256s:
