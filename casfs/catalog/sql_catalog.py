@@ -4,7 +4,8 @@
 versioned documents (a change closes the live row and inserts the next version
 with the same inode), collision names, the directory rules, key idempotence,
 registration under the blob-presence check, and (in its mixins) the directory
-tree, the blob ledger, the counters and the reports. A backend subclass opens its
+tree, the blob ledger, the counters, the reports, and registrations in batches
+(sql_batches.py: an import's, a mount's round of closes). A backend subclass opens its
 `Database` and adds only what its engine does differently: how inode numbers are
 reserved, how counters are written, how a blob is locked against gc, and its own
 checks.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -30,6 +30,7 @@ from casfs.catalog import ROOT_INO, BlobCheck, Catalog, RegisterOutcome
 from casfs.catalog.changes import Change, DirectoryChange, DocumentChange
 from casfs.catalog.database import Database, Row
 from casfs.catalog.past import PastQueries
+from casfs.catalog.sql_batches import SqlBatches, content_of
 from casfs.catalog.sql_directories import SqlDirectories
 from casfs.catalog.sql_ledger import SqlBlobLedger
 from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
@@ -42,7 +43,7 @@ from casfs.errors import (
     NotFound,
     UniqueViolation,
 )
-from casfs.records import Directory, Document, NewDocument, PathWrite, Variant
+from casfs.records import Directory, Document, NewDocument, Variant
 
 INO_BLOCK = 256
 MAX_KEPT_CHANGES = 1000  # see drain_changes
@@ -61,7 +62,7 @@ def _doc(row: Row) -> Document:
     return Document(*row)
 
 
-class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
+class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBatches):
     local = False
 
     def __init__(self, db: Database) -> None:
@@ -249,53 +250,6 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
                 return self._register(new)
         return self._retrying(change)
 
-    def register_many(self, batch: list[NewDocument], present: BlobCheck | None = None
-                      ) -> list[tuple[Document, RegisterOutcome]]:
-        """`register` for a batch, in one transaction (what an import does).
-
-        A batch costs a few statements whatever its size: the blobs are claimed, the
-        live documents of its keys found, the missing directories made, and every
-        document whose key is new and whose path is free (an import of new downloads)
-        inserted at once. The others (a key that is live, or twice in the batch, a
-        path twice in the batch or taken) are then registered one by one, in order:
-        they have no key or path in common with the inserted ones.
-        """
-        if not batch:
-            return []
-
-        def change() -> list[tuple[Document, RegisterOutcome]]:
-            with self._write():
-                self._claim_blobs({new.sha256: new.bytes for new in batch}, present)
-                self._bump_arrivals(batch)
-                inserted = self._insert_if_new(batch)
-                return [(inserted[i], "added") if i in inserted else self._register_counted(new)
-                        for i, new in enumerate(batch)]
-        return self._retrying(change)
-
-    def _insert_if_new(self, batch: list[NewDocument]) -> dict[int, Document]:
-        """Insert the documents of `batch` whose key is not live and not elsewhere in
-        the batch, and whose path is free: {index in batch: its first version}."""
-        keyed = [_key(new) for new in batch if new.source_url is not None]
-        live = self.live_hashes_by_key(list(set(keyed)))
-        keys = Counter(keyed)
-        places = Counter((new.resolver, new.artifact_id, new.basename) for new in batch)
-        alone = {i: new for i, new in enumerate(batch)
-                 if places[(new.resolver, new.artifact_id, new.basename)] == 1
-                 and (new.source_url is None or (keys[_key(new)] == 1 and _key(new) not in live))}
-        if not alone:
-            return {}
-        self._ensure_artifact_directories({(new.resolver, new.artifact_id)
-                                           for new in alone.values()})
-        now = time.time()
-        index_of = {}
-        rows = []
-        for i, new in alone.items():
-            ino = self.take_ino()
-            index_of[ino] = i
-            rows.append(self._new_row(ino, new, new.basename, now))
-        sql, args = self._insert_where_free(rows)
-        return {index_of[ino]: doc for ino, doc in self._inserted(self.db.rows(sql, args)).items()}
-
     def _require_present(self, sha256s: list[str], present: BlobCheck | None) -> None:
         """Refuse to register records whose blob is gone.
 
@@ -346,7 +300,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
             if existing.sha256 == new.sha256:
                 return existing, "unchanged"
             self._close(existing.ino, "overwrite")
-            return self._insert_version(existing, **_content(new)), "updated"
+            return self._insert_version(existing, **content_of(new)), "updated"
         self._ensure_directory(new.resolver, new.artifact_id)
         ino = self.take_ino()
         discriminator = new.source_url or new.sha256
@@ -360,95 +314,6 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
                 if not self._path_taken(new.resolver, new.artifact_id, basename):
                     raise
         raise AssertionError("unreachable")
-
-    def write_at_paths(self, writes: list[PathWrite], present: BlobCheck | None = None
-                       ) -> list[Document]:
-        """The mount's writes of closed files, in one transaction: see Catalog.
-
-        A round of closes costs a few statements whatever its size (one on
-        PostgreSQL, see `_claim_and_insert`): the blobs are locked and recorded, and
-        every file whose inode and path are free (the usual case: a pipeline writing
-        new documents) is inserted at once, the others skipped. A write that meets a
-        live document, or shares its inode or path with another of the round, is then
-        made on its own, in order: the free ones commute with it (no inode or path in
-        common).
-        """
-        if not writes:
-            return []
-
-        def change() -> list[Document]:
-            with self._write():
-                self._bump_arrivals([w.new for w in writes])
-                inos = Counter(w.ino for w in writes)
-                places = Counter(w.place for w in writes)
-                alone = [w for w in writes if inos[w.ino] == 1 and places[w.place] == 1]
-                inserted = self._claim_and_insert(
-                    {w.new.sha256: w.new.bytes for w in writes}, present, alone)
-                return [inserted[w.ino] if w.ino in inserted else self._write_at_path(w)
-                        for w in writes]
-        return self._retrying(change)
-
-    def _write_at_path(self, write: PathWrite) -> Document:
-        """One write of `write_at_paths`, asking the catalog for what it meets."""
-        ino, directory, basename, new = write.ino, write.directory, write.basename, write.new
-        assert directory.artifact_id is not None
-        previous, occupant = self._inode_and_occupant(ino, directory, basename)
-        if occupant is not None and occupant.ino != ino:
-            self._close(occupant.ino, "replaced")
-        if previous is not None and previous.id == write.supersede and \
-                (previous.resolver, previous.artifact_id, previous.basename) == write.place:
-            return self._update_content(previous, _content(new))
-        if previous is not None:
-            self._close(ino, "overwrite")
-            return self._insert_version(
-                previous, resolver=directory.resolver, artifact_id=directory.artifact_id,
-                basename=basename, **_content(new))
-        return self._insert_new(ino, new, basename, directory)
-
-    def _claim_and_insert(self, sizes: dict[str, int], present: BlobCheck | None,
-                          writes: list[PathWrite]) -> dict[int, Document]:
-        """`_claim_blobs(sizes, present)`, then insert new documents for the writes
-        whose inode and path hold no live document: {ino: its first version}. The
-        skipped writes are the caller's. A backend may send it all (and the counters
-        so far) as one statement, as long as `present` is checked after the locks."""
-        self._claim_blobs(sizes, present)
-        if not writes:
-            return {}
-        sql, args = self._insert_where_free(self._new_rows(writes))
-        return self._inserted(self.db.rows(sql, args))
-
-    def _insert_where_free(self, rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
-        """The statement that inserts new documents (`_new_row`s), each only where its
-        inode, path and key are free (a live one trips a partial unique index, and the
-        row is skipped), returning the inserted rows."""
-        names = ", ".join(rows[0])
-        marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
-        return (f"INSERT INTO documents ({names}) VALUES {marks} "
-                f"ON CONFLICT DO NOTHING RETURNING {_DOC_COLUMNS}",
-                [v for row in rows for v in row.values()])
-
-    def _new_rows(self, writes: list[PathWrite]) -> list[dict[str, Any]]:
-        """The columns of the writes' new documents, each in its write's directory."""
-        now = time.time()
-        return [self._new_row(w.ino, _at_place(w), w.basename, now) for w in writes]
-
-    def _inserted(self, rows: list[Row]) -> dict[int, Document]:
-        return {doc.ino: self._changed(doc) for doc in map(_doc, rows)}
-
-    def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
-                            ) -> tuple[Document | None, Document | None]:
-        """The live document of `ino` and the live one at the path, in one query
-        (two index lookups: an OR of the two would scan the table on SQLite)."""
-        rows = self.db.rows(
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND ino = ? UNION ALL "
-            f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
-            "AND artifact_id = ? AND basename = ?",
-            (ino, directory.resolver, directory.artifact_id, basename))
-        found = [_doc(r) for r in rows]
-        previous = next((d for d in found if d.ino == ino), None)
-        occupant = next((d for d in found if (d.resolver, d.artifact_id, d.basename) == (
-            directory.resolver, directory.artifact_id, basename)), None)
-        return previous, occupant
 
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document:
@@ -672,31 +537,6 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories):
         self._changes.append(DocumentChange(doc.ino, doc.resolver, doc.artifact_id,
                                             doc.basename))
         return doc
-
-
-def _at_place(write: PathWrite) -> NewDocument:
-    """The write's document, in the write's directory (an artifact directory)."""
-    assert write.directory.artifact_id is not None
-    return replace(write.new, resolver=write.directory.resolver,
-                   artifact_id=write.directory.artifact_id)
-
-
-def _key(new: NewDocument) -> tuple[str, str, str]:
-    """The seeds' key of a document that has a source URL (law 4)."""
-    assert new.source_url is not None
-    return (new.artifact_id, new.source_url, new.resolver)
-
-
-def _content(new: NewDocument) -> dict[str, Any]:
-    """The fields a new version takes from freshly written bytes."""
-    content: dict[str, Any] = {"sha256": new.sha256, "bytes": new.bytes,
-                               "storage_uri": new.storage_uri}
-    if new.mtime_ns is not None:
-        content["mtime_ns"] = new.mtime_ns
-    for name in ("content_type", "run_id", "source_url"):
-        if getattr(new, name) is not None:
-            content[name] = getattr(new, name)
-    return content
 
 
 def _implements_the_protocol(catalog: SqlCatalog) -> Catalog:
