@@ -22,15 +22,11 @@ from typing import Any, TypeVar
 
 from casfs.catalog import BlobCheck, RegisterOutcome
 from casfs.catalog.database import Database, Row
-from casfs.catalog.sql_queries import DOC_COLUMNS
+from casfs.catalog.sql_queries import DOC_COLUMNS, document_of, value_rows
 from casfs.records import Directory, Document, NewDocument, PathWrite
 
 _LIVE = "valid_to IS NULL"
 T = TypeVar("T")
-
-
-def _doc(row: Row) -> Document:
-    return Document(*row)
 
 
 def key_of(new: NewDocument) -> tuple[str, str, str]:
@@ -216,8 +212,7 @@ class SqlBatches:
         inode, path and key are free (a live one trips a partial unique index, and the
         row is skipped), returning the inserted rows."""
         names = ", ".join(rows[0])
-        marks = ", ".join("(" + ", ".join("?" for _ in row) + ")" for row in rows)
-        return (f"INSERT INTO documents ({names}) VALUES {marks} "
+        return (f"INSERT INTO documents ({names}) VALUES {value_rows(len(rows[0]), len(rows))} "
                 f"ON CONFLICT DO NOTHING RETURNING {DOC_COLUMNS}",
                 [v for row in rows for v in row.values()])
 
@@ -227,7 +222,7 @@ class SqlBatches:
         return [self._new_row(w.ino, _at_place(w), w.basename, now) for w in writes]
 
     def _inserted(self, rows: list[Row]) -> dict[int, Document]:
-        return {doc.ino: self._changed(doc) for doc in map(_doc, rows)}
+        return {doc.ino: self._changed(doc) for doc in map(document_of, rows)}
 
     def _inode_and_occupant(self, ino: int, directory: Directory, basename: str
                             ) -> tuple[Document | None, Document | None]:
@@ -238,7 +233,7 @@ class SqlBatches:
             f"SELECT {DOC_COLUMNS} FROM documents WHERE {_LIVE} AND resolver = ? "
             "AND artifact_id = ? AND basename = ?",
             (ino, directory.resolver, directory.artifact_id, basename))
-        found = [_doc(r) for r in rows]
+        found = [document_of(r) for r in rows]
         previous = next((d for d in found if d.ino == ino), None)
         occupant = next((d for d in found if (d.resolver, d.artifact_id, d.basename) == (
             directory.resolver, directory.artifact_id, basename)), None)

@@ -28,12 +28,12 @@ from typing import Any, TypeVar
 from casfs import naming
 from casfs.catalog import ROOT_INO, BlobCheck, Catalog, RegisterOutcome
 from casfs.catalog.changes import Change, DirectoryChange, DocumentChange
-from casfs.catalog.database import Database, Row
+from casfs.catalog.database import Database
 from casfs.catalog.past import PastQueries
 from casfs.catalog.sql_batches import SqlBatches, content_of
 from casfs.catalog.sql_directories import SqlDirectories
 from casfs.catalog.sql_ledger import SqlBlobLedger
-from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries
+from casfs.catalog.sql_queries import DOC_COLUMNS, SqlQueries, document_of
 from casfs.catalog.sql_snapshots import SqlSnapshots
 from casfs.errors import (
     BlobsMissing,
@@ -56,10 +56,6 @@ T = TypeVar("T")
 def _label(value: str) -> str:
     """A Prometheus label value: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _doc(row: Row) -> Document:
-    return Document(*row)
 
 
 class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBatches):
@@ -194,7 +190,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
             return self._past.get_document(ino)
         row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE ino = ? AND {_LIVE}",
                         (ino,))
-        return _doc(row) if row else None
+        return document_of(row) if row else None
 
     def lookup_document(self, directory: Directory, basename: str) -> Document | None:
         if self._past:
@@ -202,7 +198,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
         row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? "
                         f"AND artifact_id = ? AND basename = ? AND {_LIVE}",
                         (directory.resolver, directory.artifact_id, basename))
-        return _doc(row) if row else None
+        return document_of(row) if row else None
 
     def list_documents(self, directory: Directory, after_ino: int, limit: int) -> list[Document]:
         if self._past:
@@ -211,13 +207,13 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE resolver = ? AND artifact_id = ? "
             f"AND {_LIVE} AND ino > ? ORDER BY ino LIMIT ?",
             (directory.resolver, directory.artifact_id, after_ino, limit))
-        return [_doc(r) for r in rows]
+        return [document_of(r) for r in rows]
 
     def history(self, ino: int) -> list[Document]:
         rows = self.db.rows(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE ino = ? ORDER BY valid_from, id",
             (ino,))
-        return [_doc(r) for r in rows]
+        return [document_of(r) for r in rows]
 
     def _by_key(self, new: NewDocument) -> Document | None:
         if new.source_url is None:
@@ -233,7 +229,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
         row = self._one(f"SELECT {_DOC_COLUMNS} FROM documents WHERE artifact_id = ? "
                         f"AND source_url = ? AND resolver = ? AND {_LIVE}",
                         (artifact_id, source_url, resolver))
-        return _doc(row) if row else None
+        return document_of(row) if row else None
 
     def register(self, new: NewDocument,
                  present: BlobCheck | None = None) -> tuple[Document, RegisterOutcome]:
@@ -448,14 +444,14 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
     def documents_by_ino(self, after_ino: int, limit: int) -> list[Document]:
         if self._past:
             return self._past.documents_by_ino(after_ino, limit)
-        return [_doc(r) for r in self.db.rows(
+        return [document_of(r) for r in self.db.rows(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} AND ino > ? "
             "ORDER BY ino LIMIT ?", (after_ino, limit))]
 
     def iter_live_documents(self) -> Iterator[Document]:
         for row in self.db.stream(f"SELECT {_DOC_COLUMNS} FROM documents WHERE {_LIVE} "
                                      "ORDER BY id"):
-            yield _doc(row)
+            yield document_of(row)
 
     def blob_refcount(self, sha256: str) -> int:
         return int(self._one(f"SELECT count(*) FROM documents WHERE sha256 = ? AND {_LIVE}",
@@ -516,7 +512,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
         assignments = ", ".join(f"{name} = ?" for name in fields)
         row = self._one(f"UPDATE documents SET {assignments} WHERE id = ? "
                         f"RETURNING {_DOC_COLUMNS}", (*fields.values(), doc.id))
-        return self._changed(_doc(row))
+        return self._changed(document_of(row))
 
     def _insert_version(self, previous: Document, **changes: Any) -> Document:
         """The next version of `previous` (already closed), with `changes` applied."""
@@ -531,7 +527,7 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
         marks = ", ".join("?" for _ in fields)
         row = self._one(f"INSERT INTO documents ({names}) VALUES ({marks}) "
                         f"RETURNING {_DOC_COLUMNS}", tuple(fields.values()))
-        return self._changed(_doc(row))
+        return self._changed(document_of(row))
 
     def _changed(self, doc: Document) -> Document:
         self._changes.append(DocumentChange(doc.ino, doc.resolver, doc.artifact_id,

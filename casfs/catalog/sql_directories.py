@@ -17,7 +17,7 @@ from casfs.catalog import ROOT_INO
 from casfs.catalog.changes import Change, DirectoryChange
 from casfs.catalog.database import Database, Row
 from casfs.catalog.past import PastQueries
-from casfs.catalog.sql_queries import DIR_COLUMNS, DOC_COLUMNS
+from casfs.catalog.sql_queries import DIR_COLUMNS, DOC_COLUMNS, value_rows
 from casfs.errors import Conflict, NotFound
 from casfs.records import Directory, Document
 
@@ -27,12 +27,6 @@ T = TypeVar("T")
 
 def _dir(row: Row) -> Directory:
     return Directory(*row)
-
-
-def _marks(width: int, count: int) -> str:
-    """`count` rows of `width` placeholders, for a VALUES list."""
-    row = "(" + ", ".join("?" for _ in range(width)) + ")"
-    return ", ".join(row for _ in range(count))
 
 
 class SqlDirectories:
@@ -134,7 +128,7 @@ class SqlDirectories:
             return
         for row in self.db.rows(
                 f"SELECT {DIR_COLUMNS} FROM directories WHERE artifact_id IS NOT NULL AND "
-                f"(resolver, artifact_id) IN (VALUES {_marks(2, len(wanted))})",
+                f"(resolver, artifact_id) IN (VALUES {value_rows(2, len(wanted))})",
                 [part for key in wanted for part in key]):
             found = _dir(row)
             assert found.artifact_id is not None
@@ -147,7 +141,7 @@ class SqlDirectories:
             return
         taken = {(parent, name) for parent, name in self.db.rows(
             "SELECT parent_ino, name FROM directories WHERE (parent_ino, name) IN "
-            f"(VALUES {_marks(2, len(missing))})",
+            f"(VALUES {value_rows(2, len(missing))})",
             [part for _, _, parent, name in missing for part in (parent, name)])}
         names = Counter((parent, name) for _, _, parent, name in missing)
         now = time.time()
@@ -158,7 +152,7 @@ class SqlDirectories:
         if free:
             self.db.execute(
                 "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
-                f"created_at, mtime_ns, valid_from) VALUES {_marks(8, len(free))}",
+                f"created_at, mtime_ns, valid_from) VALUES {value_rows(8, len(free))}",
                 [v for d in free for v in (d.ino, d.parent_ino, d.name, d.resolver,
                                            d.artifact_id, d.created_at, d.mtime_ns,
                                            d.created_at)])

@@ -11,6 +11,7 @@ import time
 from contextlib import AbstractContextManager
 
 from casfs.catalog.database import Database
+from casfs.catalog.sql_queries import value_rows
 
 _LIVE = "valid_to IS NULL"
 
@@ -27,8 +28,8 @@ class SqlBlobLedger:
         if not sizes:
             return
         now = time.time()
-        marks = ", ".join("(?, ?, ?)" for _ in sizes)
-        self.db.execute(f"INSERT INTO blobs (sha256, bytes, first_seen) VALUES {marks} "
+        self.db.execute("INSERT INTO blobs (sha256, bytes, first_seen) "
+                        f"VALUES {value_rows(3, len(sizes))} "
                         "ON CONFLICT (sha256) DO UPDATE SET state = 'present'",
                         [v for sha256, size in sorted(sizes.items()) for v in (sha256, size, now)])
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from casfs.catalog.database import Database, Dialect
+from casfs.catalog.database import Database, Dialect, Row
 from casfs.records import (
     BlobUsage,
     Document,
@@ -31,6 +31,17 @@ DOC_COLUMNS = (
 )
 _D_COLUMNS = ", ".join(f"d.{c}" for c in DOC_COLUMNS.split(", "))
 DIR_COLUMNS = "ino, parent_ino, name, resolver, artifact_id, created_at, mtime_ns"
+
+
+def document_of(row: Row) -> Document:
+    """A row of DOC_COLUMNS as a Document."""
+    return Document(*row)
+
+
+def value_rows(width: int, count: int) -> str:
+    """Placeholders for `count` rows of `width` values, for a VALUES list."""
+    row = "(" + ", ".join("?" for _ in range(width)) + ")"
+    return ", ".join(row for _ in range(count))
 
 
 def live_at(moment: str, row: str = "d") -> str:
@@ -164,10 +175,10 @@ class SqlQueries:
         """{(artifact_id, source_url, resolver): sha256} of the keys that are live."""
         if not keys:
             return {}
-        values = ", ".join("(?, ?, ?)" for _ in keys)
         rows = self.db.rows(
-            "SELECT artifact_id, source_url, resolver, sha256 FROM documents "
-            f"WHERE valid_to IS NULL AND (artifact_id, source_url, resolver) IN (VALUES {values})",
+            "SELECT artifact_id, source_url, resolver, sha256 FROM documents WHERE valid_to "
+            "IS NULL AND (artifact_id, source_url, resolver) IN "
+            f"(VALUES {value_rows(3, len(keys))})",
             [part for key in keys for part in key])
         return {(a, u, r): sha for a, u, r, sha in rows}
 
