@@ -268,11 +268,8 @@ class _Importer:
             # Every staging file, the same bytes twice included; on a thread, since
             # each unlink waits for the filesystem (15% of this process's time when
             # it did them itself) and the next batch needs none of them gone.
-            stagings_done = [placed.path for _, _, placed in keep]
-            if self.unstager is None:
-                _unstage(stagings_done)
-            else:
-                self.unstager.submit(_unstage, stagings_done)
+            assert self.unstager is not None
+            self.unstager.submit(_unstage, [placed.path for _, _, placed in keep])
         for (_, outcome), (_, _, placed) in zip(registered, keep, strict=True):
             if outcome == "unchanged":
                 self.report.already_imported += 1

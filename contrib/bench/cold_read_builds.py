@@ -37,6 +37,7 @@ from mount_workloads import (  # noqa: E402
     daemon_pid,
     drop_caches,
     mounted,
+    random_file,
     remove_work,
 )
 
@@ -84,10 +85,7 @@ def main() -> int:
     try:
         store = work / "store"
         Store.init(store, blobs=f"s3://{BUCKET}/{uuid.uuid4().hex}").close()
-        big = work / "big.bin"
-        with open(big, "wb") as f:
-            for _ in range(args.mib):
-                f.write(os.urandom(CHUNK))
+        big = random_file(work / "big.bin", args.mib)
         with mounted(store, work / "mnt") as mnt:
             (mnt / "b" / "c").mkdir(parents=True)
             subprocess.run(["cp", str(big), str(mnt / "b" / "c")], check=True)

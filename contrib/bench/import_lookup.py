@@ -165,8 +165,10 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-bench-", dir=args.dir))
     os.environ["CASFS_CONFIG"] = str(work / "config.toml")
-    server = PostgresServer().start() if args.postgres else None
+    server: PostgresServer | None = None
     try:
+        if args.postgres:
+            server = PostgresServer().start()
         results = {}
         for label, lines in (("import_small", args.lines // 10), ("import", args.lines)):
             manifest = make_run(work / f"run-{label}", lines)
