@@ -184,6 +184,26 @@ def test_a_registration_refuses_a_blob_that_is_gone(store: Store) -> None:
     assert store.catalog.stats()["documents"] == 0
 
 
+def test_a_batch_with_one_blob_gone_registers_none_of_it(store: Store) -> None:
+    """Law 2 for register_many: `present` is asked for every blob of the batch, and
+    one that is gone leaves nothing of the batch behind (no document, no directory,
+    no counter), plain cases included."""
+    batch = [new(artifact_id="W1"), new(artifact_id="W2", sha256=SHA_B,
+                                        source_url="https://x/b.pdf")]
+    asked: list[str] = []
+
+    def present(sha256: str) -> bool:
+        asked.append(sha256)
+        return sha256 != SHA_B
+    with pytest.raises(BlobsMissing) as info:
+        store.catalog.register_many(batch, present)
+    assert info.value.sha256s == [SHA_B]
+    assert sorted(asked) == [SHA_A, SHA_B]
+    assert store.catalog.stats()["documents"] == 0
+    assert store.catalog.find_directory("unpaywall", "W1") is None
+    assert not [c for c in store.catalog.counters() if c[0] == "casfs_ingested_files_total"]
+
+
 def test_registration_restores_a_blob_removed_before_its_transaction(store: Store) -> None:
     staging = store.blobs.stage()
     staging.write(b"precious bytes", 0)
