@@ -89,13 +89,20 @@ class SqlDirectories:
     def _insert_directory(self, parent_ino: int, name: str, resolver: str,
                           artifact_id: str | None) -> Directory:
         now = time.time()
-        ino = self.take_ino()
-        self._changes.append(DirectoryChange(ino, parent_ino, name))
+        made = Directory(self.take_ino(), parent_ino, name, resolver, artifact_id, now,
+                         int(now * 1e9))
+        self._insert_directories([made])
+        return made
+
+    def _insert_directories(self, made: list[Directory]) -> None:
+        """Insert new directories (each its first version), in one statement."""
         self.db.execute(
             "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
-            "created_at, mtime_ns, valid_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9), now))
-        return Directory(ino, parent_ino, name, resolver, artifact_id, now, int(now * 1e9))
+            f"created_at, mtime_ns, valid_from) VALUES {value_rows(8, len(made))}",
+            [v for d in made for v in (d.ino, d.parent_ino, d.name, d.resolver,
+                                       d.artifact_id, d.created_at, d.mtime_ns,
+                                       d.created_at)])
+        self._changes += [DirectoryChange(d.ino, d.parent_ino, d.name) for d in made]
 
     def _ensure_directory(self, resolver: str, artifact_id: str | None) -> Directory:
         """find_directory or create it, inside a write transaction."""
@@ -150,15 +157,9 @@ class SqlDirectories:
                 for resolver, artifact_id, parent, name in missing
                 if (parent, name) not in taken and names[(parent, name)] == 1]
         if free:
-            self.db.execute(
-                "INSERT INTO directories (ino, parent_ino, name, resolver, artifact_id, "
-                f"created_at, mtime_ns, valid_from) VALUES {value_rows(8, len(free))}",
-                [v for d in free for v in (d.ino, d.parent_ino, d.name, d.resolver,
-                                           d.artifact_id, d.created_at, d.mtime_ns,
-                                           d.created_at)])
+            self._insert_directories(free)
         for made in free:
             assert made.artifact_id is not None
-            self._changes.append(DirectoryChange(made.ino, made.parent_ino, made.name))
             self._directories_seen[(made.resolver, made.artifact_id)] = made
         for resolver, artifact_id, _, _ in missing:  # a name taken: one by one, in order
             self._ensure_directory(resolver, artifact_id)
