@@ -44,6 +44,7 @@ from .open_files import OpenFile
 log = logging.getLogger("casfs.mount")
 
 MAX_PENDING = 64  # closes answered and not yet registered; a few rounds' worth
+GATHER_S = 0.005  # a bulk load's registration rounds wait this long for more (rounds.py)
 
 
 class ClosesBehind:

@@ -38,7 +38,7 @@ from casfs.store import Store, StoreLayout
 from . import control, metrics_http, readahead
 from .catalog_writer import CatalogWriter
 from .change_listener import ChangeListener
-from .closes_behind import ClosesBehind
+from .closes_behind import GATHER_S, ClosesBehind
 from .durability_rounds import DurabilityRounds
 from .operations import CasfsOperations
 from .options import MountOptions
@@ -244,6 +244,7 @@ def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,
     bulk = BulkLoad(store)
     writer.catalog.relax_commits()
     ops.files.durable_close = False
+    writer.rounds.gather = GATHER_S
     behind = ops.behind = ClosesBehind(ops.finalize, ops.files.release)
     log.info("bulk load: closes are registered behind them and durable in rounds, "
              "every %gs, on fsync and at unmount; a crash loses at most the closes "

@@ -16,6 +16,14 @@ to a thread again. Timed in the daemon with 8 writers, that return and that new 
 left the rounds idle 1.1-1.2 ms between one round and the next, against 2.6-2.9 ms
 for the round itself. A thread keeps the lead for at most `lead_for` seconds, so
 that other jobs waiting for the same connection get their turn.
+
+Where nobody waits for the answers (a bulk load's registrations, whose closes have
+returned: closes_behind.py), a round may also wait `gather` seconds for more items
+before it starts: one writer's closes then share rounds too. A round costs its thread
+a transaction, its pages written to SQLite's log and a wake-up of the event loop
+whatever its size, and on two cores that competes with the writer's next requests.
+Measured (README, "A bulk load's rounds gather"): one `cp` of 5,000 small files in a
+bulk load went from a median of 1,200 to 1,450 files/s with 5 ms.
 """
 
 from __future__ import annotations
@@ -53,10 +61,11 @@ class Rounds(Generic[Context, Item, Result]):
 
     def __init__(self, run_round: Callable[[Context, list[Item]], list[outcome.Outcome[Result]]],
                  in_thread: Callable[[Callable[[Context], None]], Awaitable[None]],
-                 lead_for: float = LEAD_FOR) -> None:
+                 lead_for: float = LEAD_FOR, gather: float = 0.0) -> None:
         self._run_round = run_round
         self._in_thread = in_thread
         self._lead_for = lead_for
+        self.gather = gather  # seconds a round waits for more items (see above)
         self._lock = threading.Lock()  # _waiting and _running, shared with the thread
         self._waiting: list[_Ticket[Item, Result]] = []
         self._running = False
@@ -74,6 +83,9 @@ class Rounds(Generic[Context, Item, Result]):
                 if lead:
                     self._running = True
             if lead:
+                if self._gathering():
+                    with trio.CancelScope(shield=True):  # it holds the lead meanwhile
+                        await trio.sleep(self.gather)
                 await self._lead()
                 continue
             try:
@@ -86,6 +98,11 @@ class Rounds(Generic[Context, Item, Result]):
                 raise
             ticket.wake = trio.Event()
         return ticket.answer.unwrap()
+
+    def _gathering(self) -> bool:
+        """Whether the next round should wait `gather` for more items first."""
+        with self._lock:
+            return self.gather > 0 and len(self._waiting) < MAX_ROUND
 
     def _take(self, deadline: float | None = None) -> list[_Ticket[Item, Result]]:
         """The next round's tickets; none, and the lead given up, when nothing waits
@@ -114,6 +131,8 @@ class Rounds(Generic[Context, Item, Result]):
                 except BaseException as e:  # handed to every item
                     answers = [outcome.Error(e)] * len(taken)
                 token.run_sync_soon(self._answer, taken, answers)
+                if self._gathering():
+                    time.sleep(self.gather)  # this thread only: the loop goes on
                 taken = self._take(deadline)
 
         self.trips += 1

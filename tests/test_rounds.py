@@ -159,3 +159,33 @@ def test_a_thread_that_cannot_start_fails_its_round_and_the_next_ones_run() -> N
         assert await rounds.submit(2) == 2
 
     trio.run(main)
+
+
+def test_with_gather_items_arriving_one_at_a_time_share_rounds() -> None:
+    """A bulk load's one writer: its closes arrive one by one, each after the round
+    before it ended. Without `gather` each is a round of its own; with it, a round
+    (the first one, and those the thread runs back to back) waits for the next
+    ones and takes them together."""
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
+        return [outcome.Value(i) for i in items]
+
+    async def main(gather: float) -> Rounds[None, int, int]:
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread, lead_for=10.0,
+                                                gather=gather)
+
+        async def one(i: int) -> None:
+            assert await rounds.submit(i) == i
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+                await trio.sleep(0.01)
+        return rounds
+
+    alone = trio.run(main, 0.0)
+    assert (alone.rounds, alone.items) == (20, 20)
+    gathered = trio.run(main, 0.2)
+    assert gathered.items == 20
+    assert gathered.rounds <= 4, gathered.rounds  # about 200 ms of arrivals a round
+    assert gathered.trips == 1  # the back-to-back rounds waited in their thread
+
