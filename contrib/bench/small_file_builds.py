@@ -1,0 +1,100 @@
+"""Small files copied in through builds of casfs taking turns: the experiment behind
+the README's comparisons of small-file changes ("A bulk load's rounds gather").
+
+    git worktree add /tmp/before HEAD~1
+    .venv/bin/python contrib/bench/small_file_builds.py [--dir DIR] [--files 5000]
+        [--runs 5] [--durability batch] SOURCE_DIR [SOURCE_DIR ...]
+
+Makes --files files of 2-6 KiB (as `casfs bench` makes them), then for each run
+mounts each build in turn on a store of its own (its daemon runs with
+`PYTHONPATH=SOURCE_DIR`, so run this from outside the repository: `python -m` looks
+in the current directory first) and times one `cp -r` of them into an artifact
+directory, followed by an fsync of one more file there (in a bulk load, a
+durability round for them all, as `casfs bench` times it). Each line: files/s, the
+daemon's CPU per file, and the registration rounds the files took (the mount's
+/.casfs/metrics). Nothing is deleted until the end: on ext4 without a journal,
+deleting many files slows the next minute's creates (README, "The disk's share").
+The machine moves between runs: compare builds within a run, and over several.
+Leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from mount_workloads import cpu_seconds, daemon_pid, mounted, remove_work  # noqa: E402
+
+from casfs.store import Store  # noqa: E402
+
+
+def metric(mountpoint: Path, name: str) -> int:
+    for line in (mountpoint / ".casfs" / "metrics").read_text().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def copy_in(source: Path, store: Path, mountpoint: Path, durability: str, files: int
+            ) -> tuple[float, str]:
+    Store.init(store).close()
+    with mounted(store, mountpoint, durability=durability) as mnt:
+        target = mnt / "bench" / "small"
+        target.mkdir(parents=True)
+        pid = daemon_pid(store)
+        cpu, start = cpu_seconds(pid), time.perf_counter()
+        subprocess.run(["cp", "-r", f"{source}/.", str(target)], check=True)
+        with open(target / "zz-last", "wb") as f:
+            f.write(b"x")
+            os.fsync(f.fileno())
+        seconds = time.perf_counter() - start
+        cpu = cpu_seconds(pid) - cpu
+        rounds = metric(mnt, "casfs_mount_registration_commits")
+    rate = files / seconds
+    return rate, (f"{rate:6.0f} files/s   daemon CPU {1000 * cpu / files:5.3f} ms a file   "
+                  f"{rounds} rounds")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("builds", nargs="+", type=Path, metavar="SOURCE_DIR")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--durability", choices=("batch", "close"), default="batch")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="casfs-small-builds-", dir=args.dir))
+    rates: dict[Path, list[float]] = {build: [] for build in args.builds}
+    try:
+        source = work / "small"
+        source.mkdir()
+        rng = random.Random(1)
+        for i in range(args.files):
+            (source / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(2048, 6144)))
+        for run in range(1, args.runs + 1):
+            for k, build in enumerate(args.builds):
+                os.environ["PYTHONPATH"] = str(build.resolve())
+                rate, line = copy_in(source, work / f"store-{run}-{k}", work / "mnt",
+                                     args.durability, args.files)
+                rates[build].append(rate)
+                print(f"run {run}  {build!s:30}  {line}", flush=True)
+        for build, seen in rates.items():
+            print(f"median  {build!s:30}  {statistics.median(seen):6.0f} files/s")
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+        remove_work(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
