@@ -23,7 +23,8 @@ before it starts: one writer's closes then share rounds too. A round costs its t
 a transaction, its pages written to SQLite's log and a wake-up of the event loop
 whatever its size, and on two cores that competes with the writer's next requests.
 Measured (README, "A bulk load's rounds gather"): one `cp` of 5,000 small files in a
-bulk load went from a median of 1,200 to 1,450 files/s with 5 ms.
+bulk load went from a median of 1,202 to 1,656 files/s with 5 ms, in 270-311 rounds
+instead of 2,479-3,252.
 """
 
 from __future__ import annotations
