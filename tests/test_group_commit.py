@@ -11,6 +11,7 @@ from pathlib import Path
 
 import outcome
 import pytest
+import trio
 
 from casfs.blobs.staging import StagingFile
 from casfs.ingest import StoredBlob, place_blob
@@ -184,3 +185,35 @@ def _staged(store: Store, data: bytes) -> StagingFile:
     staging = store.blobs.stage()
     staging.write(data, 0)
     return staging
+
+
+def test_creates_take_inode_numbers_reserved_ahead_while_the_writer_is_busy(
+        store: Store) -> None:
+    """A create takes its inode number from a block the writer reserved ahead, so it
+    does not wait for the writer's connection, which rounds may hold for a while
+    (a bulk load's gather): here a job holds it for 10 s, and 300 creates' numbers
+    come at once. Every number handed out is new."""
+    writer = CatalogWriter(store)
+    release = threading.Event()
+
+    async def main() -> set[int]:
+        seen = {await writer.new_ino() for _ in range(201)}  # past half of a block
+        with trio.fail_after(10):
+            while not writer._next_inos:  # the reservation ahead, on its way
+                await trio.sleep(0.01)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, lambda catalog: release.wait(10))
+            await trio.sleep(0.1)  # the job holds the connection now
+            with trio.fail_after(2):
+                seen |= {await writer.new_ino() for _ in range(300)}
+            release.set()
+        return seen
+
+    try:
+        seen = trio.run(main)
+    finally:
+        release.set()
+        writer.close()
+    assert len(seen) == 501
+    taken = store.catalog.reserve_inos()  # what the catalog hands out next is newer
+    assert min(taken) > max(seen)
