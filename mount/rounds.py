@@ -132,7 +132,8 @@ class Rounds(Generic[Context, Item, Result]):
                 except BaseException as e:  # handed to every item
                     answers = [outcome.Error(e)] * len(taken)
                 token.run_sync_soon(self._answer, taken, answers)
-                if self._gathering():
+                # Past the deadline the lead is handed on, and the next leader gathers.
+                if time.monotonic() < deadline and self._gathering():
                     time.sleep(self.gather)  # this thread only: the loop goes on
                 taken = self._take(deadline)
 

@@ -189,3 +189,20 @@ def test_with_gather_items_arriving_one_at_a_time_share_rounds() -> None:
     assert gathered.rounds <= 4, gathered.rounds  # about 200 ms of arrivals a round
     assert gathered.trips == 1  # the back-to-back rounds waited in their thread
 
+
+
+def test_a_lead_that_has_run_out_hands_on_without_gathering_again() -> None:
+    """Past its lead's deadline, a round's thread hands the lead on at once: the next
+    leader gathers, so a wait in the thread too would make items wait twice. A lone
+    item waits one gather (here 1 s) before its round, not two."""
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
+        return [outcome.Value(i) for i in items]
+
+    async def main() -> float:
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread, lead_for=0.0,
+                                                gather=1.0)
+        start = trio.current_time()
+        assert await rounds.submit(7) == 7
+        return trio.current_time() - start
+
+    assert 1.0 <= trio.run(main) < 1.9
