@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from mount_workloads import (  # noqa: E402
+    builds_in_turn,
     cpu_seconds,
     cpu_times,
     daemon_pid,
@@ -90,13 +91,10 @@ def main() -> int:
             (mnt / "b" / "c").mkdir(parents=True)
             subprocess.run(["cp", str(big), str(mnt / "b" / "c")], check=True)
         big.unlink()
-        for run in range(1, args.runs + 1):
-            for build in args.builds:
-                os.environ["PYTHONPATH"] = str(build.resolve())
-                line = cold_read(store, work / "mnt", server.process.pid, args.mib)
-                print(f"run {run}  {build!s:30}  {line}", flush=True)
+        for run, build in builds_in_turn(args.builds, args.runs):
+            line = cold_read(store, work / "mnt", server.process.pid, args.mib)
+            print(f"run {run}  {build!s:30}  {line}", flush=True)
     finally:
-        os.environ.pop("PYTHONPATH", None)
         remove_work(work)
         server.stop()
     return 0

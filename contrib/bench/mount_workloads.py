@@ -76,6 +76,19 @@ def remove_work(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def builds_in_turn(builds: list[Path], runs: int) -> Iterator[tuple[int, Path]]:
+    """(run, build) for each of `runs` runs and each build in turn; meanwhile a mount
+    daemon started runs that build's source (`PYTHONPATH`: run from outside the
+    repository, since `python -m` looks in the current directory first)."""
+    try:
+        for run in range(1, runs + 1):
+            for build in builds:
+                os.environ["PYTHONPATH"] = str(build.resolve())
+                yield run, build
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+
+
 @contextmanager
 def mounted(store: Path, mountpoint: Path, at: float | None = None,
             durability: str = "close", readonly: bool = False,

@@ -33,7 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import cpu_seconds, daemon_pid, mounted, remove_work  # noqa: E402
+from mount_workloads import (  # noqa: E402
+    builds_in_turn,
+    cpu_seconds,
+    daemon_pid,
+    mounted,
+    remove_work,
+)
 
 from casfs.store import Store  # noqa: E402
 
@@ -81,17 +87,14 @@ def main() -> int:
         rng = random.Random(1)
         for i in range(args.files):
             (source / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(2048, 6144)))
-        for run in range(1, args.runs + 1):
-            for k, build in enumerate(args.builds):
-                os.environ["PYTHONPATH"] = str(build.resolve())
-                rate, line = copy_in(source, work / f"store-{run}-{k}", work / "mnt",
-                                     args.durability, args.files)
-                rates[build].append(rate)
-                print(f"run {run}  {build!s:30}  {line}", flush=True)
+        for turn, (run, build) in enumerate(builds_in_turn(args.builds, args.runs)):
+            rate, line = copy_in(source, work / f"store-{turn}", work / "mnt",
+                                 args.durability, args.files)
+            rates[build].append(rate)
+            print(f"run {run}  {build!s:30}  {line}", flush=True)
         for build, seen in rates.items():
             print(f"median  {build!s:30}  {statistics.median(seen):6.0f} files/s")
     finally:
-        os.environ.pop("PYTHONPATH", None)
         remove_work(work)
     return 0
 
