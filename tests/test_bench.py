@@ -23,8 +23,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     workloads = [row["workload"] for row in report["rows"]]
-    for expected in ("ingest", "first read", "warm re-read", "small files", "bulk load",
-                     "stat of every",
+    for expected in ("ingest", "first read", "warm re-read", "small files", "cp at once",
+                     "bulk load", "stat of every",
                      "ls -l", "find", "lookup per path", "readdir per entry"):
         assert any(expected in w for w in workloads), expected
     assert all(row["mount_s"] > 0 for row in report["rows"])

@@ -31,6 +31,7 @@ from casfs.processes import mount_pid_file, read_pid
 from casfs.store import Store, StoreLayout
 
 CHUNK = 1 << 20
+WRITERS = 8  # parallel writers of the small files, as a pipeline's download workers
 
 
 @dataclass
@@ -95,6 +96,17 @@ def drop_dentries() -> bool:
         return True
     except OSError:
         return False
+
+
+def copy_at_once(shares: list[Path], target: Path) -> None:
+    """One `cp -r` per share, all at once, each into a directory of its own under
+    `target`: download workers of a pipeline, each close durable on its own."""
+    target.mkdir(parents=True)
+    copies = [subprocess.Popen(["cp", "-r", f"{share}/.", str(target / share.name)])
+              for share in shares]
+    failed = [c.args for c in copies if c.wait() != 0]
+    if failed:
+        raise subprocess.CalledProcessError(1, failed[0])
 
 
 def make_durable(directory: Path) -> None:
@@ -216,6 +228,13 @@ class Bench:
             self.add(Row(f"small files: cp of {self.files:,} files into one artifact",
                          native_time, mount_time, "files", self.files,
                          goal=">= 700 files/s"))
+            shares = self._shares(src, WRITERS)
+            native_parallel = timed(lambda: copy_at_once(shares, native / "small-parallel"))
+            self.add(Row(f"small files: {WRITERS} cp at once, {self.files:,} files in all, "
+                         "each into its own artifact", native_parallel,
+                         timed(lambda: copy_at_once(shares, mnt / "parallel")),
+                         "files", sum(len(os.listdir(s)) for s in shares),
+                         goal=">= 1,500 files/s"))
         with self.mounted(store, "main", durability="batch") as mnt:
             target = mnt / "bench" / "small-batch"
             target.mkdir(parents=True)
@@ -260,6 +279,15 @@ class Bench:
             self.add(Row(f"ls -l of {self.files:,} entries, repeated, -o noxattr",
                          timed(lambda: run(ls_native), repeat=3),
                          timed(lambda: run(ls_mount), repeat=3)))
+
+    def _shares(self, src: Path, writers: int) -> list[Path]:
+        """`src`'s files dealt out to `writers` directories beside it (hard links)."""
+        shares = [self.work / f"small-share-{k}" for k in range(writers)]
+        for share in shares:
+            share.mkdir()
+        for i, name in enumerate(sorted(os.listdir(src))):
+            os.link(src / name, shares[i % writers] / name)
+        return shares
 
     def scale(self) -> None:
         """Lookup and readdir on a small and a large catalog: the cost must not grow."""
