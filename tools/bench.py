@@ -98,6 +98,17 @@ def drop_dentries() -> bool:
         return False
 
 
+def deal_out(source: Path, into: Path, writers: int) -> list[Path]:
+    """`source`'s files dealt out to `writers` new directories in `into` (hard links:
+    the same disk, no copy), one for each writer of `copy_at_once`."""
+    shares = [into / f"small-share-{k}" for k in range(writers)]
+    for share in shares:
+        share.mkdir()
+    for i, name in enumerate(sorted(os.listdir(source))):
+        os.link(source / name, shares[i % writers] / name)
+    return shares
+
+
 def copy_at_once(shares: list[Path], target: Path) -> None:
     """One `cp -r` per share, all at once, each into a directory of its own under
     `target`: download workers of a pipeline, each close durable on its own."""
@@ -228,7 +239,7 @@ class Bench:
             self.add(Row(f"small files: cp of {self.files:,} files into one artifact",
                          native_time, mount_time, "files", self.files,
                          goal=">= 700 files/s"))
-            shares = self._shares(src, WRITERS)
+            shares = deal_out(src, self.work, WRITERS)
             native_parallel = timed(lambda: copy_at_once(shares, native / "small-parallel"))
             self.add(Row(f"small files: {WRITERS} cp at once, {self.files:,} files in all, "
                          "each into its own artifact", native_parallel,
@@ -279,15 +290,6 @@ class Bench:
             self.add(Row(f"ls -l of {self.files:,} entries, repeated, -o noxattr",
                          timed(lambda: run(ls_native), repeat=3),
                          timed(lambda: run(ls_mount), repeat=3)))
-
-    def _shares(self, src: Path, writers: int) -> list[Path]:
-        """`src`'s files dealt out to `writers` directories beside it (hard links)."""
-        shares = [self.work / f"small-share-{k}" for k in range(writers)]
-        for share in shares:
-            share.mkdir()
-        for i, name in enumerate(sorted(os.listdir(src))):
-            os.link(src / name, shares[i % writers] / name)
-        return shares
 
     def scale(self) -> None:
         """Lookup and readdir on a small and a large catalog: the cost must not grow."""

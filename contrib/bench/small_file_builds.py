@@ -3,14 +3,16 @@ the README's comparisons of small-file changes ("A bulk load's rounds gather").
 
     git worktree add /tmp/before HEAD~1
     .venv/bin/python contrib/bench/small_file_builds.py [--dir DIR] [--files 5000]
-        [--runs 5] [--durability batch] SOURCE_DIR [SOURCE_DIR ...]
+        [--runs 5] [--durability batch] [--writers 1] SOURCE_DIR [SOURCE_DIR ...]
 
 Makes --files files of 2-6 KiB (as `casfs bench` makes them), then for each run
 mounts each build in turn on a store of its own (its daemon runs with
 `PYTHONPATH=SOURCE_DIR`, so run this from outside the repository: `python -m` looks
 in the current directory first) and times one `cp -r` of them into an artifact
 directory, followed by an fsync of one more file there (in a bulk load, a
-durability round for them all, as `casfs bench` times it). Each line: files/s, the
+durability round for them all, as `casfs bench` times it). With --writers N, the
+files are dealt out to N `cp -r` at once, each into an artifact of its own, as
+`casfs bench` copies them for its parallel writers. Each line: files/s, the
 daemon's CPU per file, and the registration rounds the files took (the mount's
 /.casfs/metrics). Nothing is deleted until the end: on ext4 without a journal,
 deleting many files slows the next minute's creates (README, "The disk's share").
@@ -42,6 +44,7 @@ from mount_workloads import (  # noqa: E402
 )
 
 from casfs.store import Store  # noqa: E402
+from casfs.tools.bench import copy_at_once, deal_out  # noqa: E402
 
 
 def metric(mountpoint: Path, name: str) -> int:
@@ -51,7 +54,7 @@ def metric(mountpoint: Path, name: str) -> int:
     return 0
 
 
-def copy_in(source: Path, store: Path, mountpoint: Path, durability: str, files: int
+def copy_in(shares: list[Path], store: Path, mountpoint: Path, durability: str, files: int
             ) -> tuple[float, str]:
     Store.init(store).close()
     with mounted(store, mountpoint, durability=durability) as mnt:
@@ -59,7 +62,10 @@ def copy_in(source: Path, store: Path, mountpoint: Path, durability: str, files:
         target.mkdir(parents=True)
         pid = daemon_pid(store)
         cpu, start = cpu_seconds(pid), time.perf_counter()
-        subprocess.run(["cp", "-r", f"{source}/.", str(target)], check=True)
+        if len(shares) == 1:
+            subprocess.run(["cp", "-r", f"{shares[0]}/.", str(target)], check=True)
+        else:
+            copy_at_once(shares, mnt / "parallel")
         with open(target / "zz-last", "wb") as f:
             f.write(b"x")
             os.fsync(f.fileno())
@@ -78,6 +84,8 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--durability", choices=("batch", "close"), default="batch")
+    parser.add_argument("--writers", type=int, default=1,
+                        help="cp processes at once, each with its share of the files")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="casfs-small-builds-", dir=args.dir))
     rates: dict[Path, list[float]] = {build: [] for build in args.builds}
@@ -87,8 +95,9 @@ def main() -> int:
         rng = random.Random(1)
         for i in range(args.files):
             (source / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(2048, 6144)))
+        shares = [source] if args.writers == 1 else deal_out(source, work, args.writers)
         for turn, (run, build) in enumerate(builds_in_turn(args.builds, args.runs)):
-            rate, line = copy_in(source, work / f"store-{turn}", work / "mnt",
+            rate, line = copy_in(shares, work / f"store-{turn}", work / "mnt",
                                  args.durability, args.files)
             rates[build].append(rate)
             print(f"run {run}  {build!s:30}  {line}", flush=True)
