@@ -56,11 +56,14 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             raise pyfuse3.FUSEError(
                 errno.ENAMETOOLONG if e.errno_hint == errno.ENAMETOOLONG else errno.ENOENT
             ) from None
+        if self.absent.recent(parent_inode, text) and \
+                self.files.named(parent_inode, text) is None:
+            return self.attrs.absent()  # asked again by an exclusive create: absent_names.py
         attr = await self._child(parent_inode, text)
         if attr is None:
-            self.absent.saw(parent_inode, text)
             directory = self.directories.get(parent_inode)  # _child kept it
             if directory is not None and directory.artifact_id is not None:
+                self.absent.saw(parent_inode, text)
                 return self.attrs.absent()  # kept by the kernel a moment, not counted
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._counted(attr)
@@ -368,6 +371,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
                 lambda c: c.rename_document(ino, target_dir, new, replace=False))
         if file is not None and file.parent_ino is not None:
             self.files.move(file, target_dir.ino, new)
+        self.absent.forget(target_dir.ino, new)
 
     async def _rename_directory(self, source: Directory, parent_new: int, new: str,
                                 noreplace: bool) -> None:
@@ -400,6 +404,7 @@ class CasfsOperations(DirectoryHandlers, XattrHandlers):
             await self._settled(inode)
             await self.finalize(file)
         linked = await self.write_catalog(lambda c: c.link_document(inode, directory, text))
+        self.absent.forget(directory.ino, text)
         return self._counted(self.attrs.document(linked))
 
     @handler

@@ -210,6 +210,26 @@ def test_a_name_found_absent_is_remembered_a_moment_only(mounter: Mounter,
     assert (resolver / "2401.00001" / "late.pdf").read_bytes() == b"put from outside"
 
 
+@pytest.mark.parametrize("make", ["rename", "link"])
+def test_a_name_found_absent_then_made_here_is_there_for_an_exclusive_create(
+        mnt: Path, make: str) -> None:
+    """The mount answers a lookup from the one just before it (`cp`'s stat, then
+    its O_EXCL open, which the kernel always looks up again): a name this mount made
+    meanwhile by a rename or a link must not be answered absent, or the exclusive
+    create would replace it."""
+    source = artifact(mnt) / "source.txt"
+    source.write_bytes(b"the first file")
+    name = artifact(mnt) / "new.txt"
+    assert not name.exists()
+    if make == "rename":
+        os.rename(source, name)
+    else:
+        os.link(source, name)
+    with pytest.raises(FileExistsError):
+        os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    assert name.read_bytes() == b"the first file"
+
+
 def test_umount_waits_for_the_daemon(mnt: Path, mounter: Mounter) -> None:
     (artifact(mnt) / "a.txt").write_bytes(b"a")
     mounter.umount()
