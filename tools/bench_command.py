@@ -19,7 +19,8 @@ def register(commands: Any) -> None:
         "bench", help="time workloads through a mount and natively, as ratios",
         description="On a temporary store and mount under --dir (so on the same disk), "
                     "run each workload through the mount and natively: ingest and reads "
-                    "of a large file, many small files, stat, ls -l, find, and lookup and "
+                    "of a large file, many small files (one cp, 8 cp at once, a bulk load), "
+                    "stat, ls -l, find, and lookup and "
                     "readdir on a small and a large synthetic catalog. Prints both times "
                     "and their ratio; leaves nothing behind. Times on a shared machine "
                     "vary: compare ratios.")
