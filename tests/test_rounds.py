@@ -190,7 +190,6 @@ def test_with_gather_items_arriving_one_at_a_time_share_rounds() -> None:
     assert gathered.trips == 1  # the back-to-back rounds waited in their thread
 
 
-
 def test_a_lead_that_has_run_out_hands_on_without_gathering_again() -> None:
     """Past its lead's deadline, a round's thread hands the lead on at once: the next
     leader gathers, so a wait in the thread too would make items wait twice. A lone

@@ -98,6 +98,15 @@ def drop_dentries() -> bool:
         return False
 
 
+def make_small_files(directory: Path, count: int) -> Path:
+    """`count` files of 2-6 KiB in a new `directory`, the same bytes every time."""
+    directory.mkdir()
+    rng = random.Random(1)
+    for i in range(count):
+        (directory / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(2048, 6144)))
+    return directory
+
+
 def deal_out(source: Path, into: Path, writers: int) -> list[Path]:
     """`source`'s files dealt out to `writers` new directories in `into` (hard links:
     the same disk, no copy), one for each writer of `copy_at_once`."""
@@ -226,11 +235,7 @@ class Bench:
                          timed(lambda: run([*cat, str(copy)]))))
 
     def small_files(self, store: Path, native: Path) -> None:
-        src = self.work / "small"
-        src.mkdir()
-        rng = random.Random(1)
-        for i in range(self.files):
-            (src / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(2048, 6144)))
+        src = make_small_files(self.work / "small", self.files)
         with self.mounted(store, "main") as mnt:
             target = mnt / "bench" / "small"
             target.mkdir(parents=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from mount_workloads import mounted, remove_work  # noqa: E402
+from mount_workloads import mount_metrics, mounted, remove_work  # noqa: E402
 
 from casfs.store import Store  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
@@ -96,16 +96,6 @@ def one_run(work: Path, args: argparse.Namespace, server: PostgresServer | None
         result[f"{phase} p50 us"] = statistics.median(values) * 1e6
         result[f"{phase} p90 us"] = values[len(values) * 9 // 10] * 1e6
     return result
-
-
-def mount_metrics(mountpoint: Path) -> dict[str, float]:
-    """The mount's own gauges and unlabelled counters (/.casfs/metrics)."""
-    values: dict[str, float] = {}
-    for line in (mountpoint / ".casfs" / "metrics").read_text().splitlines():
-        name, _, value = line.partition(" ")
-        if not line.startswith("#") and "{" not in name and value:
-            values[name] = float(value)
-    return values
 
 
 def main() -> int:

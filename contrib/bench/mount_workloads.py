@@ -76,6 +76,16 @@ def remove_work(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def mount_metrics(mountpoint: Path) -> dict[str, float]:
+    """The mount's own gauges and unlabelled counters (/.casfs/metrics)."""
+    values: dict[str, float] = {}
+    for line in (mountpoint / ".casfs" / "metrics").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if not line.startswith("#") and "{" not in name and value:
+            values[name] = float(value)
+    return values
+
+
 def builds_in_turn(builds: list[Path], runs: int) -> Iterator[tuple[int, Path]]:
     """(run, build) for each of `runs` runs and each build in turn; meanwhile a mount
     daemon started runs that build's source (`PYTHONPATH`: run from outside the

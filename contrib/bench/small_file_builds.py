@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -39,19 +38,13 @@ from mount_workloads import (  # noqa: E402
     builds_in_turn,
     cpu_seconds,
     daemon_pid,
+    mount_metrics,
     mounted,
     remove_work,
 )
 
 from casfs.store import Store  # noqa: E402
-from casfs.tools.bench import copy_at_once, deal_out  # noqa: E402
-
-
-def metric(mountpoint: Path, name: str) -> int:
-    for line in (mountpoint / ".casfs" / "metrics").read_text().splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    return 0
+from casfs.tools.bench import copy_at_once, deal_out, make_small_files  # noqa: E402
 
 
 def copy_in(shares: list[Path], store: Path, mountpoint: Path, durability: str, files: int
@@ -71,7 +64,7 @@ def copy_in(shares: list[Path], store: Path, mountpoint: Path, durability: str, 
             os.fsync(f.fileno())
         seconds = time.perf_counter() - start
         cpu = cpu_seconds(pid) - cpu
-        rounds = metric(mnt, "casfs_mount_registration_commits")
+        rounds = int(mount_metrics(mnt).get("casfs_mount_registration_commits", 0))
     rate = files / seconds
     return rate, (f"{rate:6.0f} files/s   daemon CPU {1000 * cpu / files:5.3f} ms a file   "
                   f"{rounds} rounds")
@@ -90,11 +83,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="casfs-small-builds-", dir=args.dir))
     rates: dict[Path, list[float]] = {build: [] for build in args.builds}
     try:
-        source = work / "small"
-        source.mkdir()
-        rng = random.Random(1)
-        for i in range(args.files):
-            (source / f"f{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(2048, 6144)))
+        source = make_small_files(work / "small", args.files)
         shares = [source] if args.writers == 1 else deal_out(source, work, args.writers)
         for turn, (run, build) in enumerate(builds_in_turn(args.builds, args.runs)):
             rate, line = copy_in(shares, work / f"store-{turn}", work / "mnt",
