@@ -112,3 +112,46 @@ def test_a_staging_file_no_name_holds_comes_back_empty_and_a_linked_one_never(
     reserve.close()
     for s in seen:
         s.discard()
+
+
+def test_a_blob_removed_before_its_staging_file_comes_back_is_never_emptied(
+        tmp_path: Path) -> None:
+    """gc may remove a blob (a superseded version, --grace 0) before the reserve's
+    thread sees its staging file: the file has no name then, yet it was the blob,
+    and a pin may still read it. It is closed, never emptied and taken again (a
+    create would get an inode Linux refuses to link a second time: ENOENT, EIO at
+    its close)."""
+    store = LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    reserve = StagingReserve(store.stage, keep=2, refill_at=0)
+    blob = trio.run(reserve.take)
+    blob.write(b"a version gc removes", 0)
+    sha256, _, new = store.place(blob)
+    assert new
+    pin = store.open_blob(sha256)
+    store.delete(sha256)  # gc, before the staging file comes back
+    assert os.fstat(blob.fd).st_nlink == 0 and not blob.reusable()
+    hit = trio.run(reserve.take)
+    other = trio.run(reserve.take)
+    other.write(b"already stored", 0)
+    other_sha, _, _ = store.place(other)
+    hit.write(b"already stored", 0)
+    assert store.place(hit) == (other_sha, 14, False)  # a dedup hit: reusable
+    blob_ino, hit_ino = os.fstat(blob.fd).st_ino, os.fstat(hit.fd).st_ino
+
+    reserve.give_back(blob)
+    reserve.give_back(hit)
+    seen: list[StagingFile] = []
+    deadline = time.monotonic() + 10
+    while True:  # the thread judges what came back in order: the blob's, then the hit's
+        staging = trio.run(reserve.take)
+        seen.append(staging)
+        if os.fstat(staging.fd).st_ino == hit_ino:
+            break
+        assert time.monotonic() < deadline, "the dedup hit's staging file never came back"
+    assert all(os.fstat(s.fd).st_ino != blob_ino for s in seen)
+    assert os.pread(pin, 100, 0) == b"a version gc removes"  # not emptied under its pin
+    os.close(pin)
+    reserve.close()
+    for s in [*seen, other]:
+        s.discard()

@@ -204,6 +204,7 @@ class LocalBlobStore:
                 os.link(staging.path, final)
         except FileExistsError:
             return False
+        staging.linked = True
         return True
 
     def has(self, sha256: str) -> bool:

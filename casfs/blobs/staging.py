@@ -82,6 +82,10 @@ class StagingFile:
         self._applying = False
         self._discarded = False
         self.on_disk = False  # synced: its blocks are allocated (see _close)
+        # Given a name once (it became a blob). Never emptied after that, even once
+        # the name is gone (gc): a pin may still read it, and Linux links an unnamed
+        # file again only until its first name is gone.
+        self.linked = False
 
     @classmethod
     def placed_elsewhere(cls, path: Path, size: int, sha256: str) -> StagingFile:
@@ -169,12 +173,12 @@ class StagingFile:
             return self._digest()
 
     def reusable(self) -> bool:
-        """An unnamed file that no name holds (its bytes were a dedup hit, or were
-        uploaded), with nothing queued or failed: `reuse` can empty it for another
-        file. A system call, but one that never waits for the disk (fstat)."""
+        """An unnamed file that was never given a name (its bytes were a dedup hit,
+        or were uploaded), with nothing queued or failed: `reuse` can empty it for
+        another file. A system call, but one that never waits for the disk (fstat)."""
         with self._queue_lock:
             if self.path is not None or self.fd < 0 or self._discarded or self._queued \
-                    or self._applying or self._failed is not None:
+                    or self._applying or self._failed is not None or self.linked:
                 return False
         return os.fstat(self.fd).st_nlink == 0
 
