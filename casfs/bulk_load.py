@@ -21,6 +21,14 @@ so does `casfs fsck --repair --apply`.
 
 Only for a store whose catalog and blobs are on this machine: on shared storage,
 another host's blobs still arriving would look lost to this one's recovery.
+
+A durable mount keeps a marker of the same kind, `run/link-first-<pid>.json`, for
+the same reason: its rounds link blobs before the one sync that takes their bytes
+and names to disk (casfs.link_first). Its commits wait for that sync, so no record
+of it can point to a lost blob; but a crash of the machine may leave a name on
+bytes that never arrived, and the next use of the store must not take it for a dedup
+hit. Such a marker needs recovery only when the machine went down with its mount
+(another boot): a mount that died alone left every byte it linked with the kernel.
 """
 
 from __future__ import annotations
@@ -42,9 +50,11 @@ log = logging.getLogger("casfs.bulk_load")
 
 MARGIN_S = 2.0  # recovery looks this much before `durable_until` (coarse clocks)
 LOST = "lost in a crash before its durability round"
+BULK_LOAD = "bulk-load-"  # the names of markers: a bulk load's,
+LINK_FIRST = "link-first-"  # and a durable mount's (casfs.link_first)
 
 
-def _boot_id() -> str:
+def boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
@@ -65,7 +75,21 @@ class Marker:
     def owner_gone(self) -> bool:
         """The mount that wrote it is not running (a pid after a reboot is someone
         else's)."""
-        return self.pid <= 0 or self.boot != _boot_id() or not pid_alive(self.pid)
+        return self.pid <= 0 or self.boot != boot_id() or not pid_alive(self.pid)
+
+    @property
+    def link_first(self) -> bool:
+        """A durable mount's marker, rather than a bulk load's."""
+        return self.path.name.startswith(LINK_FIRST)
+
+    @property
+    def needs_recovery(self) -> bool:
+        """Its mount ended in a crash that may have lost bytes: a bulk load's in any
+        crash, a durable mount's only in one of its machine (see the module)."""
+        if not self.owner_gone:
+            return False
+        return not self.link_first or self.pid <= 0 or not self.boot or \
+            self.boot != boot_id()
 
     def save(self) -> None:
         """Write it whole and durably (a new file, synced, renamed over the old)."""
@@ -86,9 +110,10 @@ class Marker:
 
 
 def markers(layout: StoreLayout) -> list[Marker]:
-    """Every bulk-load marker of the store, running or not."""
+    """Every marker of the store (bulk loads' and durable mounts'), running or not."""
     found = []
-    for path in sorted(layout.run.glob("bulk-load-*.json")):
+    paths = [*layout.run.glob(f"{BULK_LOAD}*.json"), *layout.run.glob(f"{LINK_FIRST}*.json")]
+    for path in sorted(paths):
         try:
             data = json.loads(path.read_text())
             found.append(Marker(path, int(data["pid"]), str(data["boot"]),
@@ -101,18 +126,39 @@ def markers(layout: StoreLayout) -> list[Marker]:
 
 
 def unfinished(layout: StoreLayout) -> list[Marker]:
-    """Markers of bulk loads that ended without their last round (a crash)."""
-    return [m for m in markers(layout) if m.owner_gone]
+    """Markers of mounts that ended in a crash that may have lost bytes."""
+    return [m for m in markers(layout) if m.needs_recovery]
+
+
+def drop_stale(store: Store) -> int:
+    """Remove the markers of durable mounts that died while their machine ran on:
+    the kernel kept what they linked, and a sync takes it to disk before the marker
+    that would have had it checked is gone. Returns how many."""
+    stale = [m for m in markers(store.layout)
+             if m.link_first and m.owner_gone and not m.needs_recovery]
+    if stale:
+        store.blobs.sync()
+    for marker in stale:
+        marker.path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def local_blobs(store: Store) -> LocalBlobStore | None:
+    """The store's blob directory, when its catalog and blobs are on this machine."""
+    if not store.catalog.local or not store.blobs.local or \
+            not isinstance(store.blobs, LocalBlobStore):
+        return None
+    return store.blobs
 
 
 def require_local(store: Store) -> LocalBlobStore:
     """The store's blob directory, or a CasfsError saying why a bulk load cannot run."""
-    if not store.catalog.local or not store.blobs.local or \
-            not isinstance(store.blobs, LocalBlobStore):
+    blobs = local_blobs(store)
+    if blobs is None:
         raise CasfsError("-o durability=batch needs a store whose catalog and blobs are "
                          "on this machine (an embedded catalog and a blob directory); "
                          "on shared storage, mount with the default durability=close")
-    return store.blobs
+    return blobs
 
 
 class BulkLoad:
@@ -125,7 +171,7 @@ class BulkLoad:
         self.blobs = require_local(store)
         store.layout.run.mkdir(parents=True, exist_ok=True)
         self.marker = Marker(store.layout.run / f"bulk-load-{os.getpid()}.json",
-                             os.getpid(), _boot_id(), time.time())
+                             os.getpid(), boot_id(), time.time())
         self.marker.save()  # on disk before any close relies on it
 
     def sync_blobs(self) -> float:
@@ -181,12 +227,22 @@ def recover(store: Store, marker: Marker) -> Recovery:
 
 
 def recover_all(store: Store) -> list[Recovery]:
-    """`recover` every unfinished bulk load of the store (what a mount does first)."""
+    """`recover` every mount of the store that a crash ended (what a mount does first),
+    and drop the markers that need no recovery."""
     reports = []
     for marker in unfinished(store.layout):
         report = recover(store, marker)
-        log.info("recovered a bulk load that ended without its last round (pid %d): "
-                 "%d blob(s) checked, %d lost", marker.pid, report.checked, len(report.lost))
+        log.info("recovered %s (pid %d): %d blob(s) checked, %d lost", describe(marker),
+                 marker.pid, report.checked, len(report.lost))
         reports.append(report)
+    if drop_stale(store):
+        log.info("a durable mount of this store had died: what it linked is synced now")
     return reports
+
+
+def describe(marker: Marker) -> str:
+    """What the crash of `marker`'s mount was, for messages."""
+    if marker.link_first:
+        return "a mount whose machine went down"
+    return "a bulk load that ended without its last round"
 

@@ -179,18 +179,25 @@ def check_staging(store: Store) -> Iterator[Problem]:
                           entry.path, repair="delete it")
 
 
-def check_bulk_loads(store: Store) -> Iterator[Problem]:
-    """Bulk loads (-o durability=batch) that ended without their last durability
-    round: the blobs they placed since may have been lost in a crash."""
+def check_crashed_mounts(store: Store) -> Iterator[Problem]:
+    """Mounts that a crash ended before what they placed was surely on disk: bulk loads
+    (-o durability=batch) without their last durability round, and durable mounts whose
+    machine went down (their rounds link before they sync: casfs.link_first)."""
     for marker in bulk_load.unfinished(store.layout):
-        yield Problem("unfinished-bulk-load",
-                      f"a bulk-loading mount (pid {marker.pid}) ended without its last "
-                      f"durability round: blobs placed since {format_moment(marker.durable_until)}"
-                      " are unchecked", str(marker.path),
+        since = format_moment(marker.durable_until)
+        if marker.link_first:
+            kind = "unsynced-links"
+            detail = (f"a mount (pid {marker.pid}) was running when its machine went "
+                      f"down: blobs it linked since {since} are unchecked")
+        else:
+            kind = "unfinished-bulk-load"
+            detail = (f"a bulk-loading mount (pid {marker.pid}) ended without its last "
+                      f"durability round: blobs placed since {since} are unchecked")
+        yield Problem(kind, detail, str(marker.path),
                       repair="hash them; move aside the lost ones and close their records")
 
 
-CHECKS: list[Check] = [check_bulk_loads, check_catalog, check_records, check_blob_files,
+CHECKS: list[Check] = [check_crashed_mounts, check_catalog, check_records, check_blob_files,
                        check_objects, check_staging]
 
 
@@ -276,7 +283,7 @@ def _create_directory(store: Store, problem: Problem) -> bool:
     return True
 
 
-def _recover_bulk_load(store: Store, problem: Problem) -> bool:
+def _recover_crashed_mount(store: Store, problem: Problem) -> bool:
     for marker in bulk_load.unfinished(store.layout):
         if str(marker.path) == problem.path:
             bulk_load.recover(store, marker)
@@ -284,7 +291,8 @@ def _recover_bulk_load(store: Store, problem: Problem) -> bool:
 
 
 _REPAIRS: dict[str, Callable[[Store, Problem], bool]] = {
-    "unfinished-bulk-load": _recover_bulk_load,
+    "unfinished-bulk-load": _recover_crashed_mount,
+    "unsynced-links": _recover_crashed_mount,
     "missing-blob": _close_records_of_missing_blob,
     "stray-blob": _adopt_or_quarantine,
     "stray-object": _adopt_or_quarantine_object,

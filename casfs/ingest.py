@@ -57,16 +57,16 @@ def place_blob(blobs: BlobStore, staging: StagingFile, *, durable: bool = True) 
     return StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
 
 
-def place_blobs(blobs: BlobStore, stagings: list[StagingFile], *, durable: bool = True
-                ) -> list[StoredBlob | OSError]:
+def place_blobs(blobs: BlobStore, stagings: list[StagingFile], *, durable: bool = True,
+                link_first: bool = False) -> list[StoredBlob | OSError]:
     """`place_blob` for each of `stagings`, a round of closes, as one batch
     (`BlobStore.place_batch`, not patient: a close waits for no other program's
-    writes). Each gets its own answer: when the batch fails, each is placed again on
-    its own, and one that fails then gets its error."""
+    writes; `link_first` as it says). Each gets its own answer: when the batch
+    fails, each is placed again on its own, and one that fails then gets its error."""
     try:
         return [StoredBlob(sha256, size, blobs.uri(sha256), dedup_hit=not is_new)
-                for sha256, size, is_new in blobs.place_batch(stagings, durable=durable,
-                                                              patient=False)]
+                for sha256, size, is_new in blobs.place_batch(
+                    stagings, durable=durable, patient=False, link_first=link_first)]
     except OSError:
         pass  # whose error it was shows below
     answers: list[StoredBlob | OSError] = []

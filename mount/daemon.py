@@ -31,6 +31,7 @@ from casfs.bulk_load import BulkLoad
 from casfs.catalog import Catalog
 from casfs.config import MountConfig
 from casfs.errors import CasfsError
+from casfs.link_first import ADVANCE_S, LinkFirst
 from casfs.moments import format_moment
 from casfs.processes import mount_pid_file, pid_alive, read_pid
 from casfs.store import Store, StoreLayout
@@ -165,6 +166,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
             store.close()
             _report(ready_fd, str(e))
             return 2
+    elif writer is not None:
+        writer.link_first = _link_first(store)
     passthrough = ops.files.passthrough = Passthrough(
         wanted=options.use_passthrough, asked=options.passthrough is True)
     views = None if options.at is not None else SnapshotViews(
@@ -202,7 +205,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         listener.start()  # (a past moment does not change)
     clean = False
     try:
-        trio.run(_serve, ops, options.metrics_port)
+        trio.run(_serve, ops, options.metrics_port, writer.link_first if writer else None)
         clean = True
     finally:
         listener.stop()
@@ -213,6 +216,12 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
             except Exception:  # the rest must still close; the marker stays behind
                 log.exception("the last durability round failed; the next mount checks "
                               "what this bulk load placed since the round before")
+        if writer is not None and writer.link_first is not None:
+            try:
+                writer.link_first.finish()
+            except Exception:  # the marker stays behind
+                log.exception("could not sync at unmount; after a crash of this machine "
+                              "the next mount checks what this one linked")
         pidfile.unlink(missing_ok=True)
         if otel_catalog is not None:
             otel_catalog.close()
@@ -252,6 +261,20 @@ def _bulk_load(store: Store, writer: CatalogWriter, ops: CasfsOperations,
     return DurabilityRounds(bulk, writer, interval, behind.drained)
 
 
+def _link_first(store: Store) -> LinkFirst | None:
+    """The marker that lets a durable mount's rounds link first (casfs.link_first);
+    None on shared storage, or when it cannot be written (rounds then sync first)."""
+    blobs = bulk_load.local_blobs(store)
+    if blobs is None:
+        return None
+    try:
+        return LinkFirst(store, blobs)
+    except OSError as e:
+        log.warning("rounds sync bytes before they link (slower): cannot write a marker "
+                    "in %s: %s", store.layout.run, e)
+        return None
+
+
 def _clean_staging(store: Store) -> None:
     """Remove staging files left by processes that died (fsck's own check and repair)."""
     leftovers = list(fsck.check_staging(store))
@@ -272,7 +295,8 @@ def _report(ready_fd: int | None, error: str | None) -> None:
         os.close(ready_fd)
 
 
-async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
+async def _serve(ops: CasfsOperations, metrics_port: int | None,
+                 link_first: LinkFirst | None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal)
         if metrics_port is not None:
@@ -280,6 +304,8 @@ async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
                                 lambda: ops.control.content(control.METRICS_INO))
         if ops.durability is not None:
             nursery.start_soon(ops.durability.run)
+        if link_first is not None:
+            nursery.start_soon(_advance, link_first)
         await pyfuse3.main()
         if ops.behind is not None:  # closes answered before they were registered
             await ops.behind.drained()
@@ -287,6 +313,16 @@ async def _serve(ops: CasfsOperations, metrics_port: int | None) -> None:
                 log.error("%d file(s) closed in this bulk load could not be registered "
                           "(each is named above)", ops.behind.failed)
         nursery.cancel_scope.cancel()
+
+
+async def _advance(link_first: LinkFirst) -> None:
+    """Move a durable mount's marker forward now and then, off the event loop."""
+    while True:
+        await trio.sleep(ADVANCE_S)
+        try:
+            await trio.to_thread.run_sync(link_first.advance)
+        except OSError as e:  # the mount goes on: an older marker only checks more
+            log.error("could not move %s forward: %s", link_first.marker.path, e)
 
 
 def _instrument(store: Store) -> Catalog | None:

@@ -177,13 +177,15 @@ def test_a_blob_placed_for_a_bulk_load_is_whole_and_sync_returns(blobs: BlobStor
         staging.discard()
 
 
-@pytest.mark.parametrize(("durable", "patient"), [(True, True), (True, False),
-                                                   (False, True)])
-def test_place_batch_places_each_as_place_would_in_order(blobs: BlobStore, durable: bool,
-                                                          patient: bool) -> None:
-    """A batch (an import's, or a round of closes: not patient) gives each file what
-    `place` gives it, in order: the same bytes twice in one batch are one blob and a
-    dedup hit, and a blob stored before the batch is a dedup hit too."""
+@pytest.mark.parametrize(("durable", "patient", "link_first"), [
+    (True, True, False), (True, False, False), (False, True, False),
+    (True, False, True), (True, True, True)])
+def test_place_batch_places_each_as_place_would_in_order(
+        blobs: BlobStore, durable: bool, patient: bool, link_first: bool) -> None:
+    """A batch (an import's, or a round of closes: not patient; a durable mount's
+    round links first) gives each file what `place` gives it, in order: the same
+    bytes twice in one batch are one blob and a dedup hit, and a blob stored before
+    the batch is a dedup hit too."""
     earlier = os.urandom(5000)
     put(blobs, earlier)
     datas = [os.urandom(2048), os.urandom(4096), b"", earlier, os.urandom(100)]
@@ -192,7 +194,8 @@ def test_place_batch_places_each_as_place_would_in_order(blobs: BlobStore, durab
     try:
         for staging, data in zip(stagings, datas, strict=True):
             staging.write(data, 0)
-        placed = blobs.place_batch(stagings, durable=durable, patient=patient)
+        placed = blobs.place_batch(stagings, durable=durable, patient=patient,
+                                   link_first=link_first)
         if not durable:
             blobs.sync()
     finally:

@@ -29,6 +29,12 @@ def place(store: LocalBlobStore, staging: StagingFile) -> tuple[str, int, bool]:
         staging.discard()
 
 
+def staged(store: LocalBlobStore, data: bytes) -> StagingFile:
+    staging = store.stage()
+    staging.write(data, 0)
+    return staging
+
+
 def blobs(tmp_path: Path) -> LocalBlobStore:
     (tmp_path / "cas").mkdir()
     (tmp_path / "tmp").mkdir()
@@ -264,13 +270,16 @@ def test_a_batch_syncs_once_only_when_little_else_waits_to_be_written() -> None:
     assert pending is not None and pending >= 0  # Linux says, in /proc/meminfo
 
 
+@pytest.mark.parametrize("link_first", [False, True], ids=["sync-first", "link-first"])
 @pytest.mark.parametrize("little_else_waits", [True, False], ids=["syncfs", "fsync-each"])
 def test_a_batch_where_one_file_fails_answers_each_on_its_own(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, little_else_waits: bool) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, little_else_waits: bool,
+        link_first: bool) -> None:
     """A round's blobs are placed as one batch; when one of them cannot be (its
     queued bytes could not be written), it gets its error and the others are
     placed as new blobs, whether the batch synced once or each on its own (which
-    way depends on what else waits to be written: both are forced here)."""
+    way depends on what else waits to be written: both are forced here), and
+    whether it links first (a durable mount's round) or not."""
     monkeypatch.setattr(local_module, "little_else_to_write", lambda *_: little_else_waits)
     store = blobs(tmp_path)
     datas = [os.urandom(2048) for _ in range(SYNCFS_FROM + 1)]
@@ -281,7 +290,7 @@ def test_a_batch_where_one_file_fails_answers_each_on_its_own(
     try:
         for staging, data in zip(stagings[:1] + stagings[2:], datas, strict=True):
             staging.write(data, 0)
-        answers = place_blobs(store, stagings)
+        answers = place_blobs(store, stagings, link_first=link_first)
     finally:
         for staging in stagings:
             staging.discard()
@@ -292,3 +301,30 @@ def test_a_batch_where_one_file_fails_answers_each_on_its_own(
         assert isinstance(blob, StoredBlob)
         assert blob.sha256 == hashlib.sha256(data).hexdigest() and not blob.dedup_hit
         assert store.path(blob.sha256).read_bytes() == data
+
+
+@pytest.mark.parametrize("little_else_waits", [True, False], ids=["syncfs", "fsync-each"])
+def test_a_batch_linked_first_is_synced_whole_when_it_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, little_else_waits: bool) -> None:
+    """A durable mount's round links its blobs before the sync: when the batch
+    returns, each new blob's bytes are on disk (its staging file says so), a dedup
+    hit's own bytes were not needed (restore syncs them if ever linked), and every
+    blob holds its bytes, read-only."""
+    monkeypatch.setattr(local_module, "little_else_to_write", lambda *_: little_else_waits)
+    store = blobs(tmp_path)
+    earlier = os.urandom(3000)
+    place(store, staged(store, earlier))
+    datas = [os.urandom(2048), earlier, os.urandom(100)]
+    stagings = [staged(store, data) for data in datas]
+    try:
+        placed = store.place_batch(stagings, patient=False, link_first=True)
+        assert [new for _, _, new in placed] == [True, False, True]
+        on_disk = [s.on_disk for s in stagings]
+        assert on_disk[0] and on_disk[2]
+        assert on_disk[1] == little_else_waits  # a syncfs takes every byte there
+    finally:
+        for staging in stagings:
+            staging.discard()
+    for (sha, _, _), data in zip(placed, datas, strict=True):
+        assert store.path(sha).read_bytes() == data
+        assert not store.path(sha).stat().st_mode & 0o222

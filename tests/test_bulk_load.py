@@ -274,7 +274,7 @@ def test_a_command_that_writes_recovers_first_and_fsck_reports_it(
     source.write_bytes(data)
     assert cli.main(["--store", str(store_path), "put", "--resolver", "bulk", "--artifact",
                      "A2", str(source)]) == 0
-    assert "recovered a bulk load that a crash ended: 1 blob(s) checked, 1 lost" in \
+    assert "recovered a bulk load that ended without its last round: 1 blob(s) checked, 1 lost" in \
         capsys.readouterr().err
     with Store.open(store_path) as store:
         assert fsck.fsck(store) == []

@@ -17,15 +17,17 @@ class Context:
     store_given: bool  # --store (or CASFS_STORE) named it, rather than a default
 
     def open_store(self, *, readonly: bool = False, recover: bool = True) -> Store:
-        """The store; for a command that writes, first recovered from any bulk load
-        that a crash ended (before an import could take a damaged blob for a dedup
-        hit). fsck passes recover=False: it reports that as a problem of its own."""
+        """The store; for a command that writes, first recovered from any mount that
+        a crash ended (a bulk load, or a durable mount whose machine went down),
+        before an import could take a damaged blob for a dedup hit. fsck passes
+        recover=False: it reports that as a problem of its own."""
         from casfs import bulk_load  # not at import: most commands never need it
         store = Store.open(self.store_path, readonly=readonly)
         if not readonly and recover and bulk_load.unfinished(store.layout):
             try:
-                for report in bulk_load.recover_all(store):
-                    print(f"casfs: recovered a bulk load that a crash ended: "
+                for marker in bulk_load.unfinished(store.layout):
+                    report = bulk_load.recover(store, marker)
+                    print(f"casfs: recovered {bulk_load.describe(marker)}: "
                           f"{report.checked:,} blob(s) checked, {len(report.lost):,} lost "
                           "(moved to quarantine/, their records closed)", file=sys.stderr)
             except BaseException:

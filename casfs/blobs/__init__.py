@@ -64,12 +64,20 @@ class BlobStore(Protocol):
         ...
 
     def place_batch(self, stagings: list[StagingFile], *, durable: bool = True,
-                    patient: bool = True) -> list[tuple[str, int, bool]]:
+                    patient: bool = True, link_first: bool = False
+                    ) -> list[tuple[str, int, bool]]:
         """`place` for each of `stagings`, with the same results in the same order,
         as cheaply as the store allows (a local store may sync them all at once).
         Not `patient` (a round of closes): without waiting for anything but these
         files, where the store can tell. An error stops the batch and is raised;
-        files placed before it stay placed, and placing them again is a dedup hit."""
+        files placed before it stay placed, and placing them again is a dedup hit.
+
+        `link_first` (a durable mount's round, which keeps a crash marker:
+        casfs.link_first) lets a store that names blobs on a disk link them before
+        the one sync that takes bytes and names there together. Everything is
+        durable when it returns, as without it; but until then a name may reach
+        the disk before its bytes, which only recovery after a crash of the machine
+        may find (law 1). A store without such names ignores it."""
         ...
 
     def restore(self, staging: StagingFile, sha256: str) -> None:

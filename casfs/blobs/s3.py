@@ -102,7 +102,8 @@ class S3BlobStore:
         return sha256, staging.size, is_new
 
     def place_batch(self, stagings: list[StagingFile], *, durable: bool = True,
-                    patient: bool = True) -> list[tuple[str, int, bool]]:
+                    patient: bool = True, link_first: bool = False
+                    ) -> list[tuple[str, int, bool]]:
         return [self.place(staging, durable=durable) for staging in stagings]
 
     def sync(self) -> None:
