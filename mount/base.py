@@ -91,7 +91,10 @@ class OperationsBase(pyfuse3.Operations):
                         self._writer.rounds.rounds),
                        ("casfs_mount_registration_trips", "Times a worker thread was sent "
                         "to run those commits (it runs them back to back while closes "
-                        "wait).", self._writer.rounds.trips)]
+                        "wait).", self._writer.rounds.trips),
+                       ("casfs_mount_registration_seconds", "Time those commits took in "
+                        "their thread, blob syncs included (over the mount's uptime: "
+                        "how busy registration was).", self._writer.rounds.seconds)]
         if self.behind is not None:
             gauges += [("casfs_mount_closes_answered_early", "Closes of a bulk load "
                         "answered before their registration.", self.behind.answered),

@@ -72,6 +72,7 @@ class Rounds(Generic[Context, Item, Result]):
         self._running = False
         self.rounds = 0  # how many ran, and how many items they took (for tests, metrics)
         self.items = 0
+        self.seconds = 0.0  # and how long they took, in their thread
         self.trips = 0  # how many times a thread was sent to run rounds
 
     async def submit(self, item: Item) -> Result:
@@ -125,13 +126,15 @@ class Rounds(Generic[Context, Item, Result]):
         def loop(context: Context) -> None:
             nonlocal taken
             while taken:
+                began = time.perf_counter()
                 try:
                     answers = self._run_round(context, [t.item for t in taken])
                     if len(answers) != len(taken):
                         raise AssertionError("a round must answer every item")
                 except BaseException as e:  # handed to every item
                     answers = [outcome.Error(e)] * len(taken)
-                token.run_sync_soon(self._answer, taken, answers)
+                token.run_sync_soon(self._answer, taken, answers,
+                                    time.perf_counter() - began)
                 # Past the deadline the lead is handed on, and the next leader gathers.
                 if time.monotonic() < deadline and self._gathering():
                     time.sleep(self.gather)  # this thread only: the loop goes on
@@ -149,10 +152,11 @@ class Rounds(Generic[Context, Item, Result]):
         self._wake_next()
 
     def _answer(self, batch: list[_Ticket[Item, Result]],
-                answers: list[outcome.Outcome[Result]]) -> None:
+                answers: list[outcome.Outcome[Result]], seconds: float = 0.0) -> None:
         """On the trio thread: give a round's items their answers."""
         self.rounds += 1
         self.items += len(batch)
+        self.seconds += seconds
         for ticket, answer in zip(batch, answers, strict=True):
             ticket.answer = answer
             ticket.wake.set()

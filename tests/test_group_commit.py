@@ -79,6 +79,7 @@ def test_writers_closing_at_once_share_commits_and_lose_nothing(mounter: Mounter
     commits = _sample(metrics, "casfs_mount_registration_commits")
     assert registrations == writers * files
     assert commits < registrations, "no two closes shared a commit"
+    assert 0 < _sample(metrics, "casfs_mount_registration_seconds") < 600
     mounter.remount()
     for path, sha in written.items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, path

@@ -13,9 +13,11 @@ directory, followed by an fsync of one more file there (in a bulk load, a
 durability round for them all, as `casfs bench` times it). With --writers N, the
 files are dealt out to N `cp -r` at once, each into an artifact of its own, as
 `casfs bench` copies them for its parallel writers. Each line: files/s, the
-daemon's CPU per file, and the registration rounds the files took (the mount's
-/.casfs/metrics). Nothing is deleted until the end: on ext4 without a journal,
-deleting many files slows the next minute's creates (README, "The disk's share").
+daemon's CPU per file, the registration rounds the files took, what one took in its
+thread on average and how much of the copy's time they ran (the mount's
+/.casfs/metrics; a build without the round time says 0). Nothing is deleted until
+the end: on ext4 without a journal, deleting many files slows the next minute's
+creates (README, "The disk's share").
 The machine moves between runs: compare builds within a run, and over several.
 Leaves nothing behind.
 """
@@ -64,10 +66,13 @@ def copy_in(shares: list[Path], store: Path, mountpoint: Path, durability: str, 
             os.fsync(f.fileno())
         seconds = time.perf_counter() - start
         cpu = cpu_seconds(pid) - cpu
-        rounds = int(mount_metrics(mnt).get("casfs_mount_registration_commits", 0))
+        metrics = mount_metrics(mnt)
+        rounds = int(metrics.get("casfs_mount_registration_commits", 0))
+        busy = metrics.get("casfs_mount_registration_seconds", 0.0)
     rate = files / seconds
     return rate, (f"{rate:6.0f} files/s   daemon CPU {1000 * cpu / files:5.3f} ms a file   "
-                  f"{rounds} rounds")
+                  f"{rounds} rounds of {1000 * busy / max(rounds, 1):4.2f} ms "
+                  f"(busy {100 * busy / seconds:3.0f}%)")
 
 
 def main() -> int:
