@@ -73,7 +73,7 @@ class DurabilityRounds:
         self.bulk.mark_durable(started)
         self._written_at_last_round = written + 1  # and its own commit
         log.debug("durability round: everything closed before %.3f is on disk", started)
-        return [outcome.Value(None)] * len(waiting)
+        return [outcome.Value(None) for _ in waiting]  # one each: read once
 
 
 async def _in_worker_thread(loop: Callable[[None], None]) -> None:

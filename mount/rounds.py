@@ -132,7 +132,7 @@ class Rounds(Generic[Context, Item, Result]):
                     if len(answers) != len(taken):
                         raise AssertionError("a round must answer every item")
                 except BaseException as e:  # handed to every item
-                    answers = [outcome.Error(e)] * len(taken)
+                    answers = [outcome.Error(e) for _ in taken]  # one each: read once
                 token.run_sync_soon(self._answer, taken, answers,
                                     time.perf_counter() - began)
                 # Past the deadline the lead is handed on, and the next leader gathers.
@@ -148,7 +148,7 @@ class Rounds(Generic[Context, Item, Result]):
             with self._lock:
                 self._running = False
             if taken:  # (an empty round is no round: the metrics count rounds)
-                self._answer(taken, [outcome.Error(e)] * len(taken))
+                self._answer(taken, [outcome.Error(e) for _ in taken])
         self._wake_next()
 
     def _answer(self, batch: list[_Ticket[Item, Result]],

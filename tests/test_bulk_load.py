@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -422,3 +423,27 @@ def test_a_registration_failing_after_its_close_is_logged_and_fails_the_next_fsy
     assert "casfs_mount_registrations_pending 0" in metrics
     mounter.umount()
     assert "1 file(s) closed in this bulk load could not be registered" in log.read_text()
+
+
+def test_fsyncs_that_share_a_durability_round_all_succeed(mounter: Mounter) -> None:
+    """Several writers' fsyncs that wait for the same round each get its answer
+    (an answer is read once: each waiter has its own)."""
+    mnt = mounter.mount("durability=batch", "durability_interval=600")
+    (mnt / "bulk" / "A1").mkdir(parents=True)
+    errors: list[BaseException] = []
+
+    def write_and_fsync(k: int) -> None:
+        try:
+            for i in range(20):
+                with open(mnt / "bulk" / "A1" / f"w{k}-{i}.bin", "wb") as f:
+                    f.write(os.urandom(1000))
+                    f.flush()
+                    os.fsync(f.fileno())
+        except BaseException as e:
+            errors.append(e)
+    threads = [threading.Thread(target=write_and_fsync, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

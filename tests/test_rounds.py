@@ -61,6 +61,38 @@ def test_each_item_gets_its_own_error_and_a_failed_round_fails_all_of_its_items(
     trio.run(main)
 
 
+def test_every_item_of_a_failed_round_gets_the_error() -> None:
+    """An answer can be read once: each item of a round that failed (in it, or before
+    its thread started) gets an outcome of its own, not one shared."""
+    started = threading.Event()
+
+    def run_round(_: None, items: list[int]) -> list[outcome.Outcome[int]]:
+        if items == [0]:
+            started.wait(5)  # hold the first round until the others wait
+            return [outcome.Value(0)]
+        raise RuntimeError("the round broke")
+
+    async def main() -> list[str]:
+        rounds: Rounds[None, int, int] = Rounds(run_round, in_thread)
+        seen: list[str] = []
+
+        async def submit(item: int) -> None:
+            try:
+                seen.append(str(await rounds.submit(item)))
+            except RuntimeError as e:
+                seen.append(str(e))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(submit, 0)
+            await trio.sleep(0.05)
+            for item in (1, 2, 3):
+                nursery.start_soon(submit, item)
+            await trio.sleep(0.05)
+            started.set()
+        return seen
+
+    assert sorted(trio.run(main)) == ["0"] + ["the round broke"] * 3
+
+
 def test_more_items_than_a_round_takes_all_get_answered() -> None:
     sizes: list[int] = []
 
