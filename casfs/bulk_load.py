@@ -16,8 +16,10 @@ record points to them, or while a blob file holds wrong bytes (law 1). A marker
 whose process is gone means such a crash may have happened: `recover` hashes every
 blob linked into place since its `durable_until` (a link sets the file's ctime),
 moves aside those whose bytes do not match their name, and closes the records that
-used them, as fsck does for a missing blob. The next mount of the store runs it, and
-so does `casfs fsck --repair --apply`.
+used them, as fsck does for a missing blob; so it does for a record since then whose
+blob file is gone altogether (its name lost, its record kept: the disk keeps no
+order). The next mount of the store runs it, and so does `casfs fsck --repair
+--apply`.
 
 Only for a store whose catalog and blobs are on this machine: on shared storage,
 another host's blobs still arriving would look lost to this one's recovery.
@@ -221,9 +223,27 @@ def recover(store: Store, marker: Marker) -> Recovery:
         log.warning("blob %s was lost in a crash before its durability round (%s): "
                     "moved aside, its records closed", sha256,
                     "empty" if hashed.size == 0 else f"{hashed.size} bytes, wrong hash")
+    since = marker.durable_until - MARGIN_S
+    for sha256 in store.catalog.blobs_registered_since(since):
+        if not blobs.has(sha256) and _close_if_missing(store, blobs, sha256):
+            report.lost.append(sha256)
+            log.warning("blob %s was lost in a crash before its durability round (its "
+                        "file is gone): its records closed", sha256)
     blobs.sync()  # what was checked is now durable too
     marker.path.unlink(missing_ok=True)
     return report
+
+
+def _close_if_missing(store: Store, blobs: LocalBlobStore, sha256: str) -> bool:
+    """Close the records of a blob whose file a crash lost (its name never reached the
+    disk, its record did); re-checked where gc, which removes files inside such a
+    transaction, cannot be halfway."""
+    with store.catalog.write_transaction():
+        if store.catalog.blob_state(sha256) != "present" or blobs.has(sha256):
+            return False
+        store.catalog.set_blob_state(sha256, "missing")
+        store.catalog.close_records_of_blob(sha256, LOST)
+    return True
 
 
 def recover_all(store: Store) -> list[Recovery]:

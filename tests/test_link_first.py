@@ -19,8 +19,9 @@ import pytest
 
 from casfs import bulk_load, fsck
 from casfs.blobs.local import LocalBlobStore
+from casfs.blobs.staging import StagingFile
 from casfs.bulk_load import Marker
-from casfs.ingest import StoredBlob, place_blobs
+from casfs.ingest import StoredBlob, place_blob, place_blobs
 from casfs.link_first import LinkFirst
 from casfs.processes import pid_alive
 from casfs.records import NewDocument
@@ -39,6 +40,12 @@ def machine_went_down(marker: Path) -> None:
     """Make a marker look like its mount went down with its machine (another boot)."""
     data = json.loads(marker.read_text())
     Marker(marker, dead_pid(), "another-boot", data["durable_until"]).save()
+
+
+def staged(store: Store, data: bytes) -> StagingFile:
+    staging = store.blobs.stage()
+    staging.write(data, 0)
+    return staging
 
 
 def a_round(store: Store, link_first: LinkFirst, datas: list[bytes]) -> list[StoredBlob]:
@@ -120,11 +127,12 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
         store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Rounds registered before the crash keep their files. A round that had linked
     its blobs but not synced them (its closes never returned) may have left a name
-    on empty bytes: fsck names the crashed mount, and the next command that writes
-    checks first, so that the same bytes stored again are stored whole, not taken
-    for a dedup hit of the damaged blob."""
+    on empty bytes, or a committed record whose blob's name was lost: fsck names the
+    crashed mount, and the next command that writes checks first, so that the same
+    bytes stored again are stored whole, not taken for a dedup hit of the damaged
+    blob, and the record of the lost one is closed."""
     committed = [os.urandom(3000 + k) for k in range(5)]
-    in_flight = os.urandom(4000)
+    in_flight, lost_name = os.urandom(4000), os.urandom(4500)
     with Store.open(store_path) as store:
         blobs = bulk_load.local_blobs(store)
         assert isinstance(blobs, LocalBlobStore)
@@ -138,6 +146,10 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
         stagings[0].write(in_flight, 0)
         store.blobs.place_batch(stagings, patient=False, link_first=True)  # no sync yet
         stagings[0].discard()
+        # A round that committed before its sync, whose name the crash lost.
+        unnamed = place_blob(store.blobs, staged(store, lost_name), durable=False)
+        with store.catalog.relaxed_commits():
+            register(store, "lost.bin", unnamed)
         marker = link_first.marker.path
     assert json.loads(marker.read_text())["durable_until"] == durable_until
     machine_went_down(marker)
@@ -146,8 +158,10 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
     blob_file.chmod(0o644)
     blob_file.write_bytes(b"")  # what the machine's crash left of it
     blob_file.chmod(0o444)
+    lost_sha = hashlib.sha256(lost_name).hexdigest()
+    (store_path / "cas" / "sha256" / lost_sha[:2] / lost_sha[2:]).unlink()
     with Store.open(store_path) as store:
-        assert [p.kind for p in fsck.fsck(store)] == ["unsynced-links"]
+        assert sorted(p.kind for p in fsck.fsck(store)) == ["missing-blob", "unsynced-links"]
     source = tmp_path / "again.bin"
     source.write_bytes(in_flight)
     assert cli.main(["--store", str(store_path), "put", "--resolver", "web", "--artifact",
@@ -160,6 +174,9 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
         for k, data in enumerate(committed):
             assert live[f"c{k}.bin"].sha256 == hashlib.sha256(data).hexdigest()
         assert blob_file.read_bytes() == in_flight  # stored anew, whole
+        assert "lost.bin" not in live  # its record closed, with the reason
+        gone = store.catalog.last_at_path("web", "A1", "lost.bin")
+        assert gone is not None and gone.change == bulk_load.LOST
 
 
 def test_the_marker_moves_with_the_rounds_until_one_fails_and_then_stays(

@@ -245,6 +245,18 @@ class Catalog(Protocol):
         waits for the disk or the server), and go on relaxed if it was."""
         ...
 
+    def relaxed_commits(self) -> AbstractContextManager[None]:
+        """Inside the block, this connection's commits are relaxed, as after
+        `relax_commits`; the caller makes them durable before it relies on them
+        (`make_commits_durable`, or a syncfs: `synced_by_syncfs_of`)."""
+        ...
+
+    def synced_by_syncfs_of(self, path: Path) -> bool:
+        """Whether a syncfs of the filesystem that holds `path` makes every commit of
+        this connection so far durable: an embedded catalog on that filesystem. Never
+        a catalog server's."""
+        ...
+
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document:
         """Move a document (a new version, same inode); Conflict when the path is
@@ -326,6 +338,13 @@ class Catalog(Protocol):
 
     def close_records_of_blob(self, sha256: str, change: str) -> None:
         """Close every live document of a blob (inside write_transaction)."""
+        ...
+
+    def blobs_registered_since(self, moment: float) -> list[str]:
+        """The blobs of live documents whose version began at or after `moment`, once
+        each: what a recovery after a crash of the machine checks for a blob file
+        that never reached the disk under a record that did. It reads every
+        document (no index on the time): for recoveries, not for hot paths."""
         ...
 
     def bump_counter(self, name: str, amount: int = 1) -> None:

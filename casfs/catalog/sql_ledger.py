@@ -69,6 +69,11 @@ class SqlBlobLedger:
         self.db.execute(f"UPDATE documents SET valid_to = ?, change = ? "
                           f"WHERE sha256 = ? AND {_LIVE}", (time.time(), change, sha256))
 
+    def blobs_registered_since(self, moment: float) -> list[str]:
+        return [str(row[0]) for row in self.db.rows(
+            f"SELECT DISTINCT sha256 FROM documents WHERE valid_from >= ? AND {_LIVE}",
+            (moment,))]
+
     def _bump(self, name: str, labels: str, amount: int) -> None:
         """Add to a counter; written once per transaction by `_flush_counters`."""
         self._counter_deltas[(name, labels)] = \
