@@ -4,9 +4,7 @@ registered (law 6; the crash test kills the daemon in the middle of such rounds)
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
@@ -15,10 +13,8 @@ import outcome
 import pytest
 import trio
 
-from casfs import bulk_load
 from casfs.blobs.staging import StagingFile
 from casfs.ingest import StoredBlob, place_blob
-from casfs.link_first import LinkFirst
 from casfs.mount.catalog_writer import CatalogWriter, Registration, ToPlace, register_together
 from casfs.records import NewDocument, PathWrite
 from casfs.store import Store
@@ -124,34 +120,9 @@ def _dedup_hits(store: Store) -> int:
     return sum(v for name, _, v in store.catalog.counters() if name == "casfs_dedup_hits_total")
 
 
-WAYS = ["sync-first", "one-sync", "link-then-sync"]
-
-
-def _writer(store: Store, way: str, monkeypatch: pytest.MonkeyPatch) -> CatalogWriter:
-    """A writer whose rounds place their blobs `way`: synced before they are linked
-    (shared storage), or linked first (a durable mount of a store on this machine,
-    casfs.link_first) with one sync after the commit, or synced before it."""
-    writer = CatalogWriter(store)
-    if way != "sync-first":
-        blobs = bulk_load.local_blobs(store)
-        if blobs is None:
-            writer.close()
-            pytest.skip("rounds link first only on a store of this machine")
-        writer.link_first = LinkFirst(store, blobs)
-        monkeypatch.setattr(writer.link_first, "one_sync", lambda _: way == "one-sync")
-    return writer
-
-
-def _close(writer: CatalogWriter) -> None:
-    if writer.link_first is not None:
-        writer.link_first.finish()
-    writer.close()
-
-
-@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("misguided", [False, True], ids=["as-expected", "placed-otherwise"])
 def test_a_round_placing_its_blobs_registers_each_once_and_counts_exactly(
-        store: Store, misguided: bool, way: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, misguided: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A round whose blobs are placed in it: new blobs, a blob already stored, and two
     files with the same bytes. On a catalog server the blobs are placed while the
     statement runs; when the placing finds a blob otherwise than was read before it
@@ -169,7 +140,7 @@ def test_a_round_placing_its_blobs_registers_each_once_and_counts_exactly(
                 return False
             return has(self, sha256)  # type: ignore[arg-type]
         monkeypatch.setattr(type(store.blobs), "has", looked)
-    writer = _writer(store, way, monkeypatch)
+    writer = CatalogWriter(store)
     try:
         before = _dedup_hits(store)
         contents = [b"new one", b"already here", b"twice", b"twice", b"new two"]
@@ -187,15 +158,13 @@ def test_a_round_placing_its_blobs_registers_each_once_and_counts_exactly(
     finally:
         for _, staging in registrations:
             staging.discard()
-        _close(writer)
+        writer.close()
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_a_round_whose_placing_fails_answers_that_close_alone(
-        store: Store, way: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_round_whose_placing_fails_answers_that_close_alone(store: Store) -> None:
     """One blob of the round cannot be placed (its staged bytes are gone): that close
     gets the error, the others are registered, and nothing points to a missing blob."""
-    writer = _writer(store, way, monkeypatch)
+    writer = CatalogWriter(store)
     registrations, inos = _closes(store, "W1", [b"one", b"broken", b"three"])
     registrations[1][1].discard()
     try:
@@ -210,40 +179,7 @@ def test_a_round_whose_placing_fails_answers_that_close_alone(
     finally:
         for _, staging in registrations:
             staging.discard()
-        _close(writer)
-
-
-def test_a_round_whose_one_sync_fails_fails_every_close_and_stops_the_marker(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A round that committed before its one sync, whose sync then failed: its files
-    are registered and readable (as a local file whose fsync failed is), but every
-    close gets EIO, and the marker stops where it was, so that after a crash of the
-    machine everything linked since is checked."""
-    writer = _writer(store, "one-sync", monkeypatch)
-    assert writer.link_first is not None
-    marker = writer.link_first.marker
-    registrations, _ = _closes(store, "W1", [b"one", b"two"])
-
-    def failing_sync() -> None:
-        raise OSError(errno.EIO, "syncfs: Input/output error")
-    monkeypatch.setattr(store.blobs, "sync", failing_sync)
-    try:
-        answers = writer._register_round(writer.catalog, registrations)
-        assert [type(a) for a in answers] == [outcome.Error, outcome.Error]
-        for answer in answers:
-            with pytest.raises(OSError) as failed:
-                answer.unwrap()
-            assert failed.value.errno == errno.EIO
-        monkeypatch.undo()
-        assert writer.link_first.stuck
-        writer.link_first.advance()
-        assert json.loads(marker.path.read_text())["durable_until"] == marker.durable_until
-    finally:
-        for _, staging in registrations:
-            staging.discard()
-        _close(writer)
-    assert marker.path.exists()  # kept at the end: the next crash recovery checks
-    marker.path.unlink()
+        writer.close()
 
 
 def _staged(store: Store, data: bytes) -> StagingFile:

@@ -8,6 +8,7 @@ such a crash may lose are damaged by hand, and the marker given another boot.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import time
 from pathlib import Path
 
+import outcome
 import pytest
 
 from casfs import bulk_load, fsck
@@ -23,6 +25,7 @@ from casfs.blobs.staging import StagingFile
 from casfs.bulk_load import Marker
 from casfs.ingest import StoredBlob, place_blob, place_blobs
 from casfs.link_first import LinkFirst
+from casfs.mount.catalog_writer import CatalogWriter, Registration
 from casfs.processes import pid_alive
 from casfs.records import NewDocument
 from casfs.store import Store
@@ -30,6 +33,7 @@ from casfs.tools import cli
 
 from .conftest import BOTH_CATALOGS, Mounter
 from .test_bulk_load import dead_pid
+from .test_group_commit import _closes
 
 
 def markers(store_path: Path) -> list[Path]:
@@ -205,3 +209,84 @@ def test_the_marker_moves_with_the_rounds_until_one_fails_and_then_stays(
         a_round(store, link_first, [os.urandom(100)])
         link_first.finish()
         assert not link_first.marker.path.exists()
+
+
+def linked_first(store: Store, way: str, monkeypatch: pytest.MonkeyPatch) -> CatalogWriter:
+    """A writer whose rounds link first (a durable mount of a store on this machine):
+    "one-sync" commits before its one syncfs, "two-syncs" syncs its blobs before it
+    commits (where one syncfs would not cover the catalog, or would wait for
+    others' writes)."""
+    writer = CatalogWriter(store)
+    blobs = bulk_load.local_blobs(store)
+    assert blobs is not None
+    writer.link_first = LinkFirst(store, blobs)
+    monkeypatch.setattr(writer.link_first, "one_sync", lambda _: way == "one-sync")
+    return writer
+
+
+def finished(writer: CatalogWriter, registrations: list[Registration]) -> None:
+    for _, staging in registrations:
+        staging.discard()
+    assert writer.link_first is not None
+    writer.link_first.finish()
+    writer.close()
+
+
+@pytest.mark.parametrize("way", ["one-sync", "two-syncs"])
+def test_a_round_linked_first_registers_each_once_and_answers_each_on_its_own(
+        store: Store, way: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New blobs, one already stored, the same bytes twice and one whose staged bytes
+    are gone: that close gets its error, every other is registered once, its blob
+    in place with its bytes, and the marker moves on."""
+    stored = place_blob(store.blobs, staged(store, b"already here"))
+    writer = linked_first(store, way, monkeypatch)
+    contents = [b"new one", b"already here", b"twice", b"twice", b"gone", b"new two"]
+    registrations, inos = _closes(store, "W1", contents)
+    registrations[4][1].discard()
+    try:
+        answers = writer._register_round(writer.catalog, registrations)
+        assert isinstance(answers[4], outcome.Error)
+        kept = [answer.unwrap() for k, answer in enumerate(answers) if k != 4]
+        assert [d.ino for d in kept] == inos[:4] + inos[5:]
+        assert kept[1].sha256 == stored.sha256
+        for doc, data in zip(kept, contents[:4] + contents[5:], strict=True):
+            fd = store.blobs.open_blob(doc.sha256)
+            try:
+                assert os.pread(fd, 100, 0) == data
+            finally:
+                os.close(fd)
+        directory = store.catalog.ensure_directory("unpaywall", "W1")
+        assert len(store.catalog.list_documents(directory, 0, 10)) == 5
+        assert writer.link_first is not None and not writer.link_first.stuck
+    finally:
+        finished(writer, registrations)
+
+
+def test_a_round_whose_one_sync_fails_fails_every_close_and_stops_the_marker(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round that committed before its one sync, whose sync then failed: its files
+    are registered and readable (as a local file whose fsync failed is), but every
+    close gets EIO, and the marker stops where it was, so that after a crash of the
+    machine everything linked since is checked."""
+    writer = linked_first(store, "one-sync", monkeypatch)
+    assert writer.link_first is not None
+    marker = writer.link_first.marker
+    registrations, _ = _closes(store, "W1", [b"one", b"two"])
+
+    def failing_sync() -> None:
+        raise OSError(errno.EIO, "syncfs: Input/output error")
+    monkeypatch.setattr(store.blobs, "sync", failing_sync)
+    try:
+        answers = writer._register_round(writer.catalog, registrations)
+        for answer in answers:
+            with pytest.raises(OSError) as failed:
+                answer.unwrap()
+            assert failed.value.errno == errno.EIO
+        monkeypatch.undo()
+        assert writer.link_first.stuck
+        writer.link_first.advance()
+        assert json.loads(marker.path.read_text())["durable_until"] == marker.durable_until
+    finally:
+        finished(writer, registrations)
+    assert marker.path.exists()  # kept at the end: a crash recovery checks
+    marker.path.unlink()
