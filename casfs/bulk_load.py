@@ -25,12 +25,13 @@ Only for a store whose catalog and blobs are on this machine: on shared storage,
 another host's blobs still arriving would look lost to this one's recovery.
 
 A durable mount keeps a marker of the same kind, `run/link-first-<pid>.json`, for
-the same reason: its rounds link blobs before the one sync that takes their bytes
-and names to disk (casfs.link_first). Its commits wait for that sync, so no record
-of it can point to a lost blob; but a crash of the machine may leave a name on
-bytes that never arrived, and the next use of the store must not take it for a dedup
-hit. Such a marker needs recovery only when the machine went down with its mount
-(another boot): a mount that died alone left every byte it linked with the kernel.
+the same reason: its rounds link blobs and commit before the one sync that takes
+their bytes, names and commit to disk (casfs.link_first). Its closes wait for that
+sync; but a crash of the machine before it may leave a name on bytes that never
+arrived, which the next use of the store must not take for a dedup hit, or a
+record whose blob's name was lost. Such a marker needs recovery only when the
+machine went down with its mount (another boot): a mount that died alone left
+every byte it wrote with the kernel.
 """
 
 from __future__ import annotations

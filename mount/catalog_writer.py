@@ -24,9 +24,9 @@ fails, the round registers each on its own, so each close gets its own answer.
 On local blobs a round first places its blobs together (`place_blobs`); on a
 durable mount it links them, commits, and then syncs bytes, names and commit at
 once, one syncfs for the lot while little else waits to be written back
-(casfs.link_first). One
-round at a time, on PostgreSQL too: 2 or 4 at once on its pool were slower with 8
-writers (349-362 and 281-318 files/s against 356-398 with one, in one session).
+(casfs.link_first). One round at a time, on PostgreSQL too: 2 or 4 at once on its
+pool were slower with 8 writers (349-362 and 281-318 files/s against 356-398 with
+one, in one session).
 
 On a catalog server, a round's statement does not wait for its blobs' syncs: a
 helper thread places them while the statement goes to the server, and the round

@@ -188,6 +188,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         pyfuse3.init(views or ops, str(mountpoint), fuse_options)
     except RuntimeError as e:
         if writer is not None:
+            if writer.link_first is not None:
+                writer.link_first.finish()  # nothing was linked
             writer.close()
         store.close()
         _report(ready_fd, f"cannot mount {mountpoint}: {e}")
