@@ -25,13 +25,13 @@ Only for a store whose catalog and blobs are on this machine: on shared storage,
 another host's blobs still arriving would look lost to this one's recovery.
 
 A durable mount keeps a marker of the same kind, `run/link-first-<pid>.json`, for
-the same reason: its rounds link blobs and commit before the one sync that takes
-their bytes, names and commit to disk (casfs.link_first). Its closes wait for that
-sync; but a crash of the machine before it may leave a name on bytes that never
-arrived, which the next use of the store must not take for a dedup hit, or a
-record whose blob's name was lost. Such a marker needs recovery only when the
-machine went down with its mount (another boot): a mount that died alone left
-every byte it wrote with the kernel.
+the same reason: its rounds link blobs before the one sync that takes their bytes
+and names to disk (casfs.link_first). Its commits wait for that sync, so no record
+of it can point to a lost blob; but a crash of the machine may leave a name on
+bytes that never arrived, which the next use of the store must not take for a
+dedup hit. Such a marker needs recovery only when the machine went down with its
+mount (another boot): a mount that died alone left every byte it linked with the
+kernel.
 """
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ class Marker:
             return False
         return not self.link_first or self.pid <= 0 or not self.boot or \
             self.boot != boot_id()
+
+    @classmethod
+    def begin(cls, layout: StoreLayout, prefix: str) -> Marker:
+        """This process's marker (`prefix`: BULK_LOAD or LINK_FIRST), durable until
+        now, written before anything relies on it."""
+        layout.run.mkdir(parents=True, exist_ok=True)
+        marker = cls(layout.run / f"{prefix}{os.getpid()}.json", os.getpid(), boot_id(),
+                     time.time())
+        marker.save()
+        return marker
 
     def save(self) -> None:
         """Write it whole and durably (a new file, synced, renamed over the old)."""
@@ -172,10 +182,7 @@ class BulkLoad:
 
     def __init__(self, store: Store) -> None:
         self.blobs = require_local(store)
-        store.layout.run.mkdir(parents=True, exist_ok=True)
-        self.marker = Marker(store.layout.run / f"bulk-load-{os.getpid()}.json",
-                             os.getpid(), boot_id(), time.time())
-        self.marker.save()  # on disk before any close relies on it
+        self.marker = Marker.begin(store.layout, BULK_LOAD)  # before any close relies on it
 
     def sync_blobs(self) -> float:
         """Make every blob placed so far durable; returns when the round started."""
@@ -247,15 +254,15 @@ def _close_if_missing(store: Store, blobs: LocalBlobStore, sha256: str) -> bool:
     return True
 
 
-def recover_all(store: Store) -> list[Recovery]:
-    """`recover` every mount of the store that a crash ended (what a mount does first),
-    and drop the markers that need no recovery."""
+def recover_all(store: Store) -> list[tuple[Marker, Recovery]]:
+    """`recover` every mount of the store that a crash ended (what a mount, and a
+    command that writes, does first), and drop the markers that need no recovery."""
     reports = []
     for marker in unfinished(store.layout):
         report = recover(store, marker)
         log.info("recovered %s (pid %d): %d blob(s) checked, %d lost", describe(marker),
                  marker.pid, report.checked, len(report.lost))
-        reports.append(report)
+        reports.append((marker, report))
     if drop_stale(store):
         log.info("a durable mount of this store had died: what it linked is synced now")
     return reports

@@ -22,11 +22,10 @@ that arrive while one round commits share the next round's transaction, made by
 writer's thread goes on with the next round while closes wait. If any of them
 fails, the round registers each on its own, so each close gets its own answer.
 On local blobs a round first places its blobs together (`place_blobs`); on a
-durable mount it links them, commits, and then syncs bytes, names and commit at
-once, one syncfs for the lot while little else waits to be written back
-(casfs.link_first). One round at a time, on PostgreSQL too: 2 or 4 at once on its
-pool were slower with 8 writers (349-362 and 281-318 files/s against 356-398 with
-one, in one session).
+durable mount it links them and then syncs bytes and names at once, one syncfs for
+the lot while little else waits to be written back (casfs.link_first). One round
+at a time, on PostgreSQL too: 2 or 4 at once on its pool were slower with 8 writers
+(349-362 and 281-318 files/s against 356-398 with one, in one session).
 
 On a catalog server, a round's statement does not wait for its blobs' syncs: a
 helper thread places them while the statement goes to the server, and the round
@@ -40,7 +39,6 @@ from what the placing did. Measured in README, "SQLite vs PostgreSQL catalogs".
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Callable
@@ -143,44 +141,35 @@ class CatalogWriter:
         """One round, on the writer's thread: place the blobs still to place, register
         every write in one transaction, and hand on what it committed before the
         round's closes are answered."""
+        answers: list[outcome.Outcome[Document] | None] = [None] * len(registrations)
         writes = {k: write for k, (write, _) in enumerate(registrations)
                   if isinstance(write, PathWrite)}
         to_place = [(k, write) for k, (write, _) in enumerate(registrations)
                     if isinstance(write, ToPlace)]
-        if not to_place:
-            return self._register(catalog, registrations, writes, [], [])
-        stagings = [registrations[k][1] for k, _ in to_place]
-        durable = any(write.durable for _, write in to_place)
-        if self._placer is not None:
-            expected = self._expected(stagings)  # read before the placing begins
-            placing = self._placer.submit(place_blobs, self._blobs, stagings,
-                                          durable=durable)
-            if expected is not None:
-                registered = self._register_beside(catalog, registrations, writes,
-                                                   to_place, expected, placing)
-                if registered is not None:
-                    return registered
-            placed = placing.result()
-        elif self.link_first is not None and durable:
-            return self._register_linked_first(catalog, registrations, writes, to_place,
-                                               self.link_first)
-        else:
-            placed = place_blobs(self._blobs, stagings, durable=durable)
-        return self._register(catalog, registrations, writes, to_place, placed)
-
-    def _register(self, catalog: Catalog, registrations: list[Registration],
-                  writes: dict[int, PathWrite], to_place: list[tuple[int, ToPlace]],
-                  placed: list[StoredBlob | OSError]) -> list[outcome.Outcome[Document]]:
-        """Register the round's writes, those of its placed blobs included, in one
-        transaction; an answer for every registration, in order."""
-        answers: list[outcome.Outcome[Document] | None] = [None] * len(registrations)
-        for (k, write), blob in zip(to_place, placed, strict=True):
-            made = outcome.Error(blob) if isinstance(blob, OSError) \
-                else outcome.capture(write.write_of, blob)
-            if isinstance(made, outcome.Value):
-                writes[k] = made.value
+        if to_place:
+            stagings = [registrations[k][1] for k, _ in to_place]
+            durable = any(write.durable for _, write in to_place)
+            if self._placer is not None:
+                expected = self._expected(stagings)  # read before the placing begins
+                placing = self._placer.submit(place_blobs, self._blobs, stagings,
+                                              durable=durable)
+                if expected is not None:
+                    registered = self._register_beside(catalog, registrations, writes,
+                                                       to_place, expected, placing)
+                    if registered is not None:
+                        return registered
+                placed = placing.result()
+            elif self.link_first is not None and durable:
+                placed = self._place_linked_first(stagings, self.link_first)
             else:
-                answers[k] = made
+                placed = place_blobs(self._blobs, stagings, durable=durable)
+            for (k, write), blob in zip(to_place, placed, strict=True):
+                made = outcome.Error(blob) if isinstance(blob, OSError) \
+                    else outcome.capture(write.write_of, blob)
+                if isinstance(made, outcome.Value):
+                    writes[k] = made.value
+                else:
+                    answers[k] = made
         ready = sorted(writes)
         try:
             registered = register_together(catalog, self._blobs, [
@@ -191,38 +180,18 @@ class CatalogWriter:
             answers[k] = answer
         return [answer for answer in answers if answer is not None]  # every one
 
-    def _register_linked_first(self, catalog: Catalog, registrations: list[Registration],
-                               writes: dict[int, PathWrite],
-                               to_place: list[tuple[int, ToPlace]], link_first: LinkFirst
-                               ) -> list[outcome.Outcome[Document]]:
-        """A durable round on a store of this machine (casfs.link_first): its blobs
-        linked, its transaction committed without waiting for the disk, then one
-        syncfs for the bytes, the names and the commit; or, where that one sync
-        would not cover the catalog or would wait for others' writes, its blobs
-        linked and synced, then committed as usual. Its closes are answered after
-        either, so each is durable when it returns (law 6)."""
-        stagings = [registrations[k][1] for k, _ in to_place]
+    def _place_linked_first(self, stagings: list[StagingFile], link_first: LinkFirst
+                            ) -> list[StoredBlob | OSError]:
+        """A durable round's blobs on a store of this machine (casfs.link_first):
+        linked, then synced at once, bytes and names, before the round commits."""
         started = time.time()
-        if not link_first.one_sync(stagings):
-            placed = place_blobs(self._blobs, stagings, link_first=True)
-            # A blob that failed before its link left nothing unsynced behind; one
-            # that failed after it (its sync) may have.
-            link_first.placed(started, ok=not any(
-                isinstance(blob, OSError) and staging.linked
-                for blob, staging in zip(placed, stagings, strict=True)))
-            return self._register(catalog, registrations, writes, to_place, placed)
-        placed = place_blobs(self._blobs, stagings, durable=False)  # linked, not synced
-        with catalog.relaxed_commits():
-            answers = self._register(catalog, registrations, writes, to_place, placed)
-        try:
-            self._blobs.sync()
-        except OSError as e:  # committed, and in the page cache, but maybe not on disk
-            link_first.placed(started, ok=False)
-            log.error("a round of %d close(s) could not be synced: %s", len(answers), e)
-            failed = OSError(errno.EIO, f"the round's sync failed: {e}")
-            return [outcome.Error(failed) for _ in answers]  # one each: read once
-        link_first.placed(started, ok=True)
-        return answers
+        placed = place_blobs(self._blobs, stagings, link_first=True)
+        # A blob that failed before its link left nothing unsynced behind; one that
+        # failed after it (its sync) may have.
+        link_first.placed(started, ok=not any(
+            isinstance(blob, OSError) and staging.linked
+            for blob, staging in zip(placed, stagings, strict=True)))
+        return placed
 
     def _expected(self, stagings: list[StagingFile]) -> list[StoredBlob] | None:
         """What placing `stagings` will find, asked before it begins: each blob's hash,

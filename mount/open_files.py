@@ -346,10 +346,10 @@ class OpenFiles:
                                   ) -> Document | None:
         """Place the file's blob, then register it. On local blobs the placing (its
         syncs included, unless in a bulk load) happens in the registration's round,
-        with the round's other blobs (on an embedded catalog on its thread, its one
-        sync after the transaction, casfs.link_first; on a catalog server beside its
-        statement: see catalog_writer.py): one trip to a worker thread a close
-        instead of two. Measured with write_cost.py
+        with the round's other blobs, before its transaction commits (on an embedded
+        catalog on its thread, linked first and synced once, casfs.link_first; on a
+        catalog server beside its statement: see catalog_writer.py): one trip to a
+        worker thread a close instead of two. Measured with write_cost.py
         (README, "Group commit"): one writer 399-660 files/s (median 517) against
         354-492 (382) with two trips; in a bulk load 919-931 against 780-818. An
         upload to object storage runs in a thread of its own instead, in parallel

@@ -138,6 +138,32 @@ def test_recovery_closes_what_a_crash_lost_and_keeps_what_a_round_made_durable(
             assert store.catalog.history(doc.ino)[-1].change == bulk_load.LOST
 
 
+def test_recovery_closes_a_record_whose_blob_file_a_crash_lost(store_path: Path) -> None:
+    """The disk keeps no order between the catalog's log and a directory: a crash of
+    the machine may keep a record committed after the last round and lose its blob's
+    name. Recovery closes that record (law 2), with the reason, as for wrong bytes."""
+    with Store.open(store_path) as store:
+        bulk = BulkLoad(store)
+        store.catalog.relax_commits()
+        kept = place_and_register(store, "kept.bin", os.urandom(3000))
+        bulk.make_durable(store.catalog)
+        time.sleep(bulk_load.MARGIN_S + 0.1)
+        lost = place_and_register(store, "lost.bin", os.urandom(4500))
+        marker = bulk.marker.path
+    crashed(marker)
+    (store_path / "cas" / "sha256" / lost.sha256[:2] / lost.sha256[2:]).unlink()
+    with Store.open(store_path) as store:
+        assert sorted(p.kind for p in fsck.fsck(store)) == \
+            ["missing-blob", "unfinished-bulk-load"]
+        assert [r.lost for _, r in bulk_load.recover_all(store)] == [[lost.sha256]]
+        assert fsck.fsck(store) == []
+        live = {doc.basename for doc in store.catalog.iter_live_documents()}
+        assert live == {kept.basename}  # its record closed, with the reason
+        gone = store.catalog.last_at_path("bulk", "A1", "lost.bin")
+        assert gone is not None and gone.change == bulk_load.LOST
+        assert store.catalog.blob_state(lost.sha256) == "missing"
+
+
 def test_a_mount_that_ended_cleanly_leaves_nothing_to_recover(mounter: Mounter) -> None:
     mnt = mounter.mount("durability=batch", "durability_interval=60")
     (mnt / "bulk" / "A1").mkdir(parents=True)

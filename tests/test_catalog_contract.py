@@ -531,18 +531,3 @@ def test_blobs_registered_since_a_moment_are_those_of_live_versions_begun_then(
     assert sorted(store.catalog.blobs_registered_since(moment)) == [SHA_A, SHA_B]
     assert store.catalog.blobs_registered_since(time.time() + 1) == []
 
-
-def test_relaxed_commits_are_commits_and_only_an_embedded_catalog_is_synced_by_syncfs(
-        store: Store, tmp_path: Path) -> None:
-    """Inside `relaxed_commits` a write is committed (another connection sees it) as
-    anywhere else; afterwards the connection is as before. Only an embedded catalog
-    says that a syncfs of its own filesystem makes its commits durable."""
-    with store.catalog.relaxed_commits():
-        store.catalog.register(new())
-    store.catalog.register(new(basename="b.pdf", source_url="https://x/b.pdf"))
-    other = store.open_catalog()
-    try:
-        assert other.stats()["documents"] == 2
-    finally:
-        other.close()
-    assert store.catalog.synced_by_syncfs_of(tmp_path) == store.catalog.local

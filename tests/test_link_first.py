@@ -20,6 +20,7 @@ import outcome
 import pytest
 
 from casfs import bulk_load, fsck
+from casfs.blobs import local as local_module
 from casfs.blobs.local import LocalBlobStore
 from casfs.blobs.staging import StagingFile
 from casfs.bulk_load import Marker
@@ -131,12 +132,11 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
         store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Rounds registered before the crash keep their files. A round that had linked
     its blobs but not synced them (its closes never returned) may have left a name
-    on empty bytes, or a committed record whose blob's name was lost: fsck names the
-    crashed mount, and the next command that writes checks first, so that the same
-    bytes stored again are stored whole, not taken for a dedup hit of the damaged
-    blob, and the record of the lost one is closed."""
+    on empty bytes: fsck names the crashed mount, and the next command that writes
+    checks first, so that the same bytes stored again are stored whole, not taken
+    for a dedup hit of the damaged blob."""
     committed = [os.urandom(3000 + k) for k in range(5)]
-    in_flight, lost_name = os.urandom(4000), os.urandom(4500)
+    in_flight = os.urandom(4000)
     with Store.open(store_path) as store:
         blobs = bulk_load.local_blobs(store)
         assert isinstance(blobs, LocalBlobStore)
@@ -150,10 +150,6 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
         stagings[0].write(in_flight, 0)
         store.blobs.place_batch(stagings, patient=False, link_first=True)  # no sync yet
         stagings[0].discard()
-        # A round that committed before its sync, whose name the crash lost.
-        unnamed = place_blob(store.blobs, staged(store, lost_name), durable=False)
-        with store.catalog.relaxed_commits():
-            register(store, "lost.bin", unnamed)
         marker = link_first.marker.path
     assert json.loads(marker.read_text())["durable_until"] == durable_until
     machine_went_down(marker)
@@ -162,10 +158,8 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
     blob_file.chmod(0o644)
     blob_file.write_bytes(b"")  # what the machine's crash left of it
     blob_file.chmod(0o444)
-    lost_sha = hashlib.sha256(lost_name).hexdigest()
-    (store_path / "cas" / "sha256" / lost_sha[:2] / lost_sha[2:]).unlink()
     with Store.open(store_path) as store:
-        assert sorted(p.kind for p in fsck.fsck(store)) == ["missing-blob", "unsynced-links"]
+        assert [p.kind for p in fsck.fsck(store)] == ["unsynced-links"]
     source = tmp_path / "again.bin"
     source.write_bytes(in_flight)
     assert cli.main(["--store", str(store_path), "put", "--resolver", "web", "--artifact",
@@ -178,9 +172,6 @@ def test_after_the_machine_went_down_what_was_linked_since_the_marker_is_checked
         for k, data in enumerate(committed):
             assert live[f"c{k}.bin"].sha256 == hashlib.sha256(data).hexdigest()
         assert blob_file.read_bytes() == in_flight  # stored anew, whole
-        assert "lost.bin" not in live  # its record closed, with the reason
-        gone = store.catalog.last_at_path("web", "A1", "lost.bin")
-        assert gone is not None and gone.change == bulk_load.LOST
 
 
 def test_the_marker_moves_with_the_rounds_until_one_fails_and_then_stays(
@@ -212,15 +203,14 @@ def test_the_marker_moves_with_the_rounds_until_one_fails_and_then_stays(
 
 
 def linked_first(store: Store, way: str, monkeypatch: pytest.MonkeyPatch) -> CatalogWriter:
-    """A writer whose rounds link first (a durable mount of a store on this machine):
-    "one-sync" commits before its one syncfs, "two-syncs" syncs its blobs before it
-    commits (where one syncfs would not cover the catalog, or would wait for
-    others' writes)."""
+    """A writer whose rounds link first (a durable mount of a store on this machine),
+    then sync with one syncfs ("syncfs") or, while others' writes wait, with an
+    fsync of each blob and directory ("fsync-each"): both ways forced here."""
+    monkeypatch.setattr(local_module, "little_else_to_write", lambda *_: way == "syncfs")
     writer = CatalogWriter(store)
     blobs = bulk_load.local_blobs(store)
     assert blobs is not None
     writer.link_first = LinkFirst(store, blobs)
-    monkeypatch.setattr(writer.link_first, "one_sync", lambda _: way == "one-sync")
     return writer
 
 
@@ -232,7 +222,7 @@ def finished(writer: CatalogWriter, registrations: list[Registration]) -> None:
     writer.close()
 
 
-@pytest.mark.parametrize("way", ["one-sync", "two-syncs"])
+@pytest.mark.parametrize("way", ["syncfs", "fsync-each"])
 def test_a_round_linked_first_registers_each_once_and_answers_each_on_its_own(
         store: Store, way: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """New blobs, one already stored, the same bytes twice and one whose staged bytes
@@ -262,20 +252,21 @@ def test_a_round_linked_first_registers_each_once_and_answers_each_on_its_own(
         finished(writer, registrations)
 
 
-def test_a_round_whose_one_sync_fails_fails_every_close_and_stops_the_marker(
+def test_a_round_whose_sync_fails_registers_nothing_and_stops_the_marker(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A round that committed before its one sync, whose sync then failed: its files
-    are registered and readable (as a local file whose fsync failed is), but every
-    close gets EIO, and the marker stops where it was, so that after a crash of the
-    machine everything linked since is checked."""
-    writer = linked_first(store, "one-sync", monkeypatch)
+    """A round whose blobs are linked but cannot be synced (the disk fails): every
+    close gets the error and nothing of the round is registered (law 6), and the
+    marker stops where it was, so that after a crash of the machine everything
+    linked since is checked."""
+    writer = linked_first(store, "syncfs", monkeypatch)
     assert writer.link_first is not None
     marker = writer.link_first.marker
     registrations, _ = _closes(store, "W1", [b"one", b"two"])
 
-    def failing_sync() -> None:
-        raise OSError(errno.EIO, "syncfs: Input/output error")
-    monkeypatch.setattr(store.blobs, "sync", failing_sync)
+    def failing(*_: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(local_module, "_syncfs", failing)
+    monkeypatch.setattr(local_module, "_fsync", failing)
     try:
         answers = writer._register_round(writer.catalog, registrations)
         for answer in answers:
@@ -283,6 +274,8 @@ def test_a_round_whose_one_sync_fails_fails_every_close_and_stops_the_marker(
                 answer.unwrap()
             assert failed.value.errno == errno.EIO
         monkeypatch.undo()
+        directory = store.catalog.ensure_directory("unpaywall", "W1")
+        assert store.catalog.list_documents(directory, 0, 10) == []
         assert writer.link_first.stuck
         writer.link_first.advance()
         assert json.loads(marker.path.read_text())["durable_until"] == marker.durable_until

@@ -73,18 +73,26 @@ def test_an_error_making_a_staging_file_reaches_the_create_and_passes(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+def blob_from_the_reserve(tmp_path: Path, data: bytes
+                          ) -> tuple[LocalBlobStore, StagingReserve, StagingFile, str]:
+    """A store, a reserve of its staging files, and a new blob placed from one of
+    them: (store, reserve, that staging file, the blob's hash)."""
+    store = LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    reserve = StagingReserve(store.stage, keep=2, refill_at=0)
+    blob = trio.run(reserve.take)
+    blob.write(data, 0)
+    sha256, _, new = store.place(blob)
+    assert new
+    return store, reserve, blob, sha256
+
+
 def test_a_staging_file_no_name_holds_comes_back_empty_and_a_linked_one_never(
         tmp_path: Path) -> None:
     """A dedup hit's staging file is emptied and taken again (no inode freed and
     made anew); one that became a blob (linked) is never emptied: that would empty
     the blob."""
-    store = LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
-    (tmp_path / "tmp").mkdir()
-    reserve = StagingReserve(store.stage, keep=2, refill_at=0)
-    blob = trio.run(reserve.take)
-    blob.write(b"the bytes of a new blob", 0)
-    sha256, _, new = store.place(blob)
-    assert new
+    store, reserve, blob, sha256 = blob_from_the_reserve(tmp_path, b"the bytes of a new blob")
     hit = trio.run(reserve.take)
     hit.write(b"the bytes of a new blob", 0)
     assert store.place(hit) == (sha256, 23, False)  # a dedup hit
@@ -121,13 +129,7 @@ def test_a_blob_removed_before_its_staging_file_comes_back_is_never_emptied(
     and a pin may still read it. It is closed, never emptied and taken again (a
     create would get an inode Linux refuses to link a second time: ENOENT, EIO at
     its close)."""
-    store = LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
-    (tmp_path / "tmp").mkdir()
-    reserve = StagingReserve(store.stage, keep=2, refill_at=0)
-    blob = trio.run(reserve.take)
-    blob.write(b"a version gc removes", 0)
-    sha256, _, new = store.place(blob)
-    assert new
+    store, reserve, blob, sha256 = blob_from_the_reserve(tmp_path, b"a version gc removes")
     pin = store.open_blob(sha256)
     store.delete(sha256)  # gc, before the staging file comes back
     assert os.fstat(blob.fd).st_nlink == 0 and not blob.reusable()

@@ -25,8 +25,7 @@ class Context:
         store = Store.open(self.store_path, readonly=readonly)
         if not readonly and recover and bulk_load.unfinished(store.layout):
             try:
-                for marker in bulk_load.unfinished(store.layout):
-                    report = bulk_load.recover(store, marker)
+                for marker, report in bulk_load.recover_all(store):
                     print(f"casfs: recovered {bulk_load.describe(marker)}: "
                           f"{report.checked:,} blob(s) checked, {len(report.lost):,} lost "
                           "(moved to quarantine/, their records closed)", file=sys.stderr)

@@ -4,10 +4,10 @@ Law 1 lives here: a file under `cas/` always holds exactly the bytes whose SHA-2
 is its name. Bytes are written to `tmp/` (same filesystem), hashed while they
 stream in, synced to disk (an fsync, or one syncfs for a batch), made read-only
 and only then linked into place; a blob is never opened for writing again. The one
-exception is a durable mount's round, which links first and syncs bytes and names
-together (`place_batch(link_first=True)`, or `durable=False` and `sync`): its crash
-marker has whatever a crash of the machine left before that sync checked before
-the store is used again (casfs.link_first).
+exception is a durable mount's round (`place_batch(link_first=True)`), which links
+first and syncs bytes and names together: its crash marker has whatever a crash of
+the machine left between the two checked before the store is used again
+(casfs.link_first).
 """
 
 from __future__ import annotations

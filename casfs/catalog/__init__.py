@@ -245,18 +245,6 @@ class Catalog(Protocol):
         waits for the disk or the server), and go on relaxed if it was."""
         ...
 
-    def relaxed_commits(self) -> AbstractContextManager[None]:
-        """Inside the block, this connection's commits are relaxed, as after
-        `relax_commits`; the caller makes them durable before it relies on them
-        (`make_commits_durable`, or a syncfs: `synced_by_syncfs_of`)."""
-        ...
-
-    def synced_by_syncfs_of(self, path: Path) -> bool:
-        """Whether a syncfs of the filesystem that holds `path` makes every commit of
-        this connection so far durable: an embedded catalog on that filesystem. Never
-        a catalog server's."""
-        ...
-
     def rename_document(self, ino: int, directory: Directory, basename: str,
                         replace: bool) -> Document:
         """Move a document (a new version, same inode); Conflict when the path is

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from casfs import naming
@@ -87,20 +86,6 @@ class SqlCatalog(SqlQueries, SqlBlobLedger, SqlSnapshots, SqlDirectories, SqlBat
         finally:
             if self._relaxed:
                 self._sync_commits(False)
-
-    @contextmanager
-    def relaxed_commits(self) -> Iterator[None]:
-        if self._relaxed:
-            yield
-            return
-        self._sync_commits(False)
-        try:
-            yield
-        finally:
-            self._sync_commits(True)
-
-    def synced_by_syncfs_of(self, path: Path) -> bool:
-        return False  # a server's commits are on its disks (the embedded one says)
 
     def _sync_commits(self, durable: bool) -> None:
         """Whether this connection's commits wait for the disk (the backend says how)."""

@@ -8,7 +8,6 @@ SQLite's own integrity and foreign-key checks.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import apsw
@@ -42,10 +41,6 @@ class SqliteCatalog(SqlCatalog):
         except BaseException:
             db.close()
             raise
-
-    def synced_by_syncfs_of(self, path: Path) -> bool:
-        # The database and its log (-wal) are files of one directory.
-        return os.stat(self.path.parent).st_dev == os.stat(path).st_dev
 
     def _sync_commits(self, durable: bool) -> None:
         # In WAL mode, NORMAL syncs the log only at checkpoints: a commit stays
