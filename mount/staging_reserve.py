@@ -124,12 +124,13 @@ class StagingReserve:
                 self.made_ahead += 1
 
     def _renew(self, returned: list[StagingFile]) -> None:
-        """Empty staging files given back, into the reserve; those that cannot be
-        emptied (a blob's), those over `keep` and those that fail to empty are
-        discarded."""
+        """Empty staging files given back, into the reserve, even when it is full:
+        a file emptied now is one that the next creates need not make. Those that
+        cannot be emptied (a blob's), those past RENEW_FROM over `keep` and those
+        that fail to empty are discarded."""
         for staging in returned:
             with self._changed:
-                room = not self._closing and len(self._ready) < self._keep
+                room = not self._closing and len(self._ready) < self._keep + RENEW_FROM
             if not room or not staging.reusable():
                 staging.discard()
                 continue

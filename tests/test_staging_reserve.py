@@ -12,7 +12,7 @@ import trio
 
 from casfs.blobs.local import LocalBlobStore
 from casfs.blobs.staging import Stager, StagingFile
-from casfs.mount.staging_reserve import StagingReserve
+from casfs.mount.staging_reserve import RENEW_FROM, StagingReserve
 
 
 def wait_until(condition: object, timeout: float = 10.0) -> None:
@@ -157,3 +157,23 @@ def test_a_blob_removed_before_its_staging_file_comes_back_is_never_emptied(
     reserve.close()
     for s in [*seen, other]:
         s.discard()
+
+
+def test_files_given_back_to_a_full_reserve_are_emptied_not_discarded(
+        tmp_path: Path) -> None:
+    """A reserve that is full when dedup hits' staging files come back still empties
+    them for the next creates (up to RENEW_FROM over `keep`), rather than freeing
+    their inodes and making new ones later."""
+    store = LocalBlobStore(tmp_path / "cas", tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    reserve = StagingReserve(store.stage, keep=2, refill_at=0)
+    trio.run(reserve.take).discard()  # starts the thread, which fills the reserve
+    wait_until(lambda: reserve.made_ahead >= 2)  # full after the take
+    hits = [store.stage() for _ in range(RENEW_FROM)]
+    for hit in hits:
+        hit.write(b"bytes the store already had", 0)
+        assert hit.reusable()
+        reserve.give_back(hit)
+    wait_until(lambda: reserve.reused == RENEW_FROM)
+    assert all(hit.fd == -1 for hit in hits)  # each went on as an emptied file
+    reserve.close()
