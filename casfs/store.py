@@ -118,12 +118,14 @@ class Store:
     """An open store: its catalog and its blobs. Close it when done."""
 
     def __init__(self, layout: StoreLayout, locations: Locations, catalog: Catalog,
-                 blobs: BlobStore, *, readonly: bool = False) -> None:
+                 blobs: BlobStore, *, readonly: bool = False,
+                 answer_within: float | None = None) -> None:
         self.layout = layout
         self.locations = locations
         self.catalog = catalog
         self.blobs = blobs
         self.readonly = readonly
+        self.answer_within = answer_within  # seconds a catalog server may take (open_catalog)
         self.at: float | None = None  # the moment shown (time travel), None for now
 
     @classmethod
@@ -149,9 +151,12 @@ class Store:
         return cls.open(root)
 
     @classmethod
-    def open(cls, root: Path, *, readonly: bool = False) -> Store:
+    def open(cls, root: Path, *, readonly: bool = False,
+             answer_within: float | None = None) -> Store:
+        """The store at `root`. `answer_within` bounds every wait for a catalog
+        server, on every connection opened from it (see `open_catalog`)."""
         try:
-            return cls._open(root, readonly)
+            return cls._open(root, readonly, answer_within)
         except OSError as e:
             raise StoreError(f"cannot open the store at {root}: {e.strerror or e}") from None
         except CasfsError as e:
@@ -163,7 +168,8 @@ class Store:
         """Another connection to this store's catalog (for another thread), showing
         the same moment as the store."""
         catalog = open_catalog(self.locations.catalog,
-                               readonly=self.readonly if readonly is None else readonly)
+                               readonly=self.readonly if readonly is None else readonly,
+                               answer_within=self.answer_within)
         if self.at is not None:
             catalog.show_at(self.at)
         return catalog
@@ -175,7 +181,7 @@ class Store:
         self.catalog.show_at(moment)
 
     @classmethod
-    def _open(cls, root: Path, readonly: bool) -> Store:
+    def _open(cls, root: Path, readonly: bool, answer_within: float | None) -> Store:
         layout = StoreLayout(root.absolute())
         locations = Locations.read(layout)
         if not layout.catalog.is_file() and not layout.store_file.is_file():
@@ -185,13 +191,15 @@ class Store:
                 raise StoreError(f"store {root} is damaged: {sub}/ is missing")
         if not readonly and not os.access(layout.tmp, os.W_OK):
             raise StoreError(f"store {root} is not writable (tmp/)")
-        catalog = open_catalog(locations.catalog, readonly=readonly)
+        catalog = open_catalog(locations.catalog, readonly=readonly,
+                               answer_within=answer_within)
         try:
             blobs = open_blobs(locations.blobs, layout.root)
         except BaseException:
             catalog.close()
             raise
-        return cls(layout, locations, catalog, blobs, readonly=readonly)
+        return cls(layout, locations, catalog, blobs, readonly=readonly,
+                   answer_within=answer_within)
 
     def close(self) -> None:
         self.catalog.close()

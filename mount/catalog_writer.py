@@ -53,6 +53,7 @@ from casfs.blobs import BlobStore
 from casfs.blobs.staging import StagingFile
 from casfs.catalog import Catalog
 from casfs.catalog.changes import Change
+from casfs.errors import CatalogUnavailable
 from casfs.ingest import StoredBlob, place_blobs, register_placed
 from casfs.link_first import LinkFirst
 from casfs.records import Document, PathWrite
@@ -285,6 +286,9 @@ def register_together(catalog: Catalog, blobs: BlobStore,
     if len(registrations) > 1:
         try:
             return [outcome.Value(d) for d in register(registrations)]
+        except CatalogUnavailable as e:  # the server's failure, not one registration's:
+            # asking again for each would make the last close wait for every attempt
+            return [outcome.Error(CatalogUnavailable(str(e))) for _ in registrations]
         except Exception:  # each is registered again below, on its own
             pass
     return [outcome.capture(lambda one: register([one])[0], r) for r in registrations]

@@ -145,7 +145,8 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
         level=logging.DEBUG if options.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     try:
-        store = Store.open(store_root, readonly=options.readonly)
+        store = Store.open(store_root, readonly=options.readonly,
+                           answer_within=options.catalog_timeout)
         if options.at is not None:
             store.show_at(options.at)
     except CasfsError as e:
@@ -241,7 +242,7 @@ def run(store_root: Path, mountpoint: Path, options: MountOptions,
 def _view(store_root: Path, moment: float, options: MountOptions,
           passthrough: Passthrough) -> CasfsOperations:
     """The read-only operations of the tree at `moment` (a snapshot's, in a live mount)."""
-    store = Store.open(store_root, readonly=True)
+    store = Store.open(store_root, readonly=True, answer_within=options.catalog_timeout)
     store.show_at(moment)
     view = CasfsOperations(store, None, readonly=True, cache_timeout=options.cache_timeout,
                            xattrs=not options.noxattr, control_shown=False)

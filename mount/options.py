@@ -15,6 +15,7 @@ from casfs.moments import parse_moment
 from . import readahead
 
 DEFAULT_INTERVAL_S = 5.0  # -o durability_interval: seconds between durability rounds
+DEFAULT_CATALOG_TIMEOUT_S = 30.0  # -o catalog_timeout: a catalog server's answer, at most
 
 # Options that mount(8) and fstab pass along and that mean nothing to casfs.
 _IGNORED = frozenset({"defaults", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
@@ -36,6 +37,9 @@ class MountOptions:
     durability: str = "close"  # or "batch": a bulk load (see durability_rounds.py)
     durability_interval: float = DEFAULT_INTERVAL_S
     passthrough: bool | None = None  # None: on for read-only mounts (passthrough.py)
+    # Seconds a request waits for a catalog server before it fails with EIO (a server
+    # that stopped answering would otherwise hang it, unkillably); None: no bound.
+    catalog_timeout: float | None = DEFAULT_CATALOG_TIMEOUT_S
 
     @property
     def use_passthrough(self) -> bool:
@@ -73,6 +77,8 @@ class MountOptions:
                 values["durability"] = value
             elif key == "durability_interval":
                 values["durability_interval"] = _interval(value)
+            elif key == "catalog_timeout":
+                values["catalog_timeout"] = _catalog_timeout(value)
             elif key == "at":
                 values["at"], values["readonly"] = parse_moment(value), True
             elif key == "metrics_port":
@@ -92,6 +98,8 @@ class MountOptions:
                     f"durability_interval={self.durability_interval:g}"]
         if self.passthrough is not None:
             out.append("passthrough" if self.passthrough else "nopassthrough")
+        if self.catalog_timeout != DEFAULT_CATALOG_TIMEOUT_S:
+            out.append(f"catalog_timeout={self.catalog_timeout or 0:g}")
         if self.at is not None:
             out.append(f"at=@{self.at!r}")  # exact; the log says it in ISO 8601 too
         out += [name for name, on in (("ro", self.readonly), ("allow_other", self.allow_other),
@@ -108,6 +116,20 @@ def _interval(value: str) -> float:
         seconds = 0.0
     if not 0 < seconds <= 3600:
         raise CasfsError(f"-o durability_interval needs seconds (at most 3600), got {value!r}")
+    return seconds
+
+
+def _catalog_timeout(value: str) -> float | None:
+    """-o catalog_timeout=SECONDS: more than 0, at most a day; 0 for no bound."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds == 0:
+        return None
+    if not 0 < seconds <= 86400:
+        raise CasfsError(f"-o catalog_timeout needs seconds (0 for no bound, at most "
+                         f"86400), got {value!r}")
     return seconds
 
 

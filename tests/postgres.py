@@ -9,6 +9,7 @@ database of its own, made from the server's template.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -100,6 +101,9 @@ class PostgresServer:
         subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "casfs",
                         "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
                        check=True, capture_output=True, **self._as_server_user())
+        return self._launch()
+
+    def _launch(self) -> PostgresServer:
         listen = "127.0.0.1" if self.tcp else ""
         self.process = subprocess.Popen(
             [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
@@ -120,6 +124,37 @@ class PostgresServer:
                     raise RuntimeError(f"PostgreSQL did not start:\n{log[-2000:]}") from None
                 time.sleep(0.02)
 
+    def _processes(self) -> list[int]:
+        """The postmaster and every process it started (each is a session of its own,
+        so a signal to the postmaster's group reaches only the postmaster)."""
+        assert self.process is not None
+        children = subprocess.run(["pgrep", "-P", str(self.process.pid)],
+                                  capture_output=True, text=True).stdout.split()
+        return [self.process.pid, *map(int, children)]
+
+    def pause(self) -> None:
+        """SIGSTOP to every process of the server: it answers nothing and closes
+        nothing, as a server whose host is cut off by a network that drops packets."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
+    def shut_down(self) -> None:
+        """Stop the server (a fast shutdown: its connections are closed), keeping its
+        data for `start_again`."""
+        if self.process is not None and self.process.poll() is None:
+            self.resume()  # a paused server would never stop
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def start_again(self) -> PostgresServer:
+        """Start the server that `shut_down` stopped, on the same data and socket."""
+        return self._launch()
+
     def url(self, database: str, *, tcp: bool | None = None) -> str:
         if tcp if tcp is not None else False:
             return f"postgresql://casfs@127.0.0.1:{self.port}/{database}"
@@ -134,6 +169,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.resume()  # a paused server would never stop
             self.process.send_signal(signal.SIGINT)  # fast shutdown
             try:
                 self.process.wait(timeout=30)

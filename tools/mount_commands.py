@@ -26,7 +26,10 @@ OPTIONS_HELP = ("mount options, comma separated: ro (read-only: every write gets
                 "is registered right after, a failure reported by the next fsync; "
                 "closes are made durable in rounds, every durability_interval=SECONDS "
                 "(5), on fsync and at unmount; a crash loses at most the closes since "
-                "the last round; embedded catalog and local blobs only), debug")
+                "the last round; embedded catalog and local blobs only), "
+                "catalog_timeout=SECONDS (on a PostgreSQL catalog: how long a request "
+                "waits for the server before it fails with EIO, 30 by default; 0 waits "
+                "as long as it takes), debug")
 
 
 def register(commands: Any) -> None:

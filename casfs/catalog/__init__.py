@@ -430,15 +430,20 @@ class Catalog(Protocol):
         ...
 
 
-def open_catalog(url: str, *, readonly: bool = False) -> Catalog:
-    """The catalog at `url`; a StoreError for a scheme casfs does not know."""
+def open_catalog(url: str, *, readonly: bool = False,
+                 answer_within: float | None = None) -> Catalog:
+    """The catalog at `url`; a StoreError for a scheme casfs does not know.
+
+    `answer_within`: on a catalog server, how many seconds a call may wait for its
+    answer before it fails with CatalogUnavailable (None: as long as it takes). An
+    embedded catalog has no server to wait for."""
     scheme, _, rest = url.partition(":")
     if scheme == "sqlite":
         from casfs.catalog.sqlite import SqliteCatalog
         return SqliteCatalog(Path(unquote(rest.removeprefix("//"))), readonly=readonly)
     if scheme in ("postgresql", "postgres"):
         from casfs.catalog.postgres import PostgresCatalog
-        return PostgresCatalog(url, readonly=readonly)
+        return PostgresCatalog(url, readonly=readonly, answer_within=answer_within)
     raise StoreError(f"unknown catalog URL {url!r}: use sqlite:///PATH or "
                      "postgresql://USER@HOST/DB")
 

@@ -48,8 +48,9 @@ def blob_lock_key(sha256: str) -> int:
 class PostgresCatalog(SqlCatalog):
     local = False
 
-    def __init__(self, url: str, *, readonly: bool = False) -> None:
-        db = PostgresDatabase(url, readonly=readonly)
+    def __init__(self, url: str, *, readonly: bool = False,
+                 answer_within: float | None = None) -> None:
+        db = PostgresDatabase(url, readonly=readonly, answer_within=answer_within)
         super().__init__(db)
         self.url = url
         self.pg = db

@@ -7,20 +7,34 @@ row locks, unique indexes and advisory locks (see `PostgresCatalog`). A failed
 statement aborts the whole transaction in PostgreSQL, so `attempt` wraps one in a
 savepoint. psycopg's errors become `casfs.errors` here and nowhere else; a
 connection that broke is opened again on the next call.
+
+A server can also stop answering without closing anything: a stopped or swamped
+process, or a network that drops packets. libpq bounds only the connect. A FUSE
+request that the daemon has taken is waited for uninterruptibly by the kernel, so a
+`stat` waiting on such a server hung in state D, where not even SIGKILL ends it
+(seen with the server stopped by SIGSTOP, `tests/test_catalog_outage.py`). With
+`answer_within`, every wait for the server ends after that many seconds (and a
+connect after as many, 2 at the least): the connection is dropped (a query in
+flight on it is abandoned, a transaction rolled back by the server) and the call
+fails with CatalogUnavailable; the next call opens a new one. Without it (the
+command-line tools, whose long statements may take minutes, and whose user can
+press Ctrl-C) a call waits as long as it takes.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.abc import PQGen
 
 from casfs.catalog.database import Dialect, Row, translating
 from casfs.errors import (
@@ -34,8 +48,11 @@ from casfs.errors import (
 )
 
 CONNECT_TIMEOUT_S = 10
+MIN_CONNECT_TIMEOUT_S = 2  # libpq takes less than 2 s as 2
+WAIT_INTERVAL_S = 0.1  # how often a wait for the server looks for Ctrl-C (psycopg's)
 LOCK_TIMEOUT_MS = 10_000  # as long as SQLite's busy timeout
 GATHER_S = 0.02  # after one announcement, how long a listener waits for more
+RV = TypeVar("RV")
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -98,6 +115,27 @@ def translate(error: psycopg.Error) -> CatalogError | UniqueViolation:
 _translated = translating(psycopg.Error, translate)
 
 
+class _BoundedConnection(psycopg.Connection[tuple[Any, ...]]):
+    """A connection whose waits for the server end after `answer_within` seconds."""
+
+    answer_within: float | None = None
+
+    def wait(self, gen: PQGen[RV], interval: float = WAIT_INTERVAL_S,
+             timeout: float | None = None) -> RV:
+        bound = self.answer_within
+        if bound is None or timeout is not None:  # a wait with a bound of its own
+            return super().wait(gen, interval, timeout)
+        started = time.monotonic()
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.OperationalError:
+            if time.monotonic() - started < bound:
+                raise  # the server answered, or the connection broke: not a timeout
+            self.pgconn.finish()  # what is in flight is abandoned: broken from now on
+            raise psycopg.OperationalError(
+                f"no answer from the catalog server within {bound:g} s") from None
+
+
 def _returns_rows(cursor: psycopg.Cursor[Row]) -> bool:
     """Whether the last statement returned rows (its result's status, rather than
     `description`, which builds an object per column on every call)."""
@@ -117,9 +155,11 @@ def _fetch_one(cursor: psycopg.Cursor[Row]) -> Row | None:
 class PostgresDatabase:
     dialect = DIALECT
 
-    def __init__(self, url: str, *, readonly: bool = False) -> None:
+    def __init__(self, url: str, *, readonly: bool = False,
+                 answer_within: float | None = None) -> None:
         self.url = url
         self.readonly = readonly
+        self.answer_within = answer_within  # see the module's docstring
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._in_transaction = False
         self._listening: set[str] = set()
@@ -137,9 +177,13 @@ class PostgresDatabase:
         if self.readonly:
             options += " -c default_transaction_read_only=on"
         self._listening = set()
-        self._conn = psycopg.connect(self.url, autocommit=True, options=options,
-                                     connect_timeout=CONNECT_TIMEOUT_S)
-        return self._conn
+        connect_within = CONNECT_TIMEOUT_S if self.answer_within is None else \
+            min(CONNECT_TIMEOUT_S, max(MIN_CONNECT_TIMEOUT_S, math.ceil(self.answer_within)))
+        connection = _BoundedConnection.connect(self.url, autocommit=True, options=options,
+                                                connect_timeout=connect_within)
+        connection.answer_within = self.answer_within
+        self._conn = connection
+        return connection
 
     @_translated
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
