@@ -132,8 +132,7 @@ class _BoundedConnection(psycopg.Connection[tuple[Any, ...]]):
             if time.monotonic() - started < bound:
                 raise  # the server answered, or the connection broke: not a timeout
             self.pgconn.finish()  # what is in flight is abandoned: broken from now on
-            raise psycopg.OperationalError(
-                f"no answer from the catalog server within {bound:g} s") from None
+            raise psycopg.OperationalError(f"no answer within {bound:g} s") from None
 
 
 def _returns_rows(cursor: psycopg.Cursor[Row]) -> bool:
