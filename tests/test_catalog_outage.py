@@ -87,6 +87,27 @@ def test_a_call_to_a_silent_server_fails_within_the_bound_and_the_next_reconnect
         db.close()
 
 
+def test_a_restart_between_two_calls_goes_unnoticed(server: PostgresServer,
+                                                   url: str) -> None:
+    """The server closed the idle connection: the next call opens a new one rather
+    than failing on it."""
+    db = PostgresDatabase(url, answer_within=BOUND_S)
+    try:
+        assert db.one("SELECT 1") == (1,)
+        server.shut_down()
+        server.start_again()
+        assert db.one("SELECT 1") == (1,)
+        with db.transaction():
+            db.execute("CREATE TABLE t (x int)")
+        server.shut_down()
+        with pytest.raises(CatalogUnavailable):  # down: refused at once
+            db.one("SELECT 1")
+        server.start_again()
+        assert db.one("SELECT count(*) FROM t") == (0,)
+    finally:
+        db.close()
+
+
 def test_a_transaction_cut_off_by_the_bound_commits_nothing(
         server: PostgresServer, url: str) -> None:
     db = PostgresDatabase(url, answer_within=BOUND_S)

@@ -6,7 +6,8 @@ READ COMMITTED, the server's default: what must stay true until commit is held b
 row locks, unique indexes and advisory locks (see `PostgresCatalog`). A failed
 statement aborts the whole transaction in PostgreSQL, so `attempt` wraps one in a
 savepoint. psycopg's errors become `casfs.errors` here and nowhere else; a
-connection that broke is opened again on the next call.
+connection that broke, or that the server closed while it was idle (a restart), is
+opened again on the next call.
 
 A server can also stop answering without closing anything: a stopped or swamped
 process, or a network that drops packets. libpq bounds only the connect. A FUSE
@@ -26,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import select
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -162,16 +164,22 @@ class PostgresDatabase:
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._in_transaction = False
         self._listening: set[str] = set()
+        self._idle = select.poll()  # the connection's socket, once open (`connection`)
         self.connection()  # fail now, with the reason, rather than at first use
 
     @_translated
     def connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The open connection, opened again if it broke (outside a transaction)."""
-        if self._conn is not None and not self._conn.broken:
-            return self._conn
+        conn = self._conn
+        if conn is not None and not conn.closed and (
+                self._in_transaction or self._listening or not self._idle.poll(0)):
+            return conn
         if self._in_transaction:
             raise CatalogUnavailable("the connection to the catalog server broke in a "
                                      "transaction; nothing of it was committed")
+        if conn is not None:
+            conn.close()
+            self._conn = None
         options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
         if self.readonly:
             options += " -c default_transaction_read_only=on"
@@ -181,6 +189,13 @@ class PostgresDatabase:
         connection = _BoundedConnection.connect(self.url, autocommit=True, options=options,
                                                 connect_timeout=connect_within)
         connection.answer_within = self.answer_within
+        # The server spoke, or hung up, while nothing was asked of the connection: a
+        # restart sends every client a farewell and closes. An idle connection that
+        # does not listen has nothing else to read (short of a rare notice, for which
+        # a new connection does no harm), so one poll before each call tells. Without
+        # it, the first call after a restart failed on every connection a mount held.
+        self._idle = select.poll()
+        self._idle.register(connection.pgconn.socket, select.POLLIN)
         self._conn = connection
         return connection
 
