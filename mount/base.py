@@ -22,6 +22,7 @@ from casfs.store import Store
 from . import control
 from .absent_names import AbsentNames
 from .attributes import Attributes
+from .boundary import unreachable
 from .catalog_reader import CatalogReader
 from .catalog_writer import CatalogWriter
 from .closes_behind import ClosesBehind
@@ -82,7 +83,10 @@ class OperationsBase(pyfuse3.Operations):
             ("casfs_mount_known_inodes", "Inodes the kernel holds references to.",
              len(self.lookups)),
             ("casfs_mount_read_requests", "Reads of documents the kernel asked this daemon for.",
-             self.reads)]
+             self.reads),
+            ("casfs_mount_catalog_failures", "Requests answered EIO because the catalog "
+             "server could not be reached, did not answer within catalog_timeout, or "
+             "stayed locked (the log has the first of each 30 s).", unreachable.count)]
         if self._writer is not None:
             gauges += [("casfs_mount_registrations", "Closed files registered by this mount.",
                         self._writer.rounds.items),

@@ -20,6 +20,7 @@ import pytest
 from casfs.catalog.postgres.database import PostgresDatabase
 from casfs.config import MountConfig
 from casfs.errors import CasfsError, CatalogUnavailable
+from casfs.mount import boundary
 from casfs.mount.options import DEFAULT_CATALOG_TIMEOUT_S, MountOptions
 from casfs.store import Store
 
@@ -42,6 +43,24 @@ def test_the_bound_is_an_option_with_a_default_and_0_for_none() -> None:
     for bad in ("catalog_timeout=soon", "catalog_timeout=-1", "catalog_timeout=1e9"):
         with pytest.raises(CasfsError, match="-o catalog_timeout needs seconds"):
             parse(bad)
+
+
+def test_an_outage_is_logged_once_per_interval_and_counted_whole(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    failures = boundary.Unreachable(clock=lambda: now[0])
+    error = CatalogUnavailable("the catalog server cannot be reached: no answer within 2 s")
+    with caplog.at_level("ERROR", logger="casfs.mount"):
+        for _ in range(500):  # a pipeline retrying for 10 s
+            failures.failed("lookup", error)
+            now[0] += 0.02
+        now[0] += boundary.UNREACHABLE_LOG_EVERY_S
+        failures.failed("create", error)
+    assert failures.count == 501
+    assert [r.getMessage() for r in caplog.records] == [
+        "lookup: the catalog server cannot be reached: no answer within 2 s",
+        "create: the catalog server cannot be reached: no answer within 2 s "
+        "(499 more requests failed so since the last such line)"]
 
 
 @pytest.fixture
@@ -164,8 +183,12 @@ def test_a_mount_answers_eio_within_the_bound_while_its_server_is_silent(
     assert run("cmp", source, mnt / "r" / "a1" / "before")[0].returncode == 0
     assert run("cp", source, mnt / "r" / "a1" / "after")[0].returncode == 0
     assert sorted(os.listdir(mnt / "r" / "a1")) == ["after", "before"]
+    # Counted, each of them; logged once (the next line only 30 s later).
+    metrics = (mnt / ".casfs" / "metrics").read_text().splitlines()
+    failures = next(line for line in metrics if line.startswith("casfs_mount_catalog_failures "))
+    assert float(failures.split()[1]) >= 3
     log = (mounted.store_path / "log" / "mount.log").read_text()
-    assert f"cannot be reached: no answer within {BOUND_S:g} s" in log
+    assert log.count(f"cannot be reached: no answer within {BOUND_S:g} s") == 1
 
 
 def test_a_mount_works_again_once_its_server_is_back_from_a_restart(
