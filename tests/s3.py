@@ -73,7 +73,9 @@ class S3Server:
     def start(self) -> S3Server:
         env = {**os.environ, **self.env()}
         self.process = subprocess.Popen(
-            [str(self.weed), "mini", f"-dir={self.dir}", "-ip=127.0.0.1",
+            # Its logs in its own directory (by default they go to /tmp and stay).
+            [str(self.weed), f"-logdir={self.dir}", "mini", f"-dir={self.dir}",
+             "-ip=127.0.0.1",
              "-ip.bind=127.0.0.1", f"-master.port={self.master}",
              f"-volume.port={self.volume}", f"-filer.port={self.filer}",
              f"-s3.port={self.s3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
