@@ -145,10 +145,11 @@ def test_an_import_killed_halfway_ends_like_an_uninterrupted_one(tmp_path: Path)
     interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
     for store in (interrupted, clean):
         Store.init(store).close()
+    # TMPDIR: the killed importer cannot remove its multiprocessing directory itself.
     proc = subprocess.Popen([sys.executable, "-m", "casfs.tools", "--store", str(interrupted),
                              "import-manifest", str(run.manifest), "--apply"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path)})
     deadline = time.monotonic() + 60
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, "import ended too soon"
