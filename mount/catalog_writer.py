@@ -277,7 +277,8 @@ def register_together(catalog: Catalog, blobs: BlobStore,
                       registrations: list[tuple[PathWrite, StagingFile]]
                       ) -> list[outcome.Outcome[Document]]:
     """Every registration in one transaction; when that fails, each in its own, for
-    its own answer (the failure was one registration's, or the transaction's)."""
+    its own answer (the failure was one registration's, or the transaction's). When
+    the catalog server could not be reached, every one fails at once with that."""
     def register(some: list[tuple[PathWrite, StagingFile]]) -> list[Document]:
         placed = {write.new.sha256: staging for write, staging in some}
         return register_placed(blobs, placed, lambda present: catalog.write_at_paths(

@@ -156,14 +156,19 @@ def mounted(url: str, tmp_path: Path) -> Iterator[Mounter]:
         mounter.cleanup()
 
 
-def test_a_mount_answers_eio_within_the_bound_while_its_server_is_silent(
-        server: PostgresServer, mounted: Mounter, tmp_path: Path) -> None:
-    options = ("cache_timeout=1", f"catalog_timeout={BOUND_S:g}")
-    mnt = mounted.mount(*options)
+def written_before(mnt: Path, tmp_path: Path) -> Path:
+    """A file copied in as `r/a1/before` while the server answers; its source."""
     source = tmp_path / "source"
     source.write_bytes(os.urandom(5000))
     (mnt / "r" / "a1").mkdir(parents=True)
     assert run("cp", source, mnt / "r" / "a1" / "before")[0].returncode == 0
+    return source
+
+
+def test_a_mount_answers_eio_within_the_bound_while_its_server_is_silent(
+        server: PostgresServer, mounted: Mounter, tmp_path: Path) -> None:
+    options = ("cache_timeout=1", f"catalog_timeout={BOUND_S:g}")
+    source = written_before(mounted.mount(*options), tmp_path)
     mnt = mounted.remount(*options)  # nothing of the tree known: every name is asked
 
     server.pause()
@@ -194,10 +199,7 @@ def test_a_mount_answers_eio_within_the_bound_while_its_server_is_silent(
 def test_a_mount_works_again_once_its_server_is_back_from_a_restart(
         server: PostgresServer, mounted: Mounter, tmp_path: Path) -> None:
     mnt = mounted.mount("cache_timeout=1")
-    source = tmp_path / "source"
-    source.write_bytes(os.urandom(5000))
-    (mnt / "r" / "a1").mkdir(parents=True)
-    assert run("cp", source, mnt / "r" / "a1" / "before")[0].returncode == 0
+    source = written_before(mnt, tmp_path)
     time.sleep(1.5)  # past cache_timeout: the next names are asked of the server
 
     server.shut_down()
